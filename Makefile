@@ -1,0 +1,59 @@
+# remed: `make demo` runs the whole thing, `make test` checks it. Both start with `make setup`,
+# which is idempotent: a second run installs and downloads nothing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+# Stamps carry the hash of what they were built from, so an edit re-runs just that step.
+VENV_STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+KAFKA_STAMP := $(CACHE)/kafka/.resolved-$(shell sha1sum remed_stack/kafka_runtime/pom.xml | cut -c1-12)
+MODEL_STAMP := $(CACHE)/models/SmolLM2-135M-Instruct/.complete
+PYTEST_ARGS ?=
+
+.PHONY: setup debian venv kafka model test lint unit integration demo stack-up stack-down clean
+
+setup: debian $(VENV_STAMP) $(KAFKA_STAMP) $(MODEL_STAMP)
+
+debian:
+	@scripts/setup-debian.sh
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q -e ".[model,train,dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(KAFKA_STAMP): remed_stack/kafka_runtime/pom.xml
+	@rm -rf $(CACHE)/kafka/libs.new
+	mvn -q -B -f remed_stack/kafka_runtime/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(CACHE)/kafka/libs.new
+	@rm -rf $(CACHE)/kafka/libs $(CACHE)/kafka/.resolved-* && mv $(CACHE)/kafka/libs.new $(CACHE)/kafka/libs
+	@touch $@
+
+$(MODEL_STAMP): | $(VENV_STAMP)
+	$(PY) -m remed_stack.base_model
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy remed_daemon remed_stack chaos trainer
+
+# The README's test command: lint, then unit and integration tests on the real stack
+# (Kafka, Triton, lab hosts), which the session fixtures bring up and tear down.
+test: setup lint
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+unit: $(VENV_STAMP)
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m remed_stack.demo
+
+stack-up: setup
+	$(VENV)/bin/remed stack up
+
+stack-down:
+	$(VENV)/bin/remed stack down
+
+clean: stack-down
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""ThinkRemed agents: probe, plan, guard, execute, verify, reflect, undo."""

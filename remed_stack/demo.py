@@ -1,0 +1,155 @@
+"""`make demo`: one diagnosis through the real stack.
+
+Brings the stack up, publishes a diagnosis report to `remed.diagnoses` with a real Kafka
+producer, consumes it back as the daemon would, asks `remed_planner` on Triton for a playbook and
+prints it. Components the demo started are stopped at the end; ones that were already running
+(a developer's `remed stack up`) are left as they were. It grows into the full remediation demo
+as the daemon lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from remed_daemon.agents.prompt import build_plan_prompt
+from remed_daemon.schemas import validate
+from remed_stack import stack
+from remed_stack.paths import StackPaths
+
+KAFKA_TIMEOUT_MS = 15_000
+PLAN_TIMEOUT_S = 120.0
+PLAN_MAX_TOKENS = 160
+
+
+def demo_report() -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {
+        "schema_version": 1,
+        "report_id": f"demo-{uuid.uuid4()}",
+        "source": "cli",
+        "received_at": now,
+        "observed_at": now,
+        "target": {"service": "cart", "host": "app"},
+        "category": "service-down",
+        "severity": "critical",
+        "summary": "cart service is down on host app: connection refused on port 8082",
+        "report": (
+            "RCA: the cart process exited after an OOM kill and its supervisor did not restart "
+            "it. Upstream checkout requests fail with 502. Restarting cart should restore service."
+        ),
+        "evidence": [
+            "curl http://app:8082/health -> connection refused",
+            "supervisorctl status cart -> EXITED",
+        ],
+        "labels": {"alertname": "ServiceDown", "service": "cart"},
+    }
+
+
+async def publish_and_consume(bootstrap: str, report: dict[str, Any]) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    key = f"{report['target']['service']}@{report['target']['host']}".encode()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=KAFKA_TIMEOUT_MS,
+    )
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait("remed.diagnoses", json.dumps(report).encode(), key=key)
+    finally:
+        await producer.stop()
+    print(f"published  {report['report_id']} -> remed.diagnoses[{meta.partition}]@{meta.offset}")
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=KAFKA_TIMEOUT_MS
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition("remed.diagnoses", meta.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, meta.offset)
+        batch = await consumer.getmany(tp, timeout_ms=KAFKA_TIMEOUT_MS, max_records=1)
+    finally:
+        await consumer.stop()
+    if not batch.get(tp):
+        raise RuntimeError("the report did not come back from Kafka within the timeout")
+    received: dict[str, Any] = json.loads(batch[tp][0].value)
+    validate("diagnosis-report", received)
+    print(f"consumed   {received['report_id']} (schema-valid)")
+    return received
+
+
+async def ask_planner(http_url: str, prompt: str) -> tuple[str, int, int]:
+    import numpy as np
+    import tritonclient.http.aio as httpclient
+
+    client = httpclient.InferenceServerClient(
+        http_url.removeprefix("http://"), conn_timeout=PLAN_TIMEOUT_S
+    )
+    try:
+        text = httpclient.InferInput("text_input", [1], "BYTES")
+        text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
+        max_tokens = httpclient.InferInput("max_tokens", [1], "INT32")
+        max_tokens.set_data_from_numpy(np.array([PLAN_MAX_TOKENS], dtype=np.int32))
+        result = await client.infer(
+            "remed_planner", [text, max_tokens], timeout=int(PLAN_TIMEOUT_S * 1_000_000)
+        )
+    finally:
+        await client.close()
+    output = result.as_numpy("text_output")[0]
+    return (
+        output.decode() if isinstance(output, bytes) else str(output),
+        int(result.as_numpy("prompt_tokens")[0]),
+        int(result.as_numpy("completion_tokens")[0]),
+    )
+
+
+async def run(paths: StackPaths) -> None:
+    report_status = stack.status(paths)
+    received = await publish_and_consume(report_status["kafka"]["bootstrap"], demo_report())
+    prompt = build_plan_prompt(received)
+    started = time.monotonic()
+    playbook, prompt_tokens, completion_tokens = await ask_planner(
+        report_status["triton"]["http"], prompt
+    )
+    elapsed = time.monotonic() - started
+    print(
+        f"planned    by remed_planner in {elapsed:.1f} s "
+        f"({prompt_tokens} prompt + {completion_tokens} completion tokens)"
+    )
+    print("-" * 72)
+    print(playbook.strip())
+    print("-" * 72)
+
+
+def main() -> int:
+    paths = StackPaths.from_env()
+    before = stack.status(paths)
+    already = {
+        "kafka": before["kafka"]["ok"],
+        "triton": before["triton"]["ok"],
+        "lab": bool(before.get("hosts")) and all(h["ok"] for h in before["hosts"]),
+    }
+    to_start = [name for name in stack.COMPONENT_NAMES if not already[name]]
+    print(f"stack      starting {', '.join(to_start) or 'nothing (already up)'}")
+    try:
+        stack.up(paths, to_start)
+        print(stack.format_status(stack.status(paths)))
+        asyncio.run(run(paths))
+    finally:
+        if to_start:
+            stack.down(paths, to_start)
+            print(f"stack      stopped {', '.join(to_start)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

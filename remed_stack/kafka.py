@@ -1,0 +1,217 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode on 127.0.0.1, for development and tests.
+
+The jars come from Maven Central (`make setup` resolves `kafka_runtime/pom.xml` into
+`.cache/kafka/libs`); this module formats the storage on first start, runs `kafka.Kafka` with a
+bounded heap, waits until the broker answers metadata requests, and creates remed's topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remed_stack import procs
+from remed_stack.paths import StackPaths
+
+RUNTIME_DIR = Path(__file__).resolve().parent / "kafka_runtime"
+HEAP = ("-Xms128m", "-Xmx512m")
+READY_TIMEOUT_S = 90.0
+ADMIN_TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+
+
+# contract (DESIGN.md): the daemon's topics. Diagnoses are keyed by target, so more than one
+# partition lets several daemons share the work while each target stays ordered.
+TOPICS = (
+    TopicSpec("remed.diagnoses", partitions=6),
+    TopicSpec("remed.outcomes", partitions=3),
+    TopicSpec("remed.feedback", partitions=1),
+    TopicSpec("remed.diagnoses.DLT", partitions=1),
+)
+
+
+class Kafka:
+    """The stack's broker: `up()` is idempotent, `down()` stops what `up()` started."""
+
+    name = "kafka"
+
+    def __init__(self, paths: StackPaths) -> None:
+        self.paths = paths
+        self.dir = paths.component_dir(self.name)
+        self.pidfile = self.dir / "kafka.pid"
+        self.logfile = self.dir / "kafka.log"
+        self.statefile = self.dir / "state.json"
+        self.data_dir = self.dir / "data"
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self._state()['port']}"
+
+    def up(self) -> None:
+        if procs.live_process(self.pidfile) is None:
+            self._start()
+        proc = procs.live_process(self.pidfile)
+        procs.wait_until(
+            self._answers_metadata,
+            what="Kafka broker",
+            timeout_s=READY_TIMEOUT_S,
+            proc=proc,
+            logfile=self.logfile,
+            interval_s=0.5,
+        )
+        asyncio.run(self._ensure_topics())
+
+    def down(self) -> None:
+        procs.stop(self.pidfile, timeout_s=30.0)
+
+    def status(self) -> dict[str, Any]:
+        if not self.statefile.exists():
+            return {"bootstrap": None, "ok": False}
+        ok = procs.live_process(self.pidfile) is not None and self._answers_metadata()
+        return {"bootstrap": self.bootstrap, "ok": ok}
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        if self.statefile.exists():
+            state: dict[str, Any] = json.loads(self.statefile.read_text())
+            return state
+        state = {
+            "port": procs.free_port(),
+            "controller_port": procs.free_port(),
+            # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
+            "cluster_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+        }
+        self.statefile.write_text(json.dumps(state))
+        return state
+
+    def _java(self) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise procs.StackError("java not found: install a JDK 17+ (make setup does)")
+        libs = self.paths.kafka_libs
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise procs.StackError(f"no Kafka jars in {libs}: run `make setup`")
+        return [
+            java,
+            *HEAP,
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={RUNTIME_DIR / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def _write_config(self) -> Path:
+        state = self._state()
+        port, cport = state["port"], state["controller_port"]
+        config = self.dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{cport}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=6",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.retention.hours=24",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def _start(self) -> None:
+        config = self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            # First start: KRaft needs its storage formatted with the cluster id.
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fmt = subprocess.run(
+                [
+                    *self._java(),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    self._state()["cluster_id"],
+                    "-c",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if fmt.returncode != 0:
+                raise procs.StackError(f"formatting Kafka storage failed:\n{fmt.stderr[-2000:]}")
+        procs.spawn(
+            [*self._java(), "kafka.Kafka", str(config)],
+            pidfile=self.pidfile,
+            logfile=self.logfile,
+        )
+
+    def _answers_metadata(self) -> bool:
+        if not procs.port_open("127.0.0.1", self._state()["port"]):
+            return False
+        try:
+            return asyncio.run(self._cluster_has_broker())
+        except Exception:
+            return False
+
+    async def _cluster_has_broker(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS
+        )
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        finally:
+            await admin.close()
+
+    async def _ensure_topics(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+                for t in TOPICS
+                if t.name not in existing
+            ]
+            if missing:
+                await admin.create_topics(missing, timeout_ms=ADMIN_TIMEOUT_MS)
+        finally:
+            await admin.close()
