@@ -1,0 +1,1 @@
+"""remed daemon: intake, journal, scheduling and remediation of diagnosed incidents."""
