@@ -18,10 +18,8 @@ Crash safety (`recover()` at start-up):
   the incident becomes `escalated` with the reason "interrupted during …" and its outcome goes
   out, so a person looks at the host.
 - `planning`: planning has no side effect on hosts, so the incident goes back to `received`.
-- `received`/`planning` that came from Kafka and whose offset was never committed are released
-  (deleted): Kafka still owns the report and redelivers it to whichever instance owns the
-  partition now; keeping them would let two instances run the same report.
-- Webhook incidents have no other record than this journal: they are resumed here.
+- `received` incidents (from either intake) are resumed: once journaled, an incident is owned
+  by this instance (see `sources/kafka.py` for why the Kafka offset is committed then).
 """
 
 from __future__ import annotations
@@ -147,7 +145,6 @@ class Outcome:
 class Recovery:
     escalated: list[str]
     replanned: list[str]
-    released: list[str]
     resumed: list[Incident]
 
 
@@ -471,17 +468,18 @@ class Journal:
         q = "SELECT COUNT(*) FROM incidents WHERE target = ? AND started_at >= ?"
         return int(self._db.execute(q, (target, since)).fetchone()[0])
 
-    async def recent_endings(self, target: str, limit: int) -> list[State]:
-        """The last `limit` terminal states of `target`, newest first (the circuit breaker)."""
+    async def recent_endings(self, target: str, limit: int) -> list[tuple[State, float]]:
+        """The last `limit` (recovered|failed, finished_at) of `target`, newest first: what the
+        circuit breaker counts. Escalations and cancellations are not attempts that failed."""
         return await self._call(self._recent_sync, target, limit)
 
-    def _recent_sync(self, target: str, limit: int) -> list[State]:
+    def _recent_sync(self, target: str, limit: int) -> list[tuple[State, float]]:
         rows = self._db.execute(
-            "SELECT state FROM incidents WHERE target = ? AND finished_at IS NOT NULL "
-            "AND state IN ('recovered', 'failed') ORDER BY finished_at DESC LIMIT ?",
+            "SELECT state, finished_at FROM incidents WHERE target = ? AND finished_at IS NOT "
+            "NULL AND state IN ('recovered', 'failed') ORDER BY finished_at DESC LIMIT ?",
             (target, limit),
         ).fetchall()
-        return [State(r[0]) for r in rows]
+        return [(State(r[0]), float(r[1])) for r in rows]
 
     async def transitions(self, incident_id: str) -> list[tuple[str | None, str, str]]:
         return await self._call(self._transitions_sync, incident_id)
@@ -542,7 +540,6 @@ class Journal:
         now = self._clock()
         escalated: list[str] = []
         replanned: list[str] = []
-        released: list[str] = []
         with self._tx() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM incidents WHERE state IN (?, ?, ?, ?) ORDER BY created_at",
@@ -562,10 +559,6 @@ class Journal:
                     )
                     self._move(db, inc, State.ESCALATED, reason, now, outcome)
                     escalated.append(inc.id)
-                elif inc.source == "kafka":
-                    db.execute("DELETE FROM transitions WHERE incident_id = ?", (inc.id,))
-                    db.execute("DELETE FROM incidents WHERE id = ?", (inc.id,))
-                    released.append(inc.id)
                 elif inc.state is State.PLANNING:
                     self._move(db, inc, State.RECEIVED, "re-planning after restart", now, None)
                     replanned.append(inc.id)
@@ -576,7 +569,7 @@ class Journal:
                     (State.RECEIVED.value,),
                 ).fetchall()
             ]
-        return Recovery(escalated, replanned, released, resumed)
+        return Recovery(escalated, replanned, resumed)
 
 
 class _Tx:

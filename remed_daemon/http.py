@@ -1,0 +1,182 @@
+"""The daemon's HTTP side (aiohttp): Alertmanager webhook, /healthz, /readyz, /metrics.
+
+`POST /webhook/alertmanager` (contract, DESIGN.md): 401 without valid credentials (bearer token,
+or basic auth when configured); 413 above `http.max_body_bytes`; 400 with the exact field at
+fault; 503 with `Retry-After` when `http.max_pending_incidents` are open (Alertmanager retries
+5xx); otherwise the firing alerts are journaled in one transaction and only then 202 is sent.
+A `resolved` alert cancels its incident if no playbook has started.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from remed_daemon import outcomes
+from remed_daemon.config import HttpConfig
+from remed_daemon.errors import IntakeRejected
+from remed_daemon.journal import Incident, Journal, NewIncident
+from remed_daemon.sources.alertmanager import map_alerts, parse_payload
+from remed_daemon.telemetry import Metrics, current_traceparent
+
+log = structlog.get_logger("remed.http")
+
+
+@dataclass
+class HttpDeps:
+    cfg: HttpConfig
+    journal: Journal
+    metrics: Metrics
+    tracer: trace.Tracer
+    submit: Callable[[Incident], None]
+    cancel: Callable[[Incident], None]
+    depth: Callable[[], int]
+    ready: Callable[[], bool]
+
+
+DEPS = web.AppKey("deps", HttpDeps)
+
+
+def _authorized(cfg: HttpConfig, header: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and cfg.bearer_token:
+        return hmac.compare_digest(value.strip().encode(), cfg.bearer_token.reveal().encode())
+    if scheme == "basic" and cfg.basic_user:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        user, _, password = decoded.partition(":")
+        ok_user = hmac.compare_digest(user.encode(), cfg.basic_user.encode())
+        ok_pass = hmac.compare_digest(password.encode(), cfg.basic_password.reveal().encode())
+        return ok_user and ok_pass
+    return False
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    t0 = time.monotonic()
+    if not _authorized(deps.cfg, request.headers.get("Authorization", "")):
+        deps.metrics.intake.labels("alertmanager", "unauthorized").inc()
+        return _error(
+            401,
+            "missing or wrong credentials: send 'Authorization: Bearer <http.bearer_token>'",
+            **{"WWW-Authenticate": 'Bearer realm="remed"'},
+        )
+    if request.content_length is not None and request.content_length > deps.cfg.max_body_bytes:
+        deps.metrics.intake.labels("alertmanager", "too_large").inc()
+        return _error(413, f"body larger than http.max_body_bytes = {deps.cfg.max_body_bytes}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        deps.metrics.intake.labels("alertmanager", "too_large").inc()
+        return _error(413, f"body larger than http.max_body_bytes = {deps.cfg.max_body_bytes}")
+    try:
+        doc = parse_payload(body)
+    except IntakeRejected as exc:
+        deps.metrics.intake.labels("alertmanager", "invalid").inc()
+        return _error(400, str(exc))
+    mapped = map_alerts(doc, deps.cfg.service_labels, deps.cfg.host_labels)
+    firing = [m for m in mapped if m.status == "firing" and not m.unroutable]
+    if firing and deps.depth() >= deps.cfg.max_pending_incidents:
+        deps.metrics.intake.labels("alertmanager", "saturated").inc()
+        return _error(
+            503, "saturated: too many open incidents; retry later", **{"Retry-After": "5"}
+        )
+
+    news: list[NewIncident] = []
+    for m in firing:
+        # One trace per incident: the intake span is its root (Alertmanager sends no context).
+        with deps.tracer.start_as_current_span(
+            "intake alertmanager",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            attributes={"remed.fingerprint": m.fingerprint, "remed.target": m.target},
+        ):
+            tp = current_traceparent()
+        news.append(
+            NewIncident(
+                idem_key=m.idem_key,
+                source="alertmanager",
+                target=m.target,
+                report=m.report,
+                traceparent=tp,
+            )
+        )
+    admissions = await deps.journal.admit_many(news) if news else []
+    accepted = duplicates = cancelled = 0
+    for adm in admissions:
+        if adm.created:
+            accepted += 1
+            deps.submit(adm.incident)
+        else:
+            duplicates += 1
+    for m in mapped:
+        if m.status != "resolved":
+            continue
+        done = await deps.journal.cancel_pending(
+            m.idem_key, "alert resolved before remediation started", outcomes.builder(None)
+        )
+        if done is not None:
+            cancelled += 1
+            deps.cancel(done)
+        else:
+            duplicates += 1
+    unroutable = [m.unroutable for m in mapped if m.unroutable]
+    deps.metrics.intake.labels("alertmanager", "accepted").inc(accepted)
+    deps.metrics.intake.labels("alertmanager", "duplicate").inc(duplicates)
+    deps.metrics.intake.labels("alertmanager", "cancelled").inc(cancelled)
+    deps.metrics.intake.labels("alertmanager", "unroutable").inc(len(unroutable))
+    deps.metrics.dedup_hits.labels("alertmanager").inc(duplicates)
+    deps.metrics.ack_seconds.labels("alertmanager").observe(time.monotonic() - t0)
+    if unroutable:
+        log.warning("alerts without a target", count=len(unroutable), first=unroutable[0])
+    return web.json_response(
+        {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "cancelled": cancelled,
+            "unroutable": unroutable[:10],
+        },
+        status=202,
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok = request.app[DEPS].ready()
+    return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data: Any = generate_latest(request.app[DEPS].metrics.registry)
+    resp = web.Response(body=data)
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+def build_app(deps: HttpDeps) -> web.Application:
+    # client_max_size makes aiohttp refuse larger bodies with 413 even without Content-Length.
+    app = web.Application(client_max_size=deps.cfg.max_body_bytes)
+    app[DEPS] = deps
+    app.router.add_post("/webhook/alertmanager", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

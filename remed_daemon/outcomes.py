@@ -1,0 +1,206 @@
+"""Outcome records and the producer that drains the journal's outbox to `remed.outcomes`.
+
+An outcome is written into the outbox in the same transaction as the incident's terminal state
+(`Journal.finish`). `OutcomeProducer` sends unsent rows oldest first with an idempotent producer
+(`acks=all`), marks them sent only after the broker acknowledged them, and while Kafka is away
+it backs off and tries again: the outcomes wait in the journal and go out later, in order.
+Delivery is at least once (a crash between the broker's ack and `mark_sent` repeats a record);
+consumers deduplicate on `incident_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from remed_daemon.config import KafkaConfig
+from remed_daemon.journal import Incident, Journal, Outcome, State
+from remed_daemon.telemetry import Metrics
+
+log = structlog.get_logger("remed.outcomes")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    host: str
+    task: str
+    module: str = ""
+    changed: bool = False
+    failed: bool = False
+    rc: int | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RemediationResult:
+    """What a remediator reports back; becomes the outcome's body."""
+
+    status: State
+    reason: str = ""
+    playbooks: Sequence[str] = ()
+    tasks: Sequence[TaskResult] = ()
+    verification: Mapping[str, Any] = field(default_factory=dict)
+    model_version: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def validate(kind: str, doc: Mapping[str, Any]) -> list[str]:
+    """Errors of `doc` against `schemas/<kind>.schema.json` (via remed_daemon.schemas)."""
+    try:
+        schemas = importlib.import_module("remed_daemon.schemas")
+    except ImportError:  # the schema module lands with its own issue; nothing to check yet
+        return []
+    errors: list[str] = schemas.iter_errors(kind, dict(doc))
+    return errors
+
+
+def outcome_doc(
+    incident: Incident, status: State, reason: str, result: RemediationResult | None
+) -> dict[str, Any]:
+    report = incident.report
+    target = report.get("target", {})
+    doc: dict[str, Any] = {
+        "incident_id": incident.id,
+        "report_id": str(report.get("report_id", incident.idem_key)),
+        "status": status.value,
+        "reason": reason,
+        "source": incident.source,
+        "target": {"service": target.get("service", ""), "host": target.get("host", "")},
+        "received_at": _iso(incident.created_at),
+        "started_at": _iso(incident.started_at),
+        "finished_at": _iso(incident.finished_at or time.time()),
+        "traceparent": incident.traceparent,
+        "playbooks": list(result.playbooks) if result else [],
+        "tasks": [asdict(t) for t in result.tasks] if result else [],
+        "verification": dict(result.verification) if result else {},
+        "model_version": result.model_version if result else "",
+        "tokens": {
+            "prompt": result.prompt_tokens if result else 0,
+            "completion": result.completion_tokens if result else 0,
+        },
+        "attempts": result.attempts if result else 0,
+    }
+    return doc
+
+
+def builder(result: RemediationResult | None = None) -> Any:
+    """An `OutcomeBuilder` for `Journal.finish` carrying `result` (None: no remediation ran)."""
+
+    def build(incident: Incident, status: State, reason: str) -> Outcome:
+        doc = outcome_doc(incident, status, reason, result)
+        headers = [("remed-incident-id", incident.id), ("content-type", "application/json")]
+        if incident.traceparent:
+            headers.append(("traceparent", incident.traceparent))
+        return Outcome(key=incident.target, value=doc, headers=headers)
+
+    return build
+
+
+class OutcomeProducer:
+    """Drains the outbox to Kafka. `start()` once; `run()` until cancelled; `stop()` flushes."""
+
+    def __init__(self, cfg: KafkaConfig, journal: Journal, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self.sent = 0
+
+    def notify(self) -> None:
+        """A new outcome is in the outbox."""
+        self._wake.set()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.cfg.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=self.cfg.producer_linger_ms,
+                request_timeout_ms=self.cfg.request_timeout_ms,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def drain_once(self, batch: int = 200) -> int:
+        """Send every unsent outcome, oldest first; returns how many went out."""
+        total = 0
+        while True:
+            rows = await self.journal.unsent(batch)
+            if not rows:
+                break
+            producer = await self._ensure_producer()
+            futures = []
+            for row in rows:
+                futures.append(
+                    await producer.send(
+                        self.cfg.outcomes_topic,
+                        value=row.value,
+                        key=row.key.encode(),
+                        headers=row.headers,
+                    )
+                )
+            await asyncio.gather(*futures)
+            await self.journal.mark_sent(r.seq for r in rows)
+            total += len(rows)
+            self.sent += len(rows)
+        self.metrics.outbox_unsent.set(await self.journal.unsent_count())
+        return total
+
+    async def run(self) -> None:
+        backoff = self.cfg.outbox_retry_initial_s
+        while True:
+            try:
+                await self.drain_once()
+                backoff = self.cfg.outbox_retry_initial_s
+            except (KafkaError, OSError) as exc:
+                # The producer may be wedged after a long outage: start a fresh one next time.
+                log.warning("outcome delivery failed; retrying", error=str(exc), retry_s=backoff)
+                await self._close_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.outbox_retry_max_s)
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.outbox_retry_max_s)
+            except TimeoutError:
+                pass
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # stopping a broken producer must not mask the cause
+                log.debug("producer stop failed", error=str(exc))
+
+    async def stop(self, flush_timeout_s: float) -> None:
+        """Try once more to send what is waiting (bounded), then close. Idempotent."""
+        try:
+            await asyncio.wait_for(self.drain_once(), timeout=flush_timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("outcomes left in the outbox for the next start", error=str(exc))
+        await self._close_producer()

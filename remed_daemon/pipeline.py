@@ -1,0 +1,387 @@
+"""The plain remediation pipeline: plan → execute → verify, behind a small `Remediator` protocol.
+
+The agents issue (ThinkRemed) replaces the body with probe/plan/guard/check/apply/verify/
+reflect/undo; the scheduler only needs `Remediator.remediate(incident, ctx)`. The one rule a
+remediator must keep: call `await ctx.enter(State.EXECUTING)` *before* anything can change a host
+(the journal write is what makes a crash never run a playbook twice), and
+`await ctx.enter(State.VERIFYING)` before verifying.
+
+Remediators here:
+- `ShadowRemediator`: plans and applies nothing (outcome `shadow`).
+- `AnsibleRemediator`: plans, applies the playbook with ansible-runner in a worker thread (so
+  ansible-runner's SIGTERM handler never replaces the daemon's, and `cancel_callback` stops it),
+  then verifies with a read-only command over asyncssh (host keys verified).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from opentelemetry import trace
+
+from remed_daemon.config import RemediationConfig
+from remed_daemon.errors import ExecutionError, IntakeRejected, PlannerUnavailable
+from remed_daemon.journal import Incident, Journal, State
+from remed_daemon.outcomes import RemediationResult, TaskResult
+
+log = structlog.get_logger("remed.pipeline")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_YAML_BLOCK = re.compile(r"```(?:ya?ml)?\s*\n(.*?)```", re.DOTALL)
+
+
+@dataclass
+class RemediationContext:
+    """What a remediator gets besides the incident: the journal hook, cancellation, tracing."""
+
+    journal: Journal
+    incident: Incident
+    tracer: trace.Tracer
+    run_dir: Path
+    # Thread-safe: ansible-runner's cancel_callback polls it from its worker thread.
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    async def enter(self, state: State, reason: str = "") -> None:
+        """Durably move the incident on; raises IllegalTransition if it was cancelled."""
+        self.incident = await self.journal.transition(self.incident.id, state, reason)
+
+
+class Remediator(Protocol):
+    async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult:
+        ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    playbook: str
+    model_version: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Planner(Protocol):
+    async def plan(self, incident: Incident) -> Plan: ...
+
+
+def target_of(report: Mapping[str, Any]) -> tuple[str, str]:
+    """(service, host) of a report, checked to be plain names (they go into a playbook)."""
+    target = report.get("target")
+    if not isinstance(target, Mapping):
+        raise IntakeRejected("report has no 'target' object with 'service' and 'host'")
+    service, host = target.get("service"), target.get("host")
+    for name, value in (("service", service), ("host", host)):
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise IntakeRejected(
+                f"target.{name} must be a name of letters, digits and _.:- "
+                f"(at most 128 characters), got {value!r}"
+            )
+    return str(service), str(host)
+
+
+_RESTART = """\
+- name: remed restart of {service_q} on {host_q}
+  hosts: {host_j}
+  become: true
+  gather_facts: false
+  tasks:
+    - name: restart {service_q}
+      ansible.builtin.service:
+        name: {service_j}
+        state: restarted
+"""
+
+
+class StaticPlanner:
+    """Returns one fixed playbook (the configured file, or a restart of the target service)."""
+
+    def __init__(self, cfg: RemediationConfig) -> None:
+        # A configured playbook is used as is; it reads the target from the extra vars
+        # `remed_host`, `remed_service` and `remed_incident_id`.
+        self.fixed = Path(cfg.static_playbook).read_text() if cfg.static_playbook else ""
+
+    async def plan(self, incident: Incident) -> Plan:
+        service, host = target_of(incident.report)
+        if self.fixed:
+            return Plan(playbook=self.fixed, model_version="static")
+        # json.dumps quotes are valid YAML: names cannot break out of their scalar.
+        playbook = _RESTART.format(
+            service_q=service,
+            host_q=host,
+            service_j=json.dumps(service),
+            host_j=json.dumps(host),
+        )
+        return Plan(playbook=playbook, model_version="static")
+
+
+class TritonPlanner:
+    """Asks Triton's `remed_planner` for a playbook (tritonclient's asyncio HTTP client)."""
+
+    def __init__(self, cfg: RemediationConfig) -> None:
+        self.cfg = cfg
+
+    async def plan(self, incident: Incident) -> Plan:
+        import numpy as np
+        import tritonclient.http.aio as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        from remed_daemon.agents.prompt import build_plan_prompt
+
+        prompt = build_plan_prompt(incident.report)
+        client = httpclient.InferenceServerClient(
+            self.cfg.triton_url,
+            conn_timeout=self.cfg.planner_timeout_s,
+        )
+        try:
+            text = httpclient.InferInput("text_input", [1, 1], "BYTES")
+            text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
+            max_tokens = httpclient.InferInput("max_tokens", [1, 1], "INT32")
+            max_tokens.set_data_from_numpy(
+                np.array([[self.cfg.planner_max_tokens]], dtype=np.int32)
+            )
+            result = await asyncio.wait_for(
+                client.infer(self.cfg.triton_model, [text, max_tokens]),
+                timeout=self.cfg.planner_timeout_s,
+            )
+            meta = await client.get_model_metadata(self.cfg.triton_model)
+        except (InferenceServerException, OSError, TimeoutError) as exc:
+            raise PlannerUnavailable(
+                f"Triton at {self.cfg.triton_url} did not plan: {exc}; will retry"
+            ) from exc
+        finally:
+            await client.close()
+        out = result.as_numpy("text_output")
+        completion = out.reshape(-1)[0] if out is not None else b""
+        if isinstance(completion, bytes):
+            completion = completion.decode("utf-8", "replace")
+        match = _YAML_BLOCK.search(str(completion))
+        playbook = match.group(1) if match else str(completion)
+        versions = meta.get("versions") or [""]
+        return Plan(
+            playbook=playbook,
+            model_version=f"{self.cfg.triton_model}:{versions[-1]}",
+            prompt_tokens=_int_output(result, "prompt_tokens"),
+            completion_tokens=_int_output(result, "completion_tokens"),
+        )
+
+
+def _int_output(result: Any, name: str) -> int:
+    arr = result.as_numpy(name)
+    return int(arr.reshape(-1)[0]) if arr is not None and arr.size else 0
+
+
+def make_planner(cfg: RemediationConfig) -> Planner:
+    return TritonPlanner(cfg) if cfg.planner == "triton" else StaticPlanner(cfg)
+
+
+class ShadowRemediator:
+    """Plans and applies nothing: the outcome `shadow` carries the playbook it would have run."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+
+    async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult:
+        with ctx.tracer.start_as_current_span("plan"):
+            plan = await self.planner.plan(incident)
+        return RemediationResult(
+            status=State.SHADOW,
+            reason="shadow mode: planned, nothing applied",
+            playbooks=[plan.playbook],
+            model_version=plan.model_version,
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=plan.completion_tokens,
+            attempts=1,
+        )
+
+
+class AnsibleRemediator:
+    """Plan, apply with ansible-runner (worker thread, cancellable), verify over SSH."""
+
+    def __init__(self, cfg: RemediationConfig, planner: Planner) -> None:
+        self.cfg = cfg
+        self.planner = planner
+
+    async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult:
+        service, host = target_of(incident.report)
+        with ctx.tracer.start_as_current_span("plan"):
+            plan = await self.planner.plan(incident)
+        base = dict(
+            playbooks=[plan.playbook],
+            model_version=plan.model_version,
+            prompt_tokens=plan.prompt_tokens,
+            completion_tokens=plan.completion_tokens,
+            attempts=1,
+        )
+        await ctx.enter(State.EXECUTING, "applying playbook")
+        with ctx.tracer.start_as_current_span("execute", attributes={"remed.host": host}):
+            status, tasks = await self._apply(plan.playbook, service, host, ctx)
+        if status == "canceled":
+            raise asyncio.CancelledError("playbook run cancelled")
+        if status != "successful":
+            return RemediationResult(
+                status=State.FAILED, reason=f"playbook {status}", tasks=tasks, **base  # type: ignore[arg-type]
+            )
+        await ctx.enter(State.VERIFYING, "playbook applied")
+        with ctx.tracer.start_as_current_span("verify"):
+            verification = await self._verify(host)
+        ok = verification.get("ok", True)
+        return RemediationResult(
+            status=State.RECOVERED if ok else State.FAILED,
+            reason="verified" if ok else "verification failed",
+            tasks=tasks,
+            verification=verification,
+            **base,  # type: ignore[arg-type]
+        )
+
+    async def _apply(
+        self, playbook: str, service: str, host: str, ctx: RemediationContext
+    ) -> tuple[str, list[TaskResult]]:
+        import ansible_runner
+
+        project = ctx.run_dir / "project"
+        project.mkdir(parents=True, exist_ok=True)
+        (project / "remed.yml").write_text(playbook)
+        tasks: list[TaskResult] = []
+        tracer = ctx.tracer
+        parent = trace.get_current_span().get_span_context()
+        parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+        def on_event(event: dict[str, Any]) -> bool:
+            kind = event.get("event", "")
+            if kind not in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                return True
+            data = event.get("event_data", {})
+            res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
+            failed = kind != "runner_on_ok"
+            t = TaskResult(
+                host=str(data.get("host", "")),
+                task=str(data.get("task", "")),
+                module=str(data.get("resolved_action") or data.get("task_action", "")),
+                changed=bool(res.get("changed", False)),
+                failed=failed,
+                rc=res.get("rc") if isinstance(res.get("rc"), int) else None,
+                duration_s=float(data.get("duration") or 0.0),
+            )
+            tasks.append(t)
+            span = tracer.start_span(
+                f"task {t.task}",
+                context=parent_ctx,
+                attributes={
+                    "remed.host": t.host,
+                    "remed.task": t.task,
+                    "remed.module": t.module,
+                    "remed.changed": t.changed,
+                    "remed.failed": t.failed,
+                    "remed.rc": -1 if t.rc is None else t.rc,
+                    "remed.duration_s": t.duration_s,
+                },
+            )
+            if failed:
+                span.set_status(trace.StatusCode.ERROR)
+            span.end()
+            return False  # keep runner's artifacts small: events are not written to disk
+
+        cmdline = []
+        if self.cfg.ssh_private_key:
+            cmdline += ["--private-key", self.cfg.ssh_private_key]
+        if self.cfg.ssh_user:
+            cmdline += ["--user", self.cfg.ssh_user]
+        ssh_args = "-o StrictHostKeyChecking=yes"
+        if self.cfg.known_hosts:
+            ssh_args += f" -o UserKnownHostsFile={self.cfg.known_hosts}"
+        envvars = {
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_ARGS": ssh_args,
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        }
+        deadline = time.monotonic() + self.cfg.playbook_timeout_s
+
+        def cancelled() -> bool:
+            return ctx.cancel.is_set() or time.monotonic() > deadline
+
+        def run() -> str:
+            r = ansible_runner.run(
+                private_data_dir=str(ctx.run_dir),
+                playbook="remed.yml",
+                inventory=str(Path(self.cfg.inventory).resolve()),
+                limit=host,
+                cmdline=" ".join(cmdline) or None,
+                envvars=envvars,
+                extravars={
+                    "remed_incident_id": ctx.incident.id,
+                    "remed_host": host,
+                    "remed_service": service,
+                },
+                event_handler=on_event,
+                cancel_callback=cancelled,
+                quiet=True,
+                json_mode=False,
+            )
+            return str(r.status)
+
+        try:
+            status = await asyncio.to_thread(run)
+        except asyncio.CancelledError:
+            ctx.cancel.set()  # the thread sees it at its next poll and stops ansible
+            raise
+        except Exception as exc:
+            raise ExecutionError(f"ansible-runner could not run: {exc}") from exc
+        if status == "canceled" and not ctx.cancel.is_set():
+            status = "timeout"
+        return status, tasks
+
+    async def _verify(self, host: str) -> dict[str, Any]:
+        if not self.cfg.verify_command:
+            return {"ok": True, "method": "playbook succeeded; no verify_command configured"}
+        import asyncssh
+
+        address = _inventory_address(Path(self.cfg.inventory), host)
+        try:
+            async with asyncssh.connect(
+                address,
+                username=self.cfg.ssh_user or None,
+                client_keys=[self.cfg.ssh_private_key] if self.cfg.ssh_private_key else None,
+                known_hosts=self.cfg.known_hosts or (),
+                connect_timeout=self.cfg.verify_timeout_s,
+            ) as conn:
+                res = await asyncio.wait_for(
+                    conn.run(self.cfg.verify_command, check=False),
+                    timeout=self.cfg.verify_timeout_s,
+                )
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            return {"ok": False, "method": "verify_command", "error": str(exc)}
+        return {
+            "ok": res.exit_status == 0,
+            "method": "verify_command",
+            "exit_status": res.exit_status,
+            "stdout": str(res.stdout or "")[-2000:],
+        }
+
+
+def _inventory_address(inventory: Path, host: str) -> str:
+    """`ansible_host=` of `host` in an INI inventory, else the name itself."""
+    try:
+        for line in inventory.read_text().splitlines():
+            parts = line.split()
+            if parts and parts[0] == host:
+                for p in parts[1:]:
+                    if p.startswith("ansible_host="):
+                        return p.split("=", 1)[1]
+    except OSError:
+        pass
+    return host
+
+
+def make_remediator(cfg: RemediationConfig) -> Remediator:
+    planner = make_planner(cfg)
+    if cfg.mode == "ansible":
+        return AnsibleRemediator(cfg, planner)
+    return ShadowRemediator(planner)

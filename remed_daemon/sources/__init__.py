@@ -1,0 +1,1 @@
+"""Intakes: Kafka (`kafka.py`) and the Alertmanager webhook payloads (`alertmanager.py`)."""

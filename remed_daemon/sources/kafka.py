@@ -1,0 +1,259 @@
+"""Kafka intake: `remed.diagnoses` → journal → scheduler.
+
+Commit rule (a decision, and why): an offset is committed once every report up to it is
+**durably journaled and owned by this instance** (or sent to the DLT), not when its outcome is
+produced. From that point the journal is the record: the incident's remediation, its crash
+recovery and its outcome (through the outbox) no longer depend on Kafka. Waiting for the outcome
+instead would (a) hold offsets for the minutes a remediation takes, so every rebalance would hand
+a running remediation's report to another instance, which would run it again; (b) stall a
+partition behind its slowest target. The residual window: a crash after the journal write and
+before the commit (at most one poll batch); redelivery to *this* instance is absorbed by the
+idempotency key, redelivery to another instance with its own journal could run it again — keep
+`kafka.commit_interval_s` small, and a shared journal is the follow-up that closes it.
+
+- `enable_auto_commit=False`; commits after each processed batch (at most every
+  `commit_interval_s`) and in the rebalance listener before partitions are given away.
+- Invalid messages (not JSON, schema errors, bad target) go to `remed.diagnoses.DLT` with
+  headers `remed-original-topic`, `-partition`, `-offset`, `remed-error`; then the consumer moves
+  on. A message whose DLT write fails is retried, never skipped.
+- Backpressure: when the scheduler holds `queue_max_items` incidents the consumer `pause()`s its
+  partitions (it keeps polling, so heartbeats and the group stay healthy) and `resume()`s below
+  half. Remediations never run in the poll loop.
+- Idempotency key: the report's `report_id`, else `kafka:<topic>:<partition>:<offset>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+
+from remed_daemon.config import KafkaConfig
+from remed_daemon.errors import IntakeRejected
+from remed_daemon.journal import Incident, Journal, NewIncident
+from remed_daemon.outcomes import validate
+from remed_daemon.pipeline import target_of
+from remed_daemon.telemetry import (
+    Metrics,
+    context_from_traceparent,
+    current_traceparent,
+    traceparent_from_headers,
+)
+
+log = structlog.get_logger("remed.kafka")
+
+MAX_ERROR_HEADER_CHARS = 1000
+
+
+def parse_report(value: bytes | None) -> dict[str, Any]:
+    """A `remed.diagnoses` value as a checked report, or IntakeRejected saying why."""
+    if value is None:
+        raise IntakeRejected("empty message (tombstone)")
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntakeRejected(f"value is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise IntakeRejected(f"value must be a JSON object, got {type(doc).__name__}")
+    errors = validate("diagnosis-report", doc)
+    if errors:
+        raise IntakeRejected("schema diagnosis-report: " + "; ".join(errors[:5]))
+    target_of(doc)
+    return doc
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, intake: KafkaIntake) -> None:
+        self.intake = intake
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.intake.commit(only=set(revoked))
+        for tp in revoked:
+            self.intake._positions.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class KafkaIntake:
+    """The consumer. `run()` until cancelled; `stop()` commits and closes (idempotent)."""
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        journal: Journal,
+        metrics: Metrics,
+        tracer: trace.Tracer,
+        submit: Callable[[Incident], None],
+        depth: Callable[[], int],
+    ) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.metrics = metrics
+        self.tracer = tracer
+        self.submit = submit
+        self.depth = depth
+        self.consumer: AIOKafkaConsumer | None = None
+        self._dlt: AIOKafkaProducer | None = None
+        # Next offset to commit per partition: everything below it is journaled or in the DLT.
+        self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self.paused = False
+        self.progress_at = time.monotonic()
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.bootstrap,
+            group_id=self.cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.cfg.session_timeout_ms,
+            heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=self.cfg.max_poll_interval_ms,
+            request_timeout_ms=self.cfg.request_timeout_ms,
+            isolation_level="read_committed",
+        )
+        self.consumer.subscribe([self.cfg.diagnoses_topic], listener=_Rebalance(self))
+        self._dlt = AIOKafkaProducer(
+            bootstrap_servers=self.cfg.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=self.cfg.request_timeout_ms,
+        )
+        await self.consumer.start()
+        await self._dlt.start()
+
+    async def stop(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await self._commit_with(consumer, None)
+            except KafkaError as exc:
+                log.warning("final commit failed; the journal absorbs redelivery", error=str(exc))
+            await consumer.stop()
+        dlt, self._dlt = self._dlt, None
+        if dlt is not None:
+            await dlt.stop()
+
+    async def run(self) -> None:
+        assert self.consumer is not None, "call start() first"
+        consumer = self.consumer
+        while True:
+            self.progress_at = time.monotonic()
+            self._backpressure(consumer)
+            batch = await consumer.getmany(timeout_ms=500, max_records=200)
+            for tp, messages in batch.items():
+                for msg in messages:
+                    await self._handle(tp, msg)
+                    self._positions[tp] = msg.offset + 1
+            if batch or time.monotonic() - self._last_commit >= self.cfg.commit_interval_s:
+                try:
+                    await self.commit()
+                except KafkaError as exc:
+                    log.warning("commit failed; retrying next batch", error=str(exc))
+
+    def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        depth = self.depth()
+        if not self.paused and depth >= self.cfg.queue_max_items:
+            consumer.pause(*consumer.assignment())
+            self.paused = True
+            self.metrics.kafka_paused.set(1)
+            log.info("consumer paused", depth=depth)
+        elif self.paused and depth < self.cfg.queue_max_items // 2:
+            consumer.resume(*consumer.assignment())
+            self.paused = False
+            self.metrics.kafka_paused.set(0)
+            log.info("consumer resumed", depth=depth)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        if self.consumer is not None:
+            await self._commit_with(self.consumer, only)
+
+    async def _commit_with(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None
+    ) -> None:
+        offsets = {
+            tp: pos
+            for tp, pos in self._positions.items()
+            if (only is None or tp in only) and self._committed.get(tp) != pos
+        }
+        if offsets:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
+        self._last_commit = time.monotonic()
+
+    async def _handle(self, tp: TopicPartition, msg: Any) -> None:
+        t0 = time.monotonic()
+        parent = context_from_traceparent(traceparent_from_headers(msg.headers))
+        with self.tracer.start_as_current_span(
+            "intake kafka",
+            context=parent,
+            attributes={
+                "messaging.kafka.partition": tp.partition,
+                "messaging.kafka.offset": msg.offset,
+            },
+        ):
+            try:
+                report = parse_report(msg.value)
+            except IntakeRejected as exc:
+                await self._to_dlt(tp, msg, str(exc))
+                self.metrics.intake.labels("kafka", "invalid").inc()
+                return
+            service, host = target_of(report)
+            report_id = report.get("report_id")
+            idem = (
+                f"report:{report_id}"
+                if isinstance(report_id, str) and report_id
+                else f"kafka:{tp.topic}:{tp.partition}:{msg.offset}"
+            )
+            adm = await self.journal.admit(
+                NewIncident(
+                    idem_key=idem,
+                    source="kafka",
+                    target=f"{service}@{host}",
+                    report=report,
+                    traceparent=current_traceparent(),
+                    kafka_partition=tp.partition,
+                    kafka_offset=msg.offset,
+                )
+            )
+        self.metrics.ack_seconds.labels("kafka").observe(time.monotonic() - t0)
+        if adm.created:
+            self.metrics.intake.labels("kafka", "accepted").inc()
+            self.submit(adm.incident)
+        else:
+            self.metrics.intake.labels("kafka", "duplicate").inc()
+            self.metrics.dedup_hits.labels("kafka").inc()
+            log.info("duplicate report", incident_id=adm.incident.id, state=adm.incident.state)
+
+    async def _to_dlt(self, tp: TopicPartition, msg: Any, error: str) -> None:
+        assert self._dlt is not None
+        headers = [
+            *[(k, v) for k, v in (msg.headers or ()) if not k.startswith("remed-")],
+            ("remed-original-topic", tp.topic.encode()),
+            ("remed-original-partition", str(tp.partition).encode()),
+            ("remed-original-offset", str(msg.offset).encode()),
+            ("remed-error", error[:MAX_ERROR_HEADER_CHARS].encode()),
+        ]
+        backoff = self.cfg.outbox_retry_initial_s
+        while True:
+            try:
+                await self._dlt.send_and_wait(
+                    self.cfg.dlt_topic, value=msg.value, key=msg.key, headers=headers
+                )
+                break
+            except KafkaError as exc:
+                log.warning("DLT write failed; retrying", error=str(exc), retry_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.outbox_retry_max_s)
+        log.warning(
+            "invalid report sent to DLT", partition=tp.partition, offset=msg.offset, error=error
+        )
