@@ -35,6 +35,14 @@ def _stack(args: argparse.Namespace) -> int:
         return 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from remed_daemon.app import serve
+
+    return serve(Path(args.config) if args.config else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--json", action="store_true", help="status as JSON (contract shape)")
     stack.add_argument("--only", help="comma-separated subset of kafka,lab,triton")
     stack.set_defaults(func=_stack)
+
+    serve = sub.add_parser("serve", help="run the daemon (intakes, journal, remediation)")
+    serve.add_argument("--config", help="TOML config file (systemd/remed.toml.example)")
+    serve.set_defaults(func=_serve)
     return parser
 
 

@@ -160,6 +160,12 @@ class RemediationConfig:
                 "remediation.mode = 'ansible' needs remediation.inventory (an Ansible inventory "
                 "file naming the target hosts); use mode = 'shadow' to plan without applying"
             )
+        if self.mode == "ansible" and self.planner != "static":
+            raise ConfigError(
+                "remediation.mode = 'ansible' with planner = 'triton' would apply model-written "
+                "playbooks without a guard: the plain pipeline applies only the static "
+                "playbook; use mode = 'shadow' to see the model's plans"
+            )
         if self.planner == "static" and self.static_playbook:
             if not Path(self.static_playbook).is_file():
                 raise ConfigError(
@@ -215,7 +221,11 @@ class Config:
         return Path(k) if k else self.state_dir / "KILL"
 
 
-SECTIONS = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type)}
+SECTIONS: dict[str, type[Any]] = {
+    name: typ
+    for name, typ in get_type_hints(Config).items()
+    if isinstance(typ, type) and dataclasses.is_dataclass(typ)
+}
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -322,10 +332,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if rest in top:
             out[""][rest] = ("$env", var, raw)
             continue
-        for section, f in SECTIONS.items():
+        for section, cls in SECTIONS.items():
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
-                known = {x.name for x in dataclasses.fields(f.type)}  # type: ignore[arg-type]
+                known = {x.name for x in dataclasses.fields(cls)}
                 if key in known:
                     out.setdefault(section, {})[key] = ("$env", var, raw)
                 break
@@ -359,10 +369,10 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         top[key] = value
     top.update(overrides.get("", {}))
     sections: dict[str, Any] = {}
-    for name, f in SECTIONS.items():
+    for name, cls in SECTIONS.items():
         table = dict(doc.get(name, {}))
         table.update(overrides.get(name, {}))
-        sections[name] = _build(f.type, table, name, origin)  # type: ignore[arg-type]
+        sections[name] = _build(cls, table, name, origin)
     hints = get_type_hints(Config)
     kwargs = dict(sections)
     for key, value in top.items():

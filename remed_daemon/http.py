@@ -14,6 +14,7 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -90,7 +91,8 @@ async def webhook(request: web.Request) -> web.Response:
     except IntakeRejected as exc:
         deps.metrics.intake.labels("alertmanager", "invalid").inc()
         return _error(400, str(exc))
-    mapped = map_alerts(doc, deps.cfg.service_labels, deps.cfg.host_labels)
+    received = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    mapped = map_alerts(doc, deps.cfg.service_labels, deps.cfg.host_labels, received)
     firing = [m for m in mapped if m.status == "firing" and not m.unroutable]
     if firing and deps.depth() >= deps.cfg.max_pending_incidents:
         deps.metrics.intake.labels("alertmanager", "saturated").inc()

@@ -11,10 +11,10 @@ consumers deduplicate on `incident_id`.
 from __future__ import annotations
 
 import asyncio
-import importlib
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from remed_daemon.config import KafkaConfig
-from remed_daemon.journal import Incident, Journal, Outcome, State
+from remed_daemon.journal import Incident, Journal, Outcome, OutcomeBuilder, State
 from remed_daemon.telemetry import Metrics
 
 log = structlog.get_logger("remed.outcomes")
@@ -31,13 +31,39 @@ log = structlog.get_logger("remed.outcomes")
 
 @dataclass(frozen=True)
 class TaskResult:
+    """One task on one host, from ansible-runner's event stream (schema: attempt.tasks[])."""
+
     host: str
     task: str
     module: str = ""
     changed: bool = False
     failed: bool = False
+    unreachable: bool = False
     rc: int | None = None
-    duration_s: float = 0.0
+    duration_ms: float = 0.0
+
+
+# What an attempt records when no guard looked at the playbook: the plain pipeline only ever
+# applies the operator's static playbook (config refuses model output without the agents' guard).
+STATIC_GUARD: Mapping[str, Any] = {
+    "allowed": True,
+    "risk": "low",
+    "needs_approval": False,
+    "violations": [],
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One plan → (guard) → apply → verify round (schema: outcome `$defs.attempt`)."""
+
+    playbook: str
+    guard: Mapping[str, Any] = field(default_factory=lambda: dict(STATIC_GUARD))
+    tasks: Sequence[TaskResult] = ()
+    # {"passed": bool, "checks": [{"name", "passed", "detail"}]}; None when nothing was applied.
+    verification: Mapping[str, Any] | None = None
+    check_diff: str = ""
+    reflection: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,13 +72,14 @@ class RemediationResult:
 
     status: State
     reason: str = ""
-    playbooks: Sequence[str] = ()
-    tasks: Sequence[TaskResult] = ()
-    verification: Mapping[str, Any] = field(default_factory=dict)
+    attempts: Sequence[Attempt] = ()
+    planner: str = ""
+    model_name: str = ""
     model_version: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    attempts: int = 0
+    error_type: str = ""
+    error: str = ""
 
 
 def _iso(ts: float | None) -> str | None:
@@ -63,48 +90,102 @@ def _iso(ts: float | None) -> str | None:
 
 def validate(kind: str, doc: Mapping[str, Any]) -> list[str]:
     """Errors of `doc` against `schemas/<kind>.schema.json` (via remed_daemon.schemas)."""
-    try:
-        schemas = importlib.import_module("remed_daemon.schemas")
-    except ImportError:  # the schema module lands with its own issue; nothing to check yet
-        return []
-    errors: list[str] = schemas.iter_errors(kind, dict(doc))
-    return errors
+    from remed_daemon import schemas
+
+    return schemas.iter_errors(kind, dict(doc))  # type: ignore[arg-type]
+
+
+def report_id_of(incident: Incident) -> str:
+    rid = incident.report.get("report_id")
+    if isinstance(rid, str) and rid:
+        return rid
+    return "key-" + hashlib.sha256(incident.idem_key.encode()).hexdigest()[:32]
+
+
+def _attempt_doc(n: int, a: Attempt) -> dict[str, Any]:
+    doc: dict[str, Any] = {"attempt": n, "playbook": a.playbook[:65536], "guard": dict(a.guard)}
+    if a.tasks:
+        doc["tasks"] = [
+            {
+                "host": t.host,
+                "task": t.task[:512],
+                "module": t.module[:256],
+                "changed": t.changed,
+                "failed": t.failed,
+                "unreachable": t.unreachable,
+                "rc": t.rc,
+                "duration_ms": max(t.duration_ms, 0.0),
+            }
+            for t in a.tasks[:2000]
+        ]
+    if a.verification is not None:
+        doc["verification"] = dict(a.verification)
+    if a.check_diff:
+        doc["check_diff"] = a.check_diff[:65536]
+    if a.reflection:
+        doc["reflection"] = a.reflection[:16000]
+    return doc
 
 
 def outcome_doc(
     incident: Incident, status: State, reason: str, result: RemediationResult | None
 ) -> dict[str, Any]:
-    report = incident.report
-    target = report.get("target", {})
+    """The `outcome` document (schemas/outcome.schema.json) of a finished incident."""
+    target = incident.report.get("target", {})
+    finished = incident.finished_at or time.time()
+    begun = incident.started_at if incident.started_at is not None else incident.created_at
+    timings: dict[str, Any] = {
+        "received_at": _iso(incident.created_at),
+        "finished_at": _iso(finished),
+        "duration_s": max(finished - begun, 0.0),
+        "time_to_recover_s": (
+            max(finished - incident.created_at, 0.0) if status is State.RECOVERED else None
+        ),
+    }
+    if incident.started_at is not None:
+        timings["started_at"] = _iso(incident.started_at)
     doc: dict[str, Any] = {
+        "schema_version": 1,
         "incident_id": incident.id,
-        "report_id": str(report.get("report_id", incident.idem_key)),
-        "status": status.value,
-        "reason": reason,
+        "report_id": report_id_of(incident),
         "source": incident.source,
         "target": {"service": target.get("service", ""), "host": target.get("host", "")},
-        "received_at": _iso(incident.created_at),
-        "started_at": _iso(incident.started_at),
-        "finished_at": _iso(incident.finished_at or time.time()),
-        "traceparent": incident.traceparent,
-        "playbooks": list(result.playbooks) if result else [],
-        "tasks": [asdict(t) for t in result.tasks] if result else [],
-        "verification": dict(result.verification) if result else {},
-        "model_version": result.model_version if result else "",
+        "status": status.value,
+        "reason": reason[:2000],
+        "attempts": [_attempt_doc(i + 1, a) for i, a in enumerate(result.attempts)]
+        if result
+        else [],
         "tokens": {
             "prompt": result.prompt_tokens if result else 0,
             "completion": result.completion_tokens if result else 0,
         },
-        "attempts": result.attempts if result else 0,
+        "timings": timings,
     }
+    category = incident.report.get("category")
+    if isinstance(category, str):
+        doc["category"] = category
+    if incident.traceparent:
+        doc["traceparent"] = incident.traceparent
+    if result is not None:
+        if result.planner:
+            doc["planner"] = result.planner
+        if result.model_name and result.model_version:
+            doc["model"] = {"name": result.model_name, "version": result.model_version}
+        if result.error:
+            doc["error"] = {"type": result.error_type[:128], "message": result.error[:4000]}
     return doc
 
 
-def builder(result: RemediationResult | None = None) -> Any:
+def builder(result: RemediationResult | None = None) -> OutcomeBuilder:
     """An `OutcomeBuilder` for `Journal.finish` carrying `result` (None: no remediation ran)."""
 
     def build(incident: Incident, status: State, reason: str) -> Outcome:
         doc = outcome_doc(incident, status, reason, result)
+        errors = validate("outcome", doc)
+        if errors:
+            # Published anyway: an audit record that breaks the schema beats a lost one; the
+            # unit tests keep this path cold.
+            log.error("outcome does not match its schema", errors=errors[:5])
         headers = [("remed-incident-id", incident.id), ("content-type", "application/json")]
         if incident.traceparent:
             headers.append(("traceparent", incident.traceparent))

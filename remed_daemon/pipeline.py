@@ -31,7 +31,7 @@ from opentelemetry import trace
 from remed_daemon.config import RemediationConfig
 from remed_daemon.errors import ExecutionError, IntakeRejected, PlannerUnavailable
 from remed_daemon.journal import Incident, Journal, State
-from remed_daemon.outcomes import RemediationResult, TaskResult
+from remed_daemon.outcomes import Attempt, RemediationResult, TaskResult
 
 log = structlog.get_logger("remed.pipeline")
 
@@ -56,16 +56,29 @@ class RemediationContext:
 
 
 class Remediator(Protocol):
-    async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult:
-        ...
+    async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult: ...
 
 
 @dataclass(frozen=True)
 class Plan:
     playbook: str
+    planner: str
+    model_name: str = ""
     model_version: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    def result(self, status: State, reason: str, *attempts: Attempt) -> RemediationResult:
+        return RemediationResult(
+            status=status,
+            reason=reason,
+            attempts=attempts or (Attempt(playbook=self.playbook),),
+            planner=self.planner,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
 
 
 class Planner(Protocol):
@@ -111,7 +124,7 @@ class StaticPlanner:
     async def plan(self, incident: Incident) -> Plan:
         service, host = target_of(incident.report)
         if self.fixed:
-            return Plan(playbook=self.fixed, model_version="static")
+            return Plan(playbook=self.fixed, planner="static")
         # json.dumps quotes are valid YAML: names cannot break out of their scalar.
         playbook = _RESTART.format(
             service_q=service,
@@ -119,7 +132,7 @@ class StaticPlanner:
             service_j=json.dumps(service),
             host_j=json.dumps(host),
         )
-        return Plan(playbook=playbook, model_version="static")
+        return Plan(playbook=playbook, planner="static")
 
 
 class TritonPlanner:
@@ -167,7 +180,9 @@ class TritonPlanner:
         versions = meta.get("versions") or [""]
         return Plan(
             playbook=playbook,
-            model_version=f"{self.cfg.triton_model}:{versions[-1]}",
+            planner="triton",
+            model_name=self.cfg.triton_model,
+            model_version=str(versions[-1] or "unknown"),
             prompt_tokens=_int_output(result, "prompt_tokens"),
             completion_tokens=_int_output(result, "completion_tokens"),
         )
@@ -191,15 +206,7 @@ class ShadowRemediator:
     async def remediate(self, incident: Incident, ctx: RemediationContext) -> RemediationResult:
         with ctx.tracer.start_as_current_span("plan"):
             plan = await self.planner.plan(incident)
-        return RemediationResult(
-            status=State.SHADOW,
-            reason="shadow mode: planned, nothing applied",
-            playbooks=[plan.playbook],
-            model_version=plan.model_version,
-            prompt_tokens=plan.prompt_tokens,
-            completion_tokens=plan.completion_tokens,
-            attempts=1,
-        )
+        return plan.result(State.SHADOW, "shadow mode: planned, nothing applied")
 
 
 class AnsibleRemediator:
@@ -213,32 +220,22 @@ class AnsibleRemediator:
         service, host = target_of(incident.report)
         with ctx.tracer.start_as_current_span("plan"):
             plan = await self.planner.plan(incident)
-        base = dict(
-            playbooks=[plan.playbook],
-            model_version=plan.model_version,
-            prompt_tokens=plan.prompt_tokens,
-            completion_tokens=plan.completion_tokens,
-            attempts=1,
-        )
         await ctx.enter(State.EXECUTING, "applying playbook")
         with ctx.tracer.start_as_current_span("execute", attributes={"remed.host": host}):
             status, tasks = await self._apply(plan.playbook, service, host, ctx)
         if status == "canceled":
             raise asyncio.CancelledError("playbook run cancelled")
         if status != "successful":
-            return RemediationResult(
-                status=State.FAILED, reason=f"playbook {status}", tasks=tasks, **base  # type: ignore[arg-type]
-            )
+            failed = Attempt(playbook=plan.playbook, tasks=tasks)
+            return plan.result(State.FAILED, f"playbook run {status}", failed)
         await ctx.enter(State.VERIFYING, "playbook applied")
         with ctx.tracer.start_as_current_span("verify"):
             verification = await self._verify(host)
-        ok = verification.get("ok", True)
-        return RemediationResult(
-            status=State.RECOVERED if ok else State.FAILED,
-            reason="verified" if ok else "verification failed",
-            tasks=tasks,
-            verification=verification,
-            **base,  # type: ignore[arg-type]
+        passed = bool(verification["passed"])
+        return plan.result(
+            State.RECOVERED if passed else State.FAILED,
+            "verified" if passed else "verification failed",
+            Attempt(playbook=plan.playbook, tasks=tasks, verification=verification),
         )
 
     async def _apply(
@@ -267,8 +264,9 @@ class AnsibleRemediator:
                 module=str(data.get("resolved_action") or data.get("task_action", "")),
                 changed=bool(res.get("changed", False)),
                 failed=failed,
+                unreachable=kind == "runner_on_unreachable",
                 rc=res.get("rc") if isinstance(res.get("rc"), int) else None,
-                duration_s=float(data.get("duration") or 0.0),
+                duration_ms=float(data.get("duration") or 0.0) * 1000.0,
             )
             tasks.append(t)
             span = tracer.start_span(
@@ -281,7 +279,7 @@ class AnsibleRemediator:
                     "remed.changed": t.changed,
                     "remed.failed": t.failed,
                     "remed.rc": -1 if t.rc is None else t.rc,
-                    "remed.duration_s": t.duration_s,
+                    "remed.duration_ms": t.duration_ms,
                 },
             )
             if failed:
@@ -339,8 +337,14 @@ class AnsibleRemediator:
         return status, tasks
 
     async def _verify(self, host: str) -> dict[str, Any]:
+        """{"passed", "checks"} as the outcome schema wants it."""
         if not self.cfg.verify_command:
-            return {"ok": True, "method": "playbook succeeded; no verify_command configured"}
+            check = {
+                "name": "playbook-succeeded",
+                "passed": True,
+                "detail": "no remediation.verify_command configured",
+            }
+            return {"passed": True, "checks": [check]}
         import asyncssh
 
         address = _inventory_address(Path(self.cfg.inventory), host)
@@ -357,12 +361,13 @@ class AnsibleRemediator:
                     timeout=self.cfg.verify_timeout_s,
                 )
         except (OSError, asyncssh.Error, TimeoutError) as exc:
-            return {"ok": False, "method": "verify_command", "error": str(exc)}
+            check = {"name": "verify-command", "passed": False, "detail": str(exc)[:4000]}
+            return {"passed": False, "checks": [check]}
+        passed = res.exit_status == 0
+        detail = f"exit {res.exit_status}: {str(res.stdout or '')[-2000:]}"
         return {
-            "ok": res.exit_status == 0,
-            "method": "verify_command",
-            "exit_status": res.exit_status,
-            "stdout": str(res.stdout or "")[-2000:],
+            "passed": passed,
+            "checks": [{"name": "verify-command", "passed": passed, "detail": detail}],
         }
 
 

@@ -247,7 +247,12 @@ class Scheduler:
                 raise
             except Exception as exc:
                 log.exception("remediator error")
-                result = RemediationResult(status=State.FAILED, reason=f"remediator error: {exc}")
+                result = RemediationResult(
+                    status=State.FAILED,
+                    reason=f"remediator error: {exc}",
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
             done = await self._finish(ctx.incident, result.status, result.reason, result)
             if result.prompt_tokens or result.completion_tokens:
                 self.metrics.llm_tokens.labels("prompt").inc(result.prompt_tokens)
@@ -257,7 +262,7 @@ class Scheduler:
                 "remediation",
                 status=result.status.value,
                 reason=result.reason,
-                tasks=len(result.tasks),
+                attempts=len(result.attempts),
                 duration_s=round(time.monotonic() - t0, 3),
                 recorded=done is not None,
             )

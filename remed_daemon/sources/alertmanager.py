@@ -27,12 +27,13 @@ from datetime import datetime
 from typing import Any
 
 from remed_daemon.errors import IntakeRejected
+from remed_daemon.schemas import iter_errors
 
 MAX_ALERTS = 1000
 MAX_TEXT_CHARS = 2000
 MAX_EVIDENCE = 20
+SEVERITIES = ("info", "warning", "critical")
 _FINGERPRINT = re.compile(r"^[0-9A-Za-z]{1,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class MappedAlert:
     unroutable: str = ""  # why no target could be found
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     text = text.replace("\x00", "")
-    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS] + " [truncated]"
+    return text if len(text) <= limit else text[: limit - 12] + " [truncated]"
 
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
@@ -125,7 +126,10 @@ def _first(labels: Mapping[str, str], names: Sequence[str]) -> str:
 
 
 def map_alerts(
-    doc: Mapping[str, Any], service_labels: Sequence[str], host_labels: Sequence[str]
+    doc: Mapping[str, Any],
+    service_labels: Sequence[str],
+    host_labels: Sequence[str],
+    received_at: str = "",
 ) -> list[MappedAlert]:
     """Each alert of a checked payload as a diagnosis report (schema `diagnosis-report`)."""
     out: list[MappedAlert] = []
@@ -141,25 +145,36 @@ def map_alerts(
         report_id = "am-" + hashlib.sha256(idem.encode()).hexdigest()[:32]
         alertname = labels.get("alertname", "alert")
         summary = ann.get("summary") or ann.get("description") or alertname
-        evidence = [f"annotation {k}: {_clip(v)}" for k, v in sorted(ann.items()) if k != "summary"]
-        evidence += [f"label {k}={_clip(v)}" for k, v in sorted(labels.items())]
-        report = {
+        evidence = [
+            _clip(f"annotation {k}: {v}") for k, v in sorted(ann.items()) if k != "summary"
+        ]
+        severity = labels.get("severity", "warning").lower()
+        report: dict[str, Any] = {
+            "schema_version": 1,
             "report_id": report_id,
             "source": "alertmanager",
             "target": {"service": service, "host": host},
-            "summary": _clip(summary),
+            "severity": severity if severity in SEVERITIES else "warning",
+            "summary": _clip(summary, 1000) or alertname,
             "report": _clip(ann.get("description", summary)),
             "evidence": evidence[:MAX_EVIDENCE],
-            "detected_at": starts,
+            "labels": {k: _clip(v, 1024) for k, v in sorted(labels.items())[:64]},
+            "fingerprint": fp,
+            "starts_at": starts,
+            "status": alert["status"],
         }
+        if received_at:
+            report["received_at"] = received_at
         why = ""
         if not service or not host:
             why = (
                 f"no target: none of the labels {list(service_labels)} / {list(host_labels)} "
                 "names the service and host"
             )
-        elif not _NAME.match(service) or not _NAME.match(host):
-            why = f"target {service!r}@{host!r} is not a plain service and host name"
+        else:
+            errors = iter_errors("diagnosis-report", report)
+            if errors:
+                why = "alert does not map to a valid diagnosis report: " + "; ".join(errors[:3])
         out.append(
             MappedAlert(
                 status=alert["status"],

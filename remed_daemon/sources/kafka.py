@@ -19,7 +19,8 @@ idempotency key, redelivery to another instance with its own journal could run i
 - Backpressure: when the scheduler holds `queue_max_items` incidents the consumer `pause()`s its
   partitions (it keeps polling, so heartbeats and the group stay healthy) and `resume()`s below
   half. Remediations never run in the poll loop.
-- Idempotency key: the report's `report_id`, else `kafka:<topic>:<partition>:<offset>`.
+- Idempotency key: the report's `report_id`, else its `fingerprint` + `starts_at`, else
+  `kafka:<topic>:<partition>:<offset>`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
+from remed_daemon import outcomes
 from remed_daemon.config import KafkaConfig
 from remed_daemon.errors import IntakeRejected
 from remed_daemon.journal import Incident, Journal, NewIncident
-from remed_daemon.outcomes import validate
 from remed_daemon.pipeline import target_of
 from remed_daemon.telemetry import (
     Metrics,
@@ -62,11 +63,23 @@ def parse_report(value: bytes | None) -> dict[str, Any]:
         raise IntakeRejected(f"value is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise IntakeRejected(f"value must be a JSON object, got {type(doc).__name__}")
-    errors = validate("diagnosis-report", doc)
+    errors = outcomes.validate("diagnosis-report", doc)
     if errors:
         raise IntakeRejected("schema diagnosis-report: " + "; ".join(errors[:5]))
     target_of(doc)
     return doc
+
+
+def idempotency_key(report: dict[str, Any], fallback: str) -> str:
+    """`report_id`; else fingerprint + starts_at (the same key the webhook uses, so an alert
+    reaching remed both ways is one incident); else `fallback` (the message's position)."""
+    rid = report.get("report_id")
+    if isinstance(rid, str) and rid:
+        return f"report:{rid}"
+    fp, starts = report.get("fingerprint"), report.get("starts_at")
+    if isinstance(fp, str) and isinstance(starts, str):
+        return f"am:{fp}:{starts}"
+    return fallback
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -93,6 +106,7 @@ class KafkaIntake:
         tracer: trace.Tracer,
         submit: Callable[[Incident], None],
         depth: Callable[[], int],
+        cancel: Callable[[Incident], None],
     ) -> None:
         self.cfg = cfg
         self.journal = journal
@@ -100,6 +114,7 @@ class KafkaIntake:
         self.tracer = tracer
         self.submit = submit
         self.depth = depth
+        self.cancel = cancel
         self.consumer: AIOKafkaConsumer | None = None
         self._dlt: AIOKafkaProducer | None = None
         # Next offset to commit per partition: everything below it is journaled or in the DLT.
@@ -208,12 +223,15 @@ class KafkaIntake:
                 self.metrics.intake.labels("kafka", "invalid").inc()
                 return
             service, host = target_of(report)
-            report_id = report.get("report_id")
-            idem = (
-                f"report:{report_id}"
-                if isinstance(report_id, str) and report_id
-                else f"kafka:{tp.topic}:{tp.partition}:{msg.offset}"
-            )
+            idem = idempotency_key(report, f"kafka:{tp.topic}:{tp.partition}:{msg.offset}")
+            if report.get("status") == "resolved":
+                done = await self.journal.cancel_pending(
+                    idem, "alert resolved before remediation started", outcomes.builder(None)
+                )
+                self.metrics.intake.labels("kafka", "cancelled" if done else "duplicate").inc()
+                if done is not None:
+                    self.cancel(done)
+                return
             adm = await self.journal.admit(
                 NewIncident(
                     idem_key=idem,

@@ -1,0 +1,304 @@
+"""The Daemon: journal, intakes, scheduler and outcome producer in one TaskGroup.
+
+Lifecycle (hypercorn/uvicorn style): signal handlers only set events; shutdown is an event a test
+can set instead of sending a signal. Start: open the journal and recover it (an incident caught
+in `executing` is escalated, never re-run), start HTTP and Kafka, resubmit what was waiting,
+`READY=1`. Stop (SIGTERM/SIGINT, or `request_stop()`): `STOPPING=1`, readiness goes 503, the
+intakes stop taking work and the consumer commits, running remediations get
+`lifecycle.drain_budget_s`, then are cancelled (a cancelled playbook is escalated), the outbox
+is flushed, everything closes. A second signal cancels at once. SIGHUP reloads the config file
+and applies what can change at run time (scheduler limits, kill switch, log level).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from remed_daemon import config as config_mod
+from remed_daemon import outcomes, sdnotify
+from remed_daemon.config import Config
+from remed_daemon.errors import ConfigError
+from remed_daemon.http import HttpDeps, build_app
+from remed_daemon.journal import Incident, Journal
+from remed_daemon.outcomes import OutcomeProducer
+from remed_daemon.pipeline import Remediator, make_remediator
+from remed_daemon.scheduler import Scheduler
+from remed_daemon.sources.kafka import KafkaIntake
+from remed_daemon.telemetry import (
+    Metrics,
+    configure_logging,
+    make_tracer,
+    set_log_level,
+)
+
+log = structlog.get_logger("remed")
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        config_path: Path | None = None,
+        remediator: Remediator | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = Metrics.create()
+        self.tracer, self._provider = make_tracer(cfg.telemetry)
+        self.journal = Journal(cfg.journal_path)
+        self.remediator = remediator or make_remediator(cfg.remediation)
+        self.scheduler = Scheduler(
+            cfg=cfg.scheduler,
+            remediation=cfg.remediation,
+            journal=self.journal,
+            remediator=self.remediator,
+            metrics=self.metrics,
+            tracer=self.tracer,
+            state_dir=cfg.state_dir,
+            kill_switch_path=cfg.kill_switch_path,
+            on_terminal=self._on_terminal,
+        )
+        self.producer: OutcomeProducer | None = None
+        self.intake: KafkaIntake | None = None
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._ready = False
+        self._signals = 0
+
+    # -- control ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def _on_terminal(self, incident: Incident) -> None:
+        if self.producer is not None:
+            self.producer.notify()
+
+    def _on_cancel(self, incident: Incident) -> None:
+        self.scheduler.cancel(incident.id)
+        self._on_terminal(incident)
+
+    # -- run ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until stopped; returns after a clean drain."""
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_term() -> None:
+            self._signals += 1
+            if self._signals > 1 and main is not None:
+                log.warning("second signal: stopping now without draining")
+                main.cancel("forced stop")
+            self._stop.set()
+
+        installed: list[signal.Signals] = []
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_term)
+                installed.append(sig)
+            loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+            installed.append(signal.SIGHUP)
+        try:
+            await self._start()
+            async with asyncio.TaskGroup() as tg:
+                workers = [tg.create_task(self.scheduler.run(), name="scheduler")]
+                if self.producer is not None:
+                    workers.append(tg.create_task(self.producer.run(), name="outcomes"))
+                intake_task = (
+                    tg.create_task(self._intake_loop(), name="kafka-intake")
+                    if self.intake is not None
+                    else None
+                )
+                workers.append(tg.create_task(self._watchdog(), name="watchdog"))
+                workers.append(tg.create_task(self._reloader(), name="reload"))
+                tg.create_task(self._shutdown(workers, intake_task), name="shutdown")
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self._close()
+
+    async def _start(self) -> None:
+        cfg = self.cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.journal.open()
+        recovery = await self.journal.recover(outcomes.builder(None))
+        log.info(
+            "journal recovered",
+            escalated=len(recovery.escalated),
+            replanned=len(recovery.replanned),
+            resumed=len(recovery.resumed),
+            path=str(cfg.journal_path),
+        )
+        if cfg.kafka.enabled:
+            self.producer = OutcomeProducer(cfg.kafka, self.journal, self.metrics)
+            self.intake = KafkaIntake(
+                cfg.kafka,
+                self.journal,
+                self.metrics,
+                self.tracer,
+                submit=self.scheduler.submit,
+                depth=lambda: self.scheduler.depth,
+                cancel=self._on_cancel,
+            )
+        if cfg.http.enabled:
+            deps = HttpDeps(
+                cfg=cfg.http,
+                journal=self.journal,
+                metrics=self.metrics,
+                tracer=self.tracer,
+                submit=self.scheduler.submit,
+                cancel=self._on_cancel,
+                depth=lambda: self.scheduler.depth,
+                ready=lambda: self._ready,
+            )
+            self._runner = web.AppRunner(build_app(deps), access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
+            await site.start()
+            sockets = [s for s in self._runner.addresses if isinstance(s, tuple)]
+            self.http_port = int(sockets[0][1]) if sockets else cfg.http.port
+            # Tests and the benchmark find the port here when http.port = 0 (any free port).
+            (cfg.state_dir / "http.port").write_text(str(self.http_port))
+        for inc in recovery.resumed:
+            self.scheduler.submit(inc)
+        self._ready = True
+        sdnotify.notify("READY=1\nSTATUS=serving")
+        log.info(
+            "remed serving",
+            http_port=self.http_port,
+            kafka=cfg.kafka.enabled,
+            mode=cfg.remediation.mode,
+        )
+
+    async def _intake_loop(self) -> None:
+        """The Kafka consumer, restarted with backoff if the broker is away at start."""
+        assert self.intake is not None
+        backoff = self.cfg.kafka.outbox_retry_initial_s
+        while True:
+            try:
+                await self.intake.start()
+                backoff = self.cfg.kafka.outbox_retry_initial_s
+                await self.intake.run()
+            except (KafkaError, OSError) as exc:
+                log.warning("Kafka intake failed; restarting", error=str(exc), retry_s=backoff)
+                with contextlib.suppress(KafkaError, OSError):
+                    await self.intake.stop()
+                self.intake.progress_at = time.monotonic()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.kafka.outbox_retry_max_s)
+
+    async def _shutdown(
+        self, workers: list[asyncio.Task[None]], intake_task: asyncio.Task[None] | None
+    ) -> None:
+        await self._stop.wait()
+        log.info("stopping", drain_budget_s=self.cfg.lifecycle.drain_budget_s)
+        self._ready = False
+        sdnotify.notify("STOPPING=1\nSTATUS=draining")
+        if intake_task is not None:
+            intake_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await intake_task
+        if self.intake is not None:
+            await self.intake.stop()  # commits what was journaled
+        await self.scheduler.drain(
+            self.cfg.lifecycle.drain_budget_s,
+            f"shutdown: lifecycle.drain_budget_s = {self.cfg.lifecycle.drain_budget_s} exceeded",
+        )
+        for task in workers:
+            task.cancel()
+        if self.producer is not None:
+            await self.producer.stop(flush_timeout_s=self.cfg.kafka.request_timeout_ms / 1000)
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 only while the scheduler, the consumer and the journal make progress."""
+        interval = sdnotify.watchdog_interval_s() or 5.0
+        stall = self.cfg.lifecycle.watchdog_stall_s
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            stalled = [
+                name
+                for name, at in (
+                    ("scheduler", self.scheduler.progress_at),
+                    ("kafka", self.intake.progress_at if self.intake else now),
+                )
+                if now - at > stall
+            ]
+            try:
+                await asyncio.wait_for(self.journal.open_count(), timeout=stall)
+            except TimeoutError:
+                stalled.append("journal")
+            if stalled:
+                log.error("no progress; withholding WATCHDOG=1", stalled=stalled)
+                continue
+            sdnotify.notify("WATCHDOG=1")
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={sdnotify.monotonic_usec()}")
+            try:
+                new = config_mod.load(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused; keeping the running config", error=str(exc))
+                sdnotify.notify("READY=1")
+                continue
+            applied, ignored = config_mod.reloadable_changes(self.cfg, new)
+            self.scheduler.reload(new.scheduler)
+            set_log_level(new.telemetry.log_level)
+            self.cfg = dataclasses.replace(
+                self.cfg, scheduler=new.scheduler, telemetry=new.telemetry
+            )
+            log.info("config reloaded", applied=applied, needs_restart=ignored)
+            sdnotify.notify("READY=1")
+
+    async def _close(self) -> None:
+        self._ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.intake is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.intake.stop()
+        await self.journal.close()
+        self._provider.shutdown()
+
+
+def serve(config_path: Path | None) -> int:
+    """`remed serve --config FILE`: load, configure logging, run. Returns the exit code."""
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as exc:
+        print(f"remed serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(cfg.telemetry)
+    log.info("config loaded", config=repr(cfg))
+    try:
+        asyncio.run(Daemon(cfg, config_path=config_path).run())
+    except asyncio.CancelledError:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return 0
