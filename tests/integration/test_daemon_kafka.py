@@ -1,0 +1,217 @@
+"""The daemon on the real broker: report → outcome (with trace context), invalid → DLT with
+headers, duplicates run once, outcomes wait in the journal while Kafka is unreachable.
+
+Each test gets its own topics (same partition counts as the contract topics) so runs never see
+each other's messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from remed_daemon.app import Daemon
+from remed_daemon.config import load
+from remed_daemon.journal import State
+from remed_daemon.outcomes import validate
+
+pytestmark = pytest.mark.integration
+
+
+async def make_topics(bootstrap: str) -> dict[str, str]:
+    base = f"remed.t{uuid.uuid4().hex[:10]}"
+    names = {
+        "diagnoses_topic": f"{base}.diagnoses",
+        "outcomes_topic": f"{base}.outcomes",
+        "dlt_topic": f"{base}.diagnoses.DLT",
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(names["diagnoses_topic"], 6, 1),
+                NewTopic(names["outcomes_topic"], 3, 1),
+                NewTopic(names["dlt_topic"], 1, 1),
+            ]
+        )
+    finally:
+        await admin.close()
+    return names
+
+
+def report(n: int, service: str = "cart", host: str = "app") -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "report_id": f"it-{uuid.uuid4().hex[:8]}-{n}",
+        "source": "kafka",
+        "target": {"service": service, "host": host},
+        "severity": "critical",
+        "summary": f"{service} is down ({n})",
+    }
+
+
+class Running:
+    def __init__(self, daemon: Daemon, topics: dict[str, str], bootstrap: str) -> None:
+        self.daemon = daemon
+        self.topics = topics
+        self.bootstrap = bootstrap
+
+
+@pytest.fixture
+async def running(kafka: Any, tmp_path: Path) -> AsyncIterator[Running]:
+    topics = await make_topics(kafka.bootstrap)
+    env = {
+        "REMED_STATE_DIR": str(tmp_path / "state"),
+        "REMED_HTTP_ENABLED": "false",
+        "REMED_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "REMED_KAFKA_GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
+        **{f"REMED_KAFKA_{k.upper()}": v for k, v in topics.items()},
+    }
+    daemon = Daemon(load(None, env))
+    task = asyncio.create_task(daemon.run())
+    yield Running(daemon, topics, kafka.bootstrap)
+    daemon.request_stop()
+    await asyncio.wait_for(task, timeout=60)
+
+
+async def produce(
+    bootstrap: str, topic: str, items: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in items:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 45.0) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(out) < n and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_report_becomes_outcome_with_trace(running: Running) -> None:
+    rep = report(1)
+    trace_id = uuid.uuid4().hex
+    tp = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    await produce(
+        running.bootstrap,
+        running.topics["diagnoses_topic"],
+        [(b"cart@app", json.dumps(rep).encode(), [("traceparent", tp.encode())])],
+    )
+    [msg] = await consume(running.bootstrap, running.topics["outcomes_topic"], 1)
+    doc = json.loads(msg.value)
+    assert validate("outcome", doc) == []
+    assert doc["report_id"] == rep["report_id"] and doc["status"] == "shadow"
+    assert msg.key == b"cart@app"
+    headers = dict(msg.headers)
+    assert headers["traceparent"].decode().split("-")[1] == trace_id  # same trace, new span
+    assert doc["traceparent"].split("-")[1] == trace_id
+
+
+async def test_invalid_goes_to_dlt_with_headers_and_consumer_moves_on(running: Running) -> None:
+    good = report(2)
+    items = [
+        (b"x@y", b"{not json", []),
+        (b"x@y", json.dumps({"schema_version": 1, "summary": "no target"}).encode(), []),
+        (b"cart@app", json.dumps(good).encode(), []),
+    ]
+    await produce(running.bootstrap, running.topics["diagnoses_topic"], items)
+    dlt = await consume(running.bootstrap, running.topics["dlt_topic"], 2)
+    assert len(dlt) == 2
+    for msg in dlt:
+        h = dict(msg.headers)
+        assert h["remed-original-topic"].decode() == running.topics["diagnoses_topic"]
+        assert int(h["remed-original-partition"]) >= 0
+        assert int(h["remed-original-offset"]) >= 0
+        assert h["remed-error"]
+    errors = sorted(dict(m.headers)["remed-error"].decode() for m in dlt)
+    assert any("not JSON" in e for e in errors)
+    assert any("target" in e for e in errors)
+    [out] = await consume(running.bootstrap, running.topics["outcomes_topic"], 1)
+    assert json.loads(out.value)["report_id"] == good["report_id"]
+
+
+async def test_duplicates_run_once(running: Running) -> None:
+    rep = report(3)
+    value = json.dumps(rep).encode()
+    await produce(
+        running.bootstrap,
+        running.topics["diagnoses_topic"],
+        [(b"cart@app", value, [])] * 4,
+    )
+    outs = await consume(running.bootstrap, running.topics["outcomes_topic"], 1, timeout_s=20)
+    await asyncio.sleep(2.0)  # give any duplicate the time to show up too
+    outs = await consume(running.bootstrap, running.topics["outcomes_topic"], 99, timeout_s=3)
+    assert len(outs) == 1
+    metrics = running.daemon.metrics
+    assert metrics.executions_started._value.get() == 1
+    assert metrics.dedup_hits.labels("kafka")._value.get() == 3
+    inc = await running.daemon.journal.by_idem_key(f"report:{rep['report_id']}")
+    assert inc is not None and inc.state is State.SHADOW
+
+
+async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: Any) -> None:
+    """Outcomes finished while the broker is unreachable go out later, in order."""
+    from remed_daemon.config import KafkaConfig
+    from remed_daemon.journal import Journal, NewIncident
+    from remed_daemon.outcomes import OutcomeProducer, builder
+    from remed_daemon.telemetry import Metrics
+
+    topics = await make_topics(kafka.bootstrap)
+    async with Journal(tmp_path / "j.sqlite3") as journal:
+        ids = []
+        for n in range(5):
+            rep = report(n)
+            inc = (
+                await journal.admit(
+                    NewIncident(f"k{n}", "kafka", "cart@app", rep)
+                )
+            ).incident
+            await journal.finish(inc.id, State.CANCELLED, "x", builder())
+            ids.append(inc.id)
+        dead = OutcomeProducer(
+            KafkaConfig(bootstrap="127.0.0.1:1", request_timeout_ms=2000,
+                        outcomes_topic=topics["outcomes_topic"]),
+            journal,
+            Metrics.create(),
+        )
+        with pytest.raises(Exception):  # noqa: B017 - any client error: nothing is reachable
+            await asyncio.wait_for(dead.drain_once(), timeout=10)
+        assert await journal.unsent_count() == 5
+        live = OutcomeProducer(
+            KafkaConfig(bootstrap=kafka.bootstrap, outcomes_topic=topics["outcomes_topic"]),
+            journal,
+            Metrics.create(),
+        )
+        assert await live.drain_once() == 5
+        await live.stop(flush_timeout_s=5)
+        assert await journal.unsent_count() == 0
+    msgs = await consume(kafka.bootstrap, topics["outcomes_topic"], 5)
+    # one key → one partition → the order they were finished in
+    assert [json.loads(m.value)["incident_id"] for m in msgs] == ids
