@@ -188,16 +188,15 @@ async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: An
         ids = []
         for n in range(5):
             rep = report(n)
-            inc = (
-                await journal.admit(
-                    NewIncident(f"k{n}", "kafka", "cart@app", rep)
-                )
-            ).incident
+            inc = (await journal.admit(NewIncident(f"k{n}", "kafka", "cart@app", rep))).incident
             await journal.finish(inc.id, State.CANCELLED, "x", builder())
             ids.append(inc.id)
         dead = OutcomeProducer(
-            KafkaConfig(bootstrap="127.0.0.1:1", request_timeout_ms=2000,
-                        outcomes_topic=topics["outcomes_topic"]),
+            KafkaConfig(
+                bootstrap="127.0.0.1:1",
+                request_timeout_ms=2000,
+                outcomes_topic=topics["outcomes_topic"],
+            ),
             journal,
             Metrics.create(),
         )

@@ -31,7 +31,7 @@ def test_toml_and_env_override_with_types(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         'state_dir = "/tmp/x"\n[http]\nport = 9999\nbearer_token = "file"\n'
-        '[scheduler]\nmax_concurrency = 2\n[kafka]\nenabled = false\n',
+        "[scheduler]\nmax_concurrency = 2\n[kafka]\nenabled = false\n",
     )
     env = {
         "REMED_HTTP_PORT": "0",
@@ -50,8 +50,13 @@ def test_toml_and_env_override_with_types(tmp_path: Path) -> None:
 
 
 def test_secret_never_in_repr(tmp_path: Path) -> None:
-    cfg = load(write(tmp_path, '[http]\nbearer_token = "hunter2"\nbasic_user = "u"\n'
-                     'basic_password = "pw-secret"\n'), {})
+    cfg = load(
+        write(
+            tmp_path,
+            '[http]\nbearer_token = "hunter2"\nbasic_user = "u"\nbasic_password = "pw-secret"\n',
+        ),
+        {},
+    )
     text = repr(cfg) + str(cfg.http)
     assert "hunter2" not in text and "pw-secret" not in text
     assert "***" in text

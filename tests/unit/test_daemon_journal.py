@@ -27,9 +27,7 @@ def report(n: int = 1, host: str = "app") -> dict[str, object]:
 
 
 def new(n: int = 1, source: str = "kafka") -> NewIncident:
-    return NewIncident(
-        idem_key=f"report:r-{n}", source=source, target="cart@app", report=report(n)
-    )
+    return NewIncident(idem_key=f"report:r-{n}", source=source, target="cart@app", report=report(n))
 
 
 @pytest.fixture

@@ -99,8 +99,9 @@ def test_precise_messages(mutate: Any, message: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -123,8 +124,11 @@ def near_valid() -> st.SearchStrategy[dict[str, Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(body=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode())
-       | near_valid().map(lambda v: json.dumps(v).encode()))
+@given(
+    body=st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | near_valid().map(lambda v: json.dumps(v).encode())
+)
 def test_parser_only_ever_rejects_cleanly(body: bytes) -> None:
     try:
         doc = parse_payload(body)
@@ -183,9 +187,10 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 async def post(s: Server, body: bytes, auth: str | None = f"Bearer {TOKEN}") -> tuple[int, Any]:
     headers = {"Authorization": auth} if auth else {}
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{s.base}/webhook/alertmanager", data=body, headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{s.base}/webhook/alertmanager", data=body, headers=headers) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -208,7 +213,8 @@ async def test_oversized_and_malformed(server: Server) -> None:
 async def test_dedup_and_resolved_cancels(server: Server) -> None:
     body = json.dumps(payload(alert("f1"), alert("f2"))).encode()
     assert await post(server, body) == (
-        202, {"accepted": 2, "duplicates": 0, "cancelled": 0, "unroutable": []}
+        202,
+        {"accepted": 2, "duplicates": 0, "cancelled": 0, "unroutable": []},
     )
     assert (await post(server, body))[1]["duplicates"] == 2
     assert len(server.submitted) == 2
@@ -217,7 +223,10 @@ async def test_dedup_and_resolved_cancels(server: Server) -> None:
     inc = await server.journal.by_idem_key("am:f1:2026-11-24T10:00:00.123Z")
     assert inc is not None and inc.state is State.CANCELLED
     assert (await post(server, resolved))[1] == {
-        "accepted": 0, "duplicates": 1, "cancelled": 0, "unroutable": []
+        "accepted": 0,
+        "duplicates": 1,
+        "cancelled": 0,
+        "unroutable": [],
     }
 
 

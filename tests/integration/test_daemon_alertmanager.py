@@ -1,0 +1,205 @@
+"""A real Alertmanager (Debian's prometheus-alertmanager) delivers to a real `remed serve` over
+its webhook receiver with bearer auth: alert posted to Alertmanager's API v2 → incident in the
+daemon's journal → outcome. A receiver configured with the wrong token gets nowhere."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+TOKEN = "am-integration-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def remed(tmp_path: Path, kafka: Any) -> Iterator[tuple[int, Path]]:
+    state = tmp_path / "state"
+    cfg = tmp_path / "remed.toml"
+    cfg.write_text(
+        f'state_dir = "{state}"\n[http]\nport = 0\nbearer_token = "{TOKEN}"\n'
+        f'[kafka]\nbootstrap = "{kafka.bootstrap}"\ngroup_id = "am-{uuid.uuid4().hex[:8]}"\n'
+        f'diagnoses_topic = "remed.diagnoses.none-{uuid.uuid4().hex[:6]}"\n'
+    )
+    # the diagnoses topic does not exist: Kafka intake keeps retrying, the webhook works
+    log = open(tmp_path / "remed.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remed_daemon", "serve", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        port_file = state / "http.port"
+        wait_for(port_file.exists, 30, "remed serve to listen")
+        port = int(port_file.read_text())
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 30, "readyz")
+        yield port, state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+def start_alertmanager(
+    tmp_path: Path, remed_port: int, token: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = tmp_path / f"am-{port}.yml"
+    conf.write_text(
+        f"""
+route:
+  receiver: remed
+  group_by: ['alertname', 'instance']
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: remed
+    webhook_configs:
+      - url: http://127.0.0.1:{remed_port}/webhook/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {token}
+"""
+    )
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={conf}",
+            f"--storage.path={tmp_path / f'am-data-{port}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=open(tmp_path / f"am-{port}.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"), 30, "alertmanager ready")
+    return proc, port
+
+
+def post_alert(am_port: int, labels: dict[str, str], ends: bool = False) -> None:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {"summary": "cart returns 503", "description": "probe failed 5/5"},
+        "startsAt": now,
+    }
+    if ends:
+        alert["endsAt"] = now
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{am_port}/api/v2/alerts",
+        data=json.dumps([alert]).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+
+
+def incidents(state: Path) -> list[tuple[str, str, str]]:
+    db = state / "journal.sqlite3"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT source, target, state FROM incidents").fetchall()
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_alertmanager_delivers_with_bearer_auth(tmp_path: Path, remed: tuple[int, Path]) -> None:
+    port, state = remed
+    am, am_port = start_alertmanager(tmp_path, port, TOKEN)
+    wrong, wrong_port = start_alertmanager(tmp_path, port, "not-the-token")
+    try:
+        post_alert(wrong_port, {"alertname": "CartDown", "service": "cart", "instance": "bad:1"})
+        post_alert(
+            am_port,
+            {
+                "alertname": "CartDown",
+                "service": "cart",
+                "instance": "app:9100",
+                "severity": "critical",
+            },
+        )
+        rows = wait_for(lambda: incidents(state), 30, "an incident from alertmanager")
+        wait_for(lambda: incidents(state)[0][2] == "shadow", 30, "the remediation to finish")
+        wait_for(
+            lambda: metric(port, 'remed_intake_total{result="unauthorized",source="alertmanager"}'),
+            30,
+            "the wrong-token receiver to be refused",
+        )
+        rows = incidents(state)
+        assert rows == [("alertmanager", "cart@app", "shadow")]
+        outbox = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True)
+        [(value,)] = outbox.execute("SELECT value FROM outbox").fetchall()
+        doc = json.loads(value)
+        assert doc["source"] == "alertmanager" and doc["target"] == {
+            "service": "cart",
+            "host": "app",
+        }
+        # Alertmanager's resolved notification reaches the same incident (already finished)
+        post_alert(
+            am_port,
+            {
+                "alertname": "CartDown",
+                "service": "cart",
+                "instance": "app:9100",
+                "severity": "critical",
+            },
+            ends=True,
+        )
+        wait_for(
+            lambda: metric(port, 'remed_dedup_hits_total{source="alertmanager"}') >= 1,
+            30,
+            "the resolved notification",
+        )
+        assert len(incidents(state)) == 1
+    finally:
+        for proc in (am, wrong):
+            proc.terminate()
+            proc.wait(timeout=30)
