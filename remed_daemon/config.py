@@ -59,6 +59,10 @@ class KafkaConfig:
     enabled: bool = True
     bootstrap: str = "127.0.0.1:9092"
     group_id: str = "remed"
+    # Static group membership (KIP-345): a restarted instance with the same id takes its
+    # partitions back at once instead of waiting session_timeout_ms for a rebalance. Give
+    # each instance its own stable value (e.g. the host name); empty = dynamic membership.
+    group_instance_id: str = ""
     diagnoses_topic: str = "remed.diagnoses"
     outcomes_topic: str = "remed.outcomes"
     dlt_topic: str = "remed.diagnoses.DLT"

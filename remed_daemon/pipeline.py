@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -31,7 +34,7 @@ from opentelemetry import trace
 from remed_daemon.config import RemediationConfig
 from remed_daemon.errors import ExecutionError, IntakeRejected, PlannerUnavailable
 from remed_daemon.journal import Incident, Journal, State
-from remed_daemon.outcomes import Attempt, RemediationResult, TaskResult
+from remed_daemon.outcomes import Attempt, RemediationResult, TaskResult, report_id_of
 
 log = structlog.get_logger("remed.pipeline")
 
@@ -118,7 +121,7 @@ class StaticPlanner:
 
     def __init__(self, cfg: RemediationConfig) -> None:
         # A configured playbook is used as is; it reads the target from the extra vars
-        # `remed_host`, `remed_service` and `remed_incident_id`.
+        # `remed_host`, `remed_service`, `remed_incident_id` and `remed_report_id`.
         self.fixed = Path(cfg.static_playbook).read_text() if cfg.static_playbook else ""
 
     async def plan(self, incident: Incident) -> Plan:
@@ -299,6 +302,7 @@ class AnsibleRemediator:
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_ARGS": ssh_args,
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "PATH": _ansible_path(),
         }
         deadline = time.monotonic() + self.cfg.playbook_timeout_s
 
@@ -315,6 +319,7 @@ class AnsibleRemediator:
                 envvars=envvars,
                 extravars={
                     "remed_incident_id": ctx.incident.id,
+                    "remed_report_id": report_id_of(ctx.incident),
                     "remed_host": host,
                     "remed_service": service,
                 },
@@ -369,6 +374,19 @@ class AnsibleRemediator:
             "passed": passed,
             "checks": [{"name": "verify-command", "passed": passed, "detail": detail}],
         }
+
+
+def _ansible_path() -> str:
+    """PATH for ansible-runner's child: this interpreter's bin directory first, so the
+    `ansible-playbook` of remed's own environment runs even when the venv is not activated
+    (systemd runs `.venv/bin/remed` directly)."""
+    path = os.environ.get("PATH", os.defpath)
+    beside = Path(sys.executable).parent
+    if (beside / "ansible-playbook").exists():
+        return f"{beside}{os.pathsep}{path}"
+    if shutil.which("ansible-playbook", path=path) is None:
+        raise ExecutionError("ansible-playbook not found: install ansible-core next to remed")
+    return path
 
 
 def _inventory_address(inventory: Path, host: str) -> str:

@@ -128,6 +128,7 @@ class KafkaIntake:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.cfg.bootstrap,
             group_id=self.cfg.group_id,
+            group_instance_id=self.cfg.group_instance_id or None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self.cfg.session_timeout_ms,

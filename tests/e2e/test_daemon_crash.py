@@ -1,0 +1,197 @@
+"""kill -9 at random points of a real `remed serve` (real Kafka, real ansible-runner applying a
+real playbook): nothing is lost, nothing is executed twice.
+
+The playbook appends the report id to a ledger file (one line per execution), so "executed
+twice" is counted from what actually ran, not from what the daemon says. Hosts are reached with
+`ansible_connection=local` — the point here is the journal and the commit protocol, not SSH.
+Kafka static membership lets each restart take its partitions back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+pytestmark = pytest.mark.e2e
+
+KILLS = 20
+REPORTS = 30
+TARGETS = 15
+
+PLAYBOOK = """\
+- hosts: "{{ remed_host }}"
+  gather_facts: false
+  tasks:
+    - name: record this execution in the ledger
+      ansible.builtin.shell: "echo {{ remed_report_id }} {{ remed_incident_id }} >> LEDGER"
+"""
+
+
+async def make_topics(bootstrap: str) -> dict[str, str]:
+    base = f"remed.k{uuid.uuid4().hex[:10]}"
+    names = {
+        "diagnoses_topic": f"{base}.diagnoses",
+        "outcomes_topic": f"{base}.outcomes",
+        "dlt_topic": f"{base}.diagnoses.DLT",
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(names["diagnoses_topic"], 6, 1),
+                NewTopic(names["outcomes_topic"], 3, 1),
+                NewTopic(names["dlt_topic"], 1, 1),
+            ]
+        )
+    finally:
+        await admin.close()
+    return names
+
+
+async def produce_reports(bootstrap: str, topic: str, run: str) -> list[str]:
+    ids = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(REPORTS):
+            service = f"svc{n % TARGETS}"
+            rid = f"{run}-{n}"
+            doc = {
+                "schema_version": 1,
+                "report_id": rid,
+                "source": "kafka",
+                "target": {"service": service, "host": "app"},
+                "severity": "critical",
+                "summary": f"{service} down",
+            }
+            await producer.send_and_wait(
+                topic, json.dumps(doc).encode(), key=f"{service}@app".encode()
+            )
+            ids.append(rid)
+    finally:
+        await producer.stop()
+    return ids
+
+
+async def read_all(bootstrap: str, topic: str, want: int, timeout_s: float) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+            if len({json.loads(m.value)["report_id"] for m in out}) >= want:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def states(db: Path) -> collections.Counter[str]:
+    if not db.exists():
+        return collections.Counter()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        return collections.Counter(r[0] for r in conn.execute("SELECT state FROM incidents"))
+
+
+def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) -> None:
+    topics = asyncio.run(make_topics(kafka.bootstrap))
+    state = tmp_path / "state"
+    ledger = tmp_path / "ledger.txt"
+    playbook = tmp_path / "record.yml"
+    playbook.write_text(PLAYBOOK.replace("LEDGER", str(ledger)))
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        f"app ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    cfg = tmp_path / "remed.toml"
+    cfg.write_text(
+        f'state_dir = "{state}"\n'
+        "[http]\nenabled = false\n"
+        f'[kafka]\nbootstrap = "{kafka.bootstrap}"\n'
+        f'group_id = "kill-{uuid.uuid4().hex[:8]}"\ngroup_instance_id = "kill-test"\n'
+        "session_timeout_ms = 6000\nheartbeat_interval_ms = 1000\ncommit_interval_s = 0.2\n"
+        + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
+        + "[scheduler]\nmax_concurrency = 2\nper_target_budget_per_hour = 100\n"
+        f'[remediation]\nmode = "ansible"\nstatic_playbook = "{playbook}"\n'
+        f'inventory = "{inventory}"\nplaybook_timeout_s = 60\n'
+        '[telemetry]\nlog_format = "json"\n'
+    )
+    run = uuid.uuid4().hex[:6]
+    ids = asyncio.run(produce_reports(kafka.bootstrap, topics["diagnoses_topic"], run))
+    rng = random.Random(int(os.environ.get("REMED_KILL_SEED", "0")) or None)
+    log = open(tmp_path / "remed.log", "ab")
+    argv = [sys.executable, "-m", "remed_daemon", "serve", "--config", str(cfg)]
+    at_kill: list[dict[str, int]] = []
+    for _ in range(KILLS):
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(rng.uniform(1.5, 7.0))  # start-up ~1 s, a run ~3 s: kills land in every phase
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        at_kill.append(dict(states(state / "journal.sqlite3")))
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        outs = asyncio.run(read_all(kafka.bootstrap, topics["outcomes_topic"], REPORTS, 150))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+
+    by_report: dict[str, set[str]] = collections.defaultdict(set)
+    statuses: collections.Counter[str] = collections.Counter()
+    for m in outs:
+        doc = json.loads(m.value)
+        if doc["incident_id"] not in by_report[doc["report_id"]]:
+            statuses[doc["status"]] += 1
+        by_report[doc["report_id"]].add(doc["incident_id"])
+    executed = (
+        collections.Counter(line.split()[0] for line in ledger.read_text().splitlines())
+        if ledger.exists()
+        else collections.Counter()
+    )
+    lost = [r for r in ids if r not in by_report]
+    twice = {r: c for r, c in executed.items() if c > 1}
+    split = {r: i for r, i in by_report.items() if len(i) > 1}
+    phases = collections.Counter(s for snap in at_kill for s, n in snap.items() if n)
+    print(
+        json.dumps(
+            {
+                "kills": KILLS,
+                "reports": REPORTS,
+                "lost": len(lost),
+                "executed_twice": len(twice),
+                "executions": sum(executed.values()),
+                "outcomes": dict(statuses),
+                "states_present_at_kills": dict(phases),
+            }
+        )
+    )
+    assert lost == []
+    assert twice == {}
+    assert split == {}  # one report, one incident, one outcome
+    assert statuses["recovered"] >= 1
