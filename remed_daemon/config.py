@@ -5,7 +5,8 @@ safe daemon: shadow mode, Kafka and webhook intakes on localhost, no playbook ev
 
 Environment overrides are `REMED_<SECTION>_<KEY>` (upper case), e.g. `REMED_HTTP_BEARER_TOKEN`,
 `REMED_KAFKA_BOOTSTRAP`; top-level keys are `REMED_<KEY>` (`REMED_STATE_DIR`). They win over the
-file, which is how systemd `Environment=`/`LoadCredential=` keep secrets out of the TOML.
+file. For secrets, `REMED_<SECTION>_<KEY>_FILE` names a file holding the value (systemd's
+`LoadCredential=`), which keeps secrets out of both the TOML and the environment.
 
 Errors name the key, where its value came from (file or variable) and what to write instead.
 Secrets are `Secret` values: their repr is `***`, so a config can be logged whole.
@@ -339,11 +340,23 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         for section, cls in SECTIONS.items():
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
-                known = {x.name for x in dataclasses.fields(cls)}
-                if key in known:
+                hints = get_type_hints(cls)
+                if key in hints:
                     out.setdefault(section, {})[key] = ("$env", var, raw)
+                elif key.endswith("_file") and hints.get(key[:-5]) is Secret:
+                    out.setdefault(section, {})[key[:-5]] = ("$env", var, _read_secret(var, raw))
                 break
     return out
+
+
+def _read_secret(var: str, path: str) -> str:
+    try:
+        return Path(path).read_text().rstrip("\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"${var}: cannot read the secret file {path!r} ({exc.strerror}); check the path "
+            "and that the remed user may read it"
+        ) from None
 
 
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:

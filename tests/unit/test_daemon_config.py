@@ -103,3 +103,18 @@ def test_reload_applies_scheduler_only(tmp_path: Path) -> None:
     applied, ignored = reloadable_changes(old, new)
     assert applied == ["scheduler.kill_switch"]
     assert ignored == ["http.port"]
+
+
+def test_secret_from_file_variable(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    cfg = load(None, {"REMED_HTTP_BEARER_TOKEN_FILE": str(token)})
+    assert cfg.http.bearer_token.reveal() == "from-file"
+    with pytest.raises(ConfigError, match="cannot read the secret file"):
+        load(None, {"REMED_HTTP_BEARER_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_example_config_loads_and_matches_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "systemd" / "remed.toml.example"
+    cfg = load(example, TOKEN_ENV)
+    assert cfg == load(None, TOKEN_ENV)
