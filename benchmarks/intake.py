@@ -114,8 +114,9 @@ async def post_one(
     tally.failed += 1
 
 
-async def storm(url: str, token: str, alerts: int, incidents: int, seconds: float,
-                concurrency: int) -> Tally:
+async def storm(
+    url: str, token: str, alerts: int, incidents: int, seconds: float, concurrency: int
+) -> Tally:
     run = uuid.uuid4().hex[:8]
     rng = random.Random(7)
     order = list(range(incidents)) + [rng.randrange(incidents) for _ in range(alerts - incidents)]
