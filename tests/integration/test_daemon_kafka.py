@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from remed_daemon.app import Daemon
 from remed_daemon.config import load
@@ -116,6 +118,8 @@ async def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 45.0) -
 
 
 async def test_report_becomes_outcome_with_trace(running: Running) -> None:
+    spans = InMemorySpanExporter()
+    running.daemon._provider.add_span_processor(SimpleSpanProcessor(spans))
     rep = report(1)
     trace_id = uuid.uuid4().hex
     tp = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
@@ -132,6 +136,9 @@ async def test_report_becomes_outcome_with_trace(running: Running) -> None:
     headers = dict(msg.headers)
     assert headers["traceparent"].decode().split("-")[1] == trace_id  # same trace, new span
     assert doc["traceparent"].split("-")[1] == trace_id
+    # one trace for the incident: intake → remediate → plan, all under the producer's trace id
+    names = {s.name for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id}
+    assert {"intake kafka", "remediate", "plan"} <= names
 
 
 async def test_invalid_goes_to_dlt_with_headers_and_consumer_moves_on(running: Running) -> None:
