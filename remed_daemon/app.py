@@ -42,6 +42,7 @@ from remed_daemon.telemetry import (
 )
 
 log = structlog.get_logger("remed")
+HOUSEKEEPING_INTERVAL_S = 3600.0
 
 
 class Daemon:
@@ -132,6 +133,7 @@ class Daemon:
                 )
                 workers.append(tg.create_task(self._watchdog(), name="watchdog"))
                 workers.append(tg.create_task(self._reloader(), name="reload"))
+                workers.append(tg.create_task(self._housekeeping(), name="housekeeping"))
                 tg.create_task(self._shutdown(workers, intake_task), name="shutdown")
         finally:
             for sig in installed:
@@ -253,6 +255,14 @@ class Daemon:
                 log.error("no progress; withholding WATCHDOG=1", stalled=stalled)
                 continue
             sdnotify.notify("WATCHDOG=1")
+
+    async def _housekeeping(self) -> None:
+        """Hourly: drop finished, delivered incidents older than `journal_retention_s`."""
+        while True:
+            removed = await self.journal.purge(time.time() - self.cfg.journal_retention_s)
+            if removed:
+                log.info("journal purged", removed=removed)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     async def _reloader(self) -> None:
         while True:

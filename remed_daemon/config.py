@@ -202,6 +202,9 @@ class TelemetryConfig:
 @dataclass(frozen=True)
 class Config:
     state_dir: Path = Path("/var/lib/remed")
+    # Finished incidents whose outcome was delivered are deleted after this long. They are the
+    # idempotency record, so this must cover http.dedup_window_s (Alertmanager repeats).
+    journal_retention_s: float = 7 * 86400.0
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -210,6 +213,12 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def __post_init__(self) -> None:
+        if self.journal_retention_s < self.http.dedup_window_s:
+            raise ConfigError(
+                f"journal_retention_s ({self.journal_retention_s}) is shorter than "
+                f"http.dedup_window_s ({self.http.dedup_window_s}): a repeated alert would be "
+                "remediated again; raise journal_retention_s"
+            )
         if not self.kafka.enabled and not self.http.enabled:
             raise ConfigError(
                 "both intakes are disabled: enable kafka.enabled or http.enabled, or there is "

@@ -530,6 +530,30 @@ class Journal:
             )
         )
 
+    async def purge(self, finished_before: float) -> int:
+        """Delete terminal incidents finished before `finished_before` whose outcome was sent."""
+        return await self._call(self._purge_sync, finished_before)
+
+    def _purge_sync(self, before: float) -> int:
+        terminal = tuple(s.value for s in TERMINAL)
+        marks = ",".join("?" * len(terminal))
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT i.id FROM incidents i JOIN outbox o ON o.incident_id = i.id "
+                    f"WHERE i.state IN ({marks}) AND i.finished_at < ? AND o.sent_at IS NOT NULL",
+                    (*terminal, before),
+                ).fetchall()
+            ]
+            for table, column in (
+                ("transitions", "incident_id"),
+                ("outbox", "incident_id"),
+                ("incidents", "id"),
+            ):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(i,) for i in ids])
+        return len(ids)
+
     # -- start-up recovery --------------------------------------------------------------------
 
     async def recover(self, outcome: OutcomeBuilder) -> Recovery:

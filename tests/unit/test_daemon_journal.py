@@ -140,3 +140,19 @@ async def test_outbox_is_ordered_and_marked(journal: Journal) -> None:
     assert await journal.unsent_count() == 2
     rest = await journal.unsent()
     assert rest[0].seq > rows[-1].seq
+
+
+async def test_purge_keeps_undelivered_and_recent(journal: Journal) -> None:
+    ids = []
+    for n in range(3):
+        inc = (await journal.admit(new(n))).incident
+        await journal.finish(inc.id, State.CANCELLED, "x", outcomes.builder())
+        ids.append(inc.id)
+    open_one = (await journal.admit(new(9))).incident
+    rows = await journal.unsent()
+    await journal.mark_sent([rows[0].seq, rows[1].seq])
+    assert await journal.purge(finished_before=0.0) == 0  # nothing that old
+    assert await journal.purge(finished_before=1e12) == 2  # delivered + finished only
+    assert await journal.get(ids[0]) is None and await journal.get(ids[2]) is not None
+    assert await journal.get(open_one.id) is not None
+    assert (await journal.admit(new(0))).created  # its key is free again
