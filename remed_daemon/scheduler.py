@@ -77,9 +77,12 @@ class Scheduler:
 
     def submit(self, incident: Incident) -> None:
         """Queue a journaled incident (state `received`). Never blocks."""
-        older = self._pending.get(incident.target)
-        if older is not None and older.id != incident.id:
-            self._spawn(self._supersede(older, incident))
+        waiting = self._pending.get(incident.target)
+        if waiting is not None and waiting.id != incident.id:
+            # Keep the newest report; a planner retry of an older one must not displace it.
+            older, newer = sorted((waiting, incident), key=lambda i: i.created_at)
+            self._spawn(self._supersede(older, newer))
+            incident = newer
         self._pending[incident.target] = incident
         self._update_depth()
         self._wake.set()
@@ -120,11 +123,16 @@ class Scheduler:
             _, still = await asyncio.wait(tasks, timeout=budget_s)
             if still:
                 self._cancel_reason = reason
-                for r in self._running.values():
-                    if r.ctx is not None:
-                        r.ctx.cancel.set()
-                    r.task.cancel()
+                self._cancel_running()
                 await asyncio.wait(still)
+
+    def _cancel_running(self) -> None:
+        for r in list(self._running.values()):
+            if r.ctx is not None:
+                r.ctx.cancel.set()  # ansible-runner's cancel_callback sees it
+            # Once only: a second cancel would interrupt the task's own escalation write.
+            if r.task.cancelling() == 0:
+                r.task.cancel()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -156,10 +164,7 @@ class Scheduler:
 
     async def _kill(self) -> None:
         self._cancel_reason = "kill switch engaged: all automation stopped"
-        for r in list(self._running.values()):
-            if r.ctx is not None:
-                r.ctx.cancel.set()
-            r.task.cancel()
+        self._cancel_running()
         waiting = list(self._pending.values())
         self._pending.clear()
         for inc in waiting:

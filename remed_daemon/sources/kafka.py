@@ -178,6 +178,9 @@ class KafkaIntake:
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         depth = self.depth()
+        if self.paused:
+            # idempotent; also covers partitions assigned by a rebalance while paused
+            consumer.pause(*consumer.assignment())
         if not self.paused and depth >= self.cfg.queue_max_items:
             consumer.pause(*consumer.assignment())
             self.paused = True

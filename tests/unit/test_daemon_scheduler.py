@@ -178,3 +178,17 @@ async def test_drain_budget_cancels_and_escalates(env: tuple) -> None:
     await sched.drain(0.05, "shutdown: budget exceeded")
     assert len(finished) == 1 and finished[0].state is State.ESCALATED
     assert "shutdown" in finished[0].reason
+
+
+async def test_retry_of_older_report_never_displaces_newer(env: tuple) -> None:
+    sched, fake, finished = env
+    fake.gate.clear()
+    await submit(sched, 1)
+    await until(lambda: fake.active == 1)
+    older = await submit(sched, 2)
+    newer = await submit(sched, 3)
+    sched.submit(older)  # e.g. a planner retry coming back late
+    fake.gate.set()
+    await until(lambda: len(finished) == 3)
+    assert fake.started == ["r1", "r3"]
+    assert (await sched.journal.get(newer.id)).state is State.RECOVERED  # type: ignore[union-attr]
