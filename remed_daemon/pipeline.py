@@ -152,17 +152,15 @@ class TritonPlanner:
         from remed_daemon.agents.prompt import build_plan_prompt
 
         prompt = build_plan_prompt(incident.report)
-        client = httpclient.InferenceServerClient(
-            self.cfg.triton_url,
-            conn_timeout=self.cfg.planner_timeout_s,
-        )
+        # tritonclient wants host:port; accept a URL too (what `remed stack status` prints)
+        url = self.cfg.triton_url.removeprefix("http://").removeprefix("https://")
+        client = httpclient.InferenceServerClient(url, conn_timeout=self.cfg.planner_timeout_s)
         try:
-            text = httpclient.InferInput("text_input", [1, 1], "BYTES")
-            text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
-            max_tokens = httpclient.InferInput("max_tokens", [1, 1], "INT32")
-            max_tokens.set_data_from_numpy(
-                np.array([[self.cfg.planner_max_tokens]], dtype=np.int32)
-            )
+            # the model takes one prompt per request: dims [1], max_batch_size 0
+            text = httpclient.InferInput("text_input", [1], "BYTES")
+            text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
+            max_tokens = httpclient.InferInput("max_tokens", [1], "INT32")
+            max_tokens.set_data_from_numpy(np.array([self.cfg.planner_max_tokens], dtype=np.int32))
             result = await asyncio.wait_for(
                 client.infer(self.cfg.triton_model, [text, max_tokens]),
                 timeout=self.cfg.planner_timeout_s,

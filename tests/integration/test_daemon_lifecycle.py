@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,30 @@ async def test_triton_unreachable_is_retriable() -> None:
     with pytest.raises(PlannerUnavailable) as err:
         await planner.plan(incident)
     assert err.value.retriable and "will retry" in str(err.value)
+
+
+async def test_triton_planner_plans_in_shadow(triton: Any) -> None:
+    """The real remed_planner answers the plain pipeline's planner: text, tokens, version."""
+    planner = TritonPlanner(
+        RemediationConfig(triton_url=triton.status()["http"], planner_max_tokens=16)
+    )
+    incident = Incident(
+        id="i2",
+        idem_key="k2",
+        source="kafka",
+        target="nginx@web",
+        state=State.PLANNING,
+        report={"target": {"service": "nginx", "host": "web"}, "summary": "nginx is down"},
+        traceparent="",
+        kafka_partition=None,
+        kafka_offset=None,
+        reason="",
+        created_at=0.0,
+        updated_at=0.0,
+        started_at=None,
+        finished_at=None,
+    )
+    plan = await planner.plan(incident)
+    assert plan.planner == "triton" and plan.model_name == "remed_planner"
+    assert plan.model_version and plan.prompt_tokens > 0 and 0 < plan.completion_tokens <= 16
+    assert isinstance(plan.playbook, str) and plan.playbook
