@@ -16,6 +16,7 @@ Remediators here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -328,10 +329,15 @@ class AnsibleRemediator:
             )
             return str(r.status)
 
+        worker = asyncio.ensure_future(asyncio.to_thread(run))
         try:
-            status = await asyncio.to_thread(run)
+            status = await asyncio.shield(worker)
         except asyncio.CancelledError:
-            ctx.cancel.set()  # the thread sees it at its next poll and stops ansible
+            # ansible-runner polls cancel_callback about once a second and then stops
+            # ansible-playbook; wait for that, so "cancelled" means nothing is still running.
+            ctx.cancel.set()
+            with contextlib.suppress(Exception):
+                await worker
             raise
         except Exception as exc:
             raise ExecutionError(f"ansible-runner could not run: {exc}") from exc
