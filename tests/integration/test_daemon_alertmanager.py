@@ -5,7 +5,6 @@ daemon's journal → outcome. A receiver configured with the wrong token gets no
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,15 +18,11 @@ from typing import Any
 
 import pytest
 
+from remed_stack.procs import free_port
+
 pytestmark = pytest.mark.integration
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 TOKEN = "am-integration-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Any, timeout_s: float, what: str) -> Any:

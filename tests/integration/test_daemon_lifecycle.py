@@ -20,15 +20,10 @@ from remed_daemon.config import RemediationConfig
 from remed_daemon.errors import PlannerUnavailable
 from remed_daemon.journal import Incident, State
 from remed_daemon.pipeline import TritonPlanner
+from remed_stack.procs import free_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "life-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def recv_until(sock: socket.socket, want: str, timeout_s: float, seen: list[str]) -> None:
