@@ -11,6 +11,7 @@ consumers deduplicate on `incident_id`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -265,10 +266,8 @@ class OutcomeProducer:
                 backoff = min(backoff * 2, self.cfg.outbox_retry_max_s)
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.outbox_retry_max_s)
-            except TimeoutError:
-                pass
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None

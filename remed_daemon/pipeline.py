@@ -395,15 +395,13 @@ def _ansible_path() -> str:
 
 def _inventory_address(inventory: Path, host: str) -> str:
     """`ansible_host=` of `host` in an INI inventory, else the name itself."""
-    try:
+    with contextlib.suppress(OSError):
         for line in inventory.read_text().splitlines():
             parts = line.split()
             if parts and parts[0] == host:
                 for p in parts[1:]:
                     if p.startswith("ansible_host="):
                         return p.split("=", 1)[1]
-    except OSError:
-        pass
     return host
 
 

@@ -17,6 +17,7 @@ Every terminal transition goes through `Journal.finish`, which writes the outcom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Coroutine
@@ -36,6 +37,8 @@ from remed_daemon.pipeline import RemediationContext, Remediator
 from remed_daemon.telemetry import Metrics, bind_incident, context_from_traceparent
 
 log = structlog.get_logger("remed.scheduler")
+# How often the kill-switch file is looked at even when nothing else happens.
+KILL_SWITCH_POLL_S = 1.0
 
 
 @dataclass
@@ -107,10 +110,8 @@ class Scheduler:
             elif self._accepting:
                 self._dispatch()
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=KILL_SWITCH_POLL_S)
 
     async def drain(self, budget_s: float, reason: str) -> None:
         """Stop starting work; give running remediations `budget_s`, then cancel them."""

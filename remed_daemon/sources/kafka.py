@@ -51,6 +51,10 @@ from remed_daemon.telemetry import (
 log = structlog.get_logger("remed.kafka")
 
 MAX_ERROR_HEADER_CHARS = 1000
+# One poll: short enough that pause/resume and shutdown react quickly; a batch is committed
+# as a whole, so it also bounds what a crash can make a redelivery repeat.
+POLL_TIMEOUT_MS = 500
+POLL_MAX_RECORDS = 200
 
 
 def parse_report(value: bytes | None) -> dict[str, Any]:
@@ -165,7 +169,7 @@ class KafkaIntake:
         while True:
             self.progress_at = time.monotonic()
             self._backpressure(consumer)
-            batch = await consumer.getmany(timeout_ms=500, max_records=200)
+            batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=POLL_MAX_RECORDS)
             for tp, messages in batch.items():
                 for msg in messages:
                     await self._handle(tp, msg)
