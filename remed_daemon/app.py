@@ -153,7 +153,7 @@ class Daemon:
             path=str(cfg.journal_path),
         )
         if cfg.kafka.enabled:
-            self.producer = OutcomeProducer(cfg.kafka, self.journal, self.metrics)
+            self.producer = OutcomeProducer(cfg.kafka, self.journal, self.metrics, self.tracer)
             self.intake = KafkaIntake(
                 cfg.kafka,
                 self.journal,

@@ -22,10 +22,11 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 
 from remed_daemon.config import KafkaConfig
 from remed_daemon.journal import Incident, Journal, Outcome, OutcomeBuilder, State
-from remed_daemon.telemetry import Metrics
+from remed_daemon.telemetry import Metrics, context_from_traceparent
 
 log = structlog.get_logger("remed.outcomes")
 
@@ -198,8 +199,15 @@ def builder(result: RemediationResult | None = None) -> OutcomeBuilder:
 class OutcomeProducer:
     """Drains the outbox to Kafka. `start()` once; `run()` until cancelled; `stop()` flushes."""
 
-    def __init__(self, cfg: KafkaConfig, journal: Journal, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        journal: Journal,
+        metrics: Metrics,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.tracer = tracer or trace.get_tracer("remed_daemon")
         self.journal = journal
         self.metrics = metrics
         self._wake = asyncio.Event()
@@ -237,14 +245,21 @@ class OutcomeProducer:
             producer = await self._ensure_producer()
             futures = []
             for row in rows:
-                futures.append(
-                    await producer.send(
-                        self.cfg.outcomes_topic,
-                        value=row.value,
-                        key=row.key.encode(),
-                        headers=row.headers,
+                # the last span of the incident's trace: its outcome leaving for Kafka
+                tp = next((v.decode() for k, v in row.headers if k == "traceparent"), "")
+                with self.tracer.start_as_current_span(
+                    "outcome",
+                    context=context_from_traceparent(tp),
+                    attributes={"remed.incident_id": row.incident_id},
+                ):
+                    futures.append(
+                        await producer.send(
+                            self.cfg.outcomes_topic,
+                            value=row.value,
+                            key=row.key.encode(),
+                            headers=row.headers,
+                        )
                     )
-                )
             await asyncio.gather(*futures)
             await self.journal.mark_sent(r.seq for r in rows)
             total += len(rows)

@@ -136,9 +136,9 @@ async def test_report_becomes_outcome_with_trace(running: Running) -> None:
     headers = dict(msg.headers)
     assert headers["traceparent"].decode().split("-")[1] == trace_id  # same trace, new span
     assert doc["traceparent"].split("-")[1] == trace_id
-    # one trace for the incident: intake → remediate → plan, all under the producer's trace id
+    # one trace for the incident: intake → remediate → plan → outcome, under the producer's id
     names = {s.name for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id}
-    assert {"intake kafka", "remediate", "plan"} <= names
+    assert {"intake kafka", "remediate", "plan", "outcome"} <= names
 
 
 async def test_invalid_goes_to_dlt_with_headers_and_consumer_moves_on(running: Running) -> None:
