@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import os
 import random
@@ -18,7 +19,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from remed_stack.procs import free_port
+
 pytestmark = pytest.mark.e2e
 
 KILLS = 20
 REPORTS = 30
 TARGETS = 15
+WEBHOOK_ALERTS = 6
+TOKEN = "kill-token"
 
 PLAYBOOK = """\
 - hosts: "{{ remed_host }}"
@@ -112,6 +119,42 @@ async def read_all(bootstrap: str, topic: str, want: int, timeout_s: float) -> l
     return out
 
 
+def notify_forever(port: int, run: str, acked: set[str], stop: threading.Event) -> None:
+    """POST WEBHOOK_ALERTS distinct alerts round and round; remember the report ids of 202s."""
+    n = 0
+    while not stop.is_set():
+        i = n % WEBHOOK_ALERTS
+        n += 1
+        fp, starts = f"{run}w{i}", "2026-11-24T10:00:00Z"
+        body = {
+            "version": "4",
+            "groupKey": "g",
+            "status": "firing",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"service": f"web{i}", "instance": "app:80"},
+                    "annotations": {"summary": "web down"},
+                    "startsAt": starts,
+                    "fingerprint": fp,
+                }
+            ],
+        }
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhook/alertmanager",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 202:
+                    key = f"am:{fp}:{starts}"
+                    acked.add("am-" + hashlib.sha256(key.encode()).hexdigest()[:32])
+        except OSError:
+            pass  # the daemon is down or restarting: Alertmanager would retry too
+        time.sleep(0.1)
+
+
 def states(db: Path) -> collections.Counter[str]:
     if not db.exists():
         return collections.Counter()
@@ -121,6 +164,7 @@ def states(db: Path) -> collections.Counter[str]:
 
 def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) -> None:
     topics = asyncio.run(make_topics(kafka.bootstrap))
+    port = free_port()
     state = tmp_path / "state"
     ledger = tmp_path / "ledger.txt"
     playbook = tmp_path / "record.yml"
@@ -132,7 +176,7 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
     cfg = tmp_path / "remed.toml"
     cfg.write_text(
         f'state_dir = "{state}"\n'
-        "[http]\nenabled = false\n"
+        f'[http]\nport = {port}\nbearer_token = "{TOKEN}"\n'
         f'[kafka]\nbootstrap = "{kafka.bootstrap}"\n'
         f'group_id = "kill-{uuid.uuid4().hex[:8]}"\ngroup_instance_id = "kill-test"\n'
         "session_timeout_ms = 6000\nheartbeat_interval_ms = 1000\ncommit_interval_s = 0.2\n"
@@ -144,6 +188,11 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
     )
     run = uuid.uuid4().hex[:6]
     ids = asyncio.run(produce_reports(kafka.bootstrap, topics["diagnoses_topic"], run))
+    # Meanwhile an "Alertmanager" keeps notifying through every crash; a 202 is a promise.
+    acked: set[str] = set()
+    stop = threading.Event()
+    poster = threading.Thread(target=notify_forever, args=(port, run, acked, stop), daemon=True)
+    poster.start()
     rng = random.Random(int(os.environ.get("REMED_KILL_SEED", "0")) or None)
     log = open(tmp_path / "remed.log", "ab")
     argv = [sys.executable, "-m", "remed_daemon", "serve", "--config", str(cfg)]
@@ -154,9 +203,12 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         at_kill.append(dict(states(state / "journal.sqlite3")))
+    stop.set()
+    poster.join()
+    ids += sorted(acked)
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        outs = asyncio.run(read_all(kafka.bootstrap, topics["outcomes_topic"], REPORTS, 150))
+        outs = asyncio.run(read_all(kafka.bootstrap, topics["outcomes_topic"], len(ids), 150))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -183,6 +235,7 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
             {
                 "kills": KILLS,
                 "reports": REPORTS,
+                "webhook_alerts_acknowledged": len(acked),
                 "lost": len(lost),
                 "executed_twice": len(twice),
                 "executions": sum(executed.values()),
@@ -191,6 +244,7 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
             }
         )
     )
+    assert acked, "the webhook acknowledged something between kills"
     assert lost == []
     assert twice == {}
     assert split == {}  # one report, one incident, one outcome
