@@ -145,6 +145,14 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         await self.journal.open()
         recovery = await self.journal.recover(outcomes.builder(None))
+        for incident_id in recovery.escalated:
+            # the canonical line of a remediation that a crash cut short
+            log.warning(
+                "remediation",
+                incident_id=incident_id,
+                status="escalated",
+                reason="interrupted by a restart during execution; not run again",
+            )
         log.info(
             "journal recovered",
             escalated=len(recovery.escalated),
