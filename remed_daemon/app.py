@@ -214,7 +214,9 @@ class Daemon:
                 log.warning("Kafka intake failed; restarting", error=str(exc), retry_s=backoff)
                 with contextlib.suppress(KafkaError, OSError):
                     await self.intake.stop()
-                self.intake.progress_at = time.monotonic()
+                # waiting out a broker outage is progress: the webhook keeps working, and
+                # systemd must not restart us for Kafka's sake
+                self.intake.progress_at = time.monotonic() + backoff
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.kafka.outbox_retry_max_s)
 
