@@ -18,7 +18,7 @@ def _stack(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             if "lab" in only and os.geteuid() != 0:
-                print("remed stack up: the lab hosts need root (network namespaces)", file=sys.stderr)
+                print("remed stack up: lab hosts need root (network namespaces)", file=sys.stderr)
                 return 2
             stack.up(paths, only)
             print(stack.format_status(stack.status(paths)))
