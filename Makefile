@@ -10,6 +10,8 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 KAFKA_STAMP := $(CACHE)/kafka/.resolved-$(shell sha1sum remed_stack/kafka_runtime/pom.xml | cut -c1-12)
 MODEL_STAMP := $(CACHE)/models/SmolLM2-135M-Instruct/.complete
 PYTEST_ARGS ?=
+# ansible-playbook, remed and the other console scripts come from the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup debian venv kafka model test lint unit integration demo stack-up stack-down clean
 

@@ -7,13 +7,20 @@ that needs Kafka, Triton or the lab hosts fails when it cannot have them, in CI 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remed_stack.paths import StackPaths
 from remed_stack.stack import make_component
+
+# ansible-runner and the daemon find `ansible-playbook` on PATH; make it the venv's own even when
+# pytest is started as .venv/bin/pytest without an activated venv.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")
