@@ -112,8 +112,7 @@ async def ask_planner(http_url: str, prompt: str) -> tuple[str, int, int]:
     )
 
 
-async def run(paths: StackPaths) -> None:
-    report_status = stack.status(paths)
+async def run(report_status: dict[str, Any]) -> None:
     received = await publish_and_consume(report_status["kafka"]["bootstrap"], demo_report())
     prompt = build_plan_prompt(received)
     started = time.monotonic()
@@ -142,8 +141,9 @@ def main() -> int:
     print(f"stack      starting {', '.join(to_start) or 'nothing (already up)'}")
     try:
         stack.up(paths, to_start)
-        print(stack.format_status(stack.status(paths)))
-        asyncio.run(run(paths))
+        report_status = stack.status(paths)
+        print(stack.format_status(report_status))
+        asyncio.run(run(report_status))
     finally:
         if to_start:
             stack.down(paths, to_start)

@@ -39,6 +39,8 @@ def make_component(name: str, paths: StackPaths) -> Component:
 def up(paths: StackPaths, only: Sequence[str] = COMPONENT_NAMES) -> None:
     """Bring components up side by side; each waits for its own real readiness."""
     components = {name: make_component(name, paths) for name in only}
+    if not components:
+        return
     with ThreadPoolExecutor(max_workers=len(components)) as pool:
         futures = {name: pool.submit(c.up) for name, c in components.items()}
     failures = [f"{name}: {f.exception()}" for name, f in futures.items() if f.exception()]
