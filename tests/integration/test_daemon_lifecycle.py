@@ -89,17 +89,15 @@ def test_notify_reload_and_drain(tmp_path: Path) -> None:
     assert TOKEN not in log.read_text(), "secrets are never logged"
 
 
-async def test_triton_unreachable_is_retriable() -> None:
-    planner = TritonPlanner(
-        RemediationConfig(triton_url=f"127.0.0.1:{free_port()}", planner_timeout_s=5)
-    )
-    incident = Incident(
-        id="i1",
-        idem_key="k",
+def planning(service: str, host: str) -> Incident:
+    """An incident in `planning`, as the scheduler hands it to a planner."""
+    return Incident(
+        id=f"{service}-incident",
+        idem_key=f"report:{service}",
         source="kafka",
-        target="cart@app",
+        target=f"{service}@{host}",
         state=State.PLANNING,
-        report={"target": {"service": "cart", "host": "app"}, "summary": "down"},
+        report={"target": {"service": service, "host": host}, "summary": f"{service} is down"},
         traceparent="",
         kafka_partition=None,
         kafka_offset=None,
@@ -109,6 +107,13 @@ async def test_triton_unreachable_is_retriable() -> None:
         started_at=None,
         finished_at=None,
     )
+
+
+async def test_triton_unreachable_is_retriable() -> None:
+    planner = TritonPlanner(
+        RemediationConfig(triton_url=f"127.0.0.1:{free_port()}", planner_timeout_s=5)
+    )
+    incident = planning("cart", "app")
     with pytest.raises(PlannerUnavailable) as err:
         await planner.plan(incident)
     assert err.value.retriable and "will retry" in str(err.value)
@@ -119,22 +124,7 @@ async def test_triton_planner_plans_in_shadow(triton: Any) -> None:
     planner = TritonPlanner(
         RemediationConfig(triton_url=triton.status()["http"], planner_max_tokens=16)
     )
-    incident = Incident(
-        id="i2",
-        idem_key="k2",
-        source="kafka",
-        target="nginx@web",
-        state=State.PLANNING,
-        report={"target": {"service": "nginx", "host": "web"}, "summary": "nginx is down"},
-        traceparent="",
-        kafka_partition=None,
-        kafka_offset=None,
-        reason="",
-        created_at=0.0,
-        updated_at=0.0,
-        started_at=None,
-        finished_at=None,
-    )
+    incident = planning("nginx", "web")
     plan = await planner.plan(incident)
     assert plan.planner == "triton" and plan.model_name == "remed_planner"
     assert plan.model_version and plan.prompt_tokens > 0 and 0 < plan.completion_tokens <= 16
