@@ -1,0 +1,90 @@
+"""Commands on the lab hosts over SSH, the way an operator reaches them.
+
+One multiplexed OpenSSH connection per host (ControlMaster) keeps each command at tens of
+milliseconds; the host key is always checked against the lab's known_hosts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from remed_stack.paths import StackPaths
+
+COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5
+
+
+class HostCommandError(RuntimeError):
+    """A command on a lab host failed; the message has the host, the command and stderr."""
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Where the lab's access material lives (written by `remed stack up`)."""
+
+    run_dir: Path
+    repo: Path
+
+    @classmethod
+    def from_paths(cls, paths: StackPaths | None = None) -> Lab:
+        paths = paths or StackPaths.from_env()
+        return cls(run_dir=paths.run, repo=paths.repo)
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.run_dir / "lab"
+
+    @property
+    def inventory(self) -> Path:
+        return self.lab_dir / "inventory.ini"
+
+    @property
+    def key(self) -> Path:
+        return self.lab_dir / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.lab_dir / "known_hosts"
+
+    @property
+    def chaos_dir(self) -> Path:
+        path = self.run_dir / "chaos"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def host_root(self, host: str) -> Path:
+        """The host's own copy of its bind-mounted paths, seen from the machine."""
+        return self.lab_dir / "hosts" / host / "root"
+
+    def ssh_argv(self, address: str) -> list[str]:
+        control = self.chaos_dir / "ssh-%C"
+        return [
+            "ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+            "-o", "ControlPersist=120s",
+            "-i", str(self.key), f"remedops@{address}",
+        ]  # fmt: skip
+
+    def sh(
+        self, host: str, script: str, *, check: bool = True, timeout_s: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a bash script as root on `host` (sudo), the script fed on stdin."""
+        from chaos.lab.topology import HOST_ADDRESSES
+
+        argv = [*self.ssh_argv(HOST_ADDRESSES[host]), "sudo -n /bin/bash -s"]
+        try:
+            result = subprocess.run(
+                argv, input=script, capture_output=True, text=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise HostCommandError(f"{host}: timed out after {timeout_s}s: {script[:200]}") from exc
+        if check and result.returncode != 0:
+            raise HostCommandError(
+                f"{host}: exit {result.returncode}: {script.strip()[:300]}\n"
+                f"{result.stderr.strip()[-1500:]}"
+            )
+        return result
