@@ -2,16 +2,19 @@
 task per host under the incident's trace, per-task results in a schema-valid outcome, the
 journal moved to executing before anything ran, and cancel_callback stopping a long run.
 
-Hosts are reached with `ansible_connection=local`: SSH to the lab hosts is the agents' and the
-lab's concern; what is tested here is the runner integration."""
+The playbook runs over SSH on the real lab host `app`, with the lab's inventory and strict host
+key checking, exactly as the daemon runs it."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
+import json
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,18 +41,30 @@ PLAYBOOK = """\
 """
 
 
-async def run(tmp_path: Path, sleep_s: int, cancel_after_s: float | None) -> tuple:
-    marker = tmp_path / "marker"
+async def marker_on_host(lab: Any, marker: str) -> str | None:
+    status = lab.status()
+    app = next(h for h in status["hosts"] if h["name"] == "app")
+    async with asyncssh.connect(
+        app["address"],
+        username=status["ssh_user"],
+        client_keys=[status["ssh_key"]],
+        known_hosts=status["known_hosts"],
+        connect_timeout=10,
+    ) as conn:
+        result = await conn.run(f"cat {marker}", timeout=15)
+    return str(result.stdout) if result.exit_status == 0 else None
+
+
+async def run(
+    tmp_path: Path, lab: Any, sleep_s: int, cancel_after_s: float | None
+) -> tuple[Any, ...]:
+    marker = f"/tmp/remed-pipeline-{uuid.uuid4().hex}"
     playbook = tmp_path / "pb.yml"
-    playbook.write_text(PLAYBOOK.replace("MARKER", str(marker)).replace("SLEEP", str(sleep_s)))
-    inventory = tmp_path / "inv.ini"
-    inventory.write_text(
-        f"app ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
+    playbook.write_text(PLAYBOOK.replace("MARKER", marker).replace("SLEEP", str(sleep_s)))
     cfg = RemediationConfig(
         mode="ansible",
         static_playbook=str(playbook),
-        inventory=str(inventory),
+        inventory=lab.status()["inventory"],
         playbook_timeout_s=60,
     )
     spans = InMemorySpanExporter()
@@ -89,17 +104,15 @@ async def run(tmp_path: Path, sleep_s: int, cancel_after_s: float | None) -> tup
         doc = None
         if not isinstance(result[0], BaseException):
             await journal.finish(inc.id, result[0].status, "", outcomes.builder(result[0]))
-            import json
-
             doc = json.loads((await journal.unsent())[0].value)
     return result[0], spans, trace_id, state, doc, marker, elapsed
 
 
-async def test_task_spans_and_outcome(tmp_path: Path) -> None:
-    result, spans, trace_id, state, doc, marker, _ = await run(tmp_path, 0, None)
+async def test_task_spans_and_outcome(tmp_path: Path, lab: Any) -> None:
+    result, spans, trace_id, state, doc, marker, _ = await run(tmp_path, lab, 0, None)
     assert result.status is State.RECOVERED, result
     assert state is State.VERIFYING
-    assert marker.exists()
+    assert await marker_on_host(lab, marker) is not None
     task_spans = [s for s in spans.get_finished_spans() if s.name.startswith("task ")]
     assert {s.attributes["remed.task"] for s in task_spans} == {"write a marker", "wait"}
     assert all(s.context.trace_id == trace_id for s in task_spans)
@@ -111,8 +124,8 @@ async def test_task_spans_and_outcome(tmp_path: Path) -> None:
     assert attempt["verification"]["passed"] is True
 
 
-async def test_cancel_stops_a_long_run(tmp_path: Path) -> None:
-    result, _, _, state, _, _, elapsed = await run(tmp_path, 60, cancel_after_s=4.0)
+async def test_cancel_stops_a_long_run(tmp_path: Path, lab: Any) -> None:
+    result, _, _, state, _, _, elapsed = await run(tmp_path, lab, 60, cancel_after_s=4.0)
     assert isinstance(result, asyncio.CancelledError)
     assert state is State.EXECUTING  # the scheduler escalates it; it is never re-run
     assert elapsed < 20, "cancel_callback should stop ansible well before the 60 s sleep"
