@@ -111,6 +111,10 @@ class Shop:
             except Exception as exc:
                 raise Unavailable(f"redis: {exc}") from exc
             checks["redis"] = "ok"
+        if self.service == "checkout":
+            for upstream in ("catalog", "cart"):
+                self.upstream(upstream, "/health")
+                checks[upstream] = "ok"
         return {"status": "ok", "service": self.service, "version": VERSION, "checks": checks}
 
     def item(self, item_id: int) -> dict[str, Any]:

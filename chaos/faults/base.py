@@ -1,0 +1,205 @@
+"""The shape of a fault: inject → confirm → (remediation) → verify, and cleanup that always runs.
+
+A fault is a dataclass: the target plus its typed parameters (the scenario's `fault:` mapping).
+`check()` is the category's health check, read from the system (processes, sockets, files,
+HTTP answers); it passes when the category's symptom is absent. `confirm()` wants it to fail
+after injection, `verify()` wants it to pass again together with the shop's steady-state probe.
+Neither ever reads what `inject()` remembered: deleting a marker cannot count as a fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from chaos.lab import probes
+from chaos.lab import topology as topo
+from chaos.lab.hosts import Lab
+
+CONFIRM_WINDOW_S = 6.0
+VERIFY_WINDOW_S = 8.0
+POLL_INTERVAL_S = 0.3
+CHAOS_DIR = "/run/remed-chaos"
+
+
+class FaultError(ValueError):
+    """A scenario asks for a fault that cannot be built (unknown category, bad target/params)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    service: str
+
+    @property
+    def svc(self) -> topo.Service:
+        return topo.service(self.service)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+    evidence: tuple[str, ...] = ()
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class Fault(ABC):
+    """One injected failure on one target. Subclasses add their parameters as fields."""
+
+    category: ClassVar[str]
+    summary: ClassVar[str]
+    services: ClassVar[tuple[str, ...]] = tuple(topo.SERVICES)
+
+    target: Target
+    lab: Lab = field(repr=False, compare=False)
+
+    # -- subclass API ----------------------------------------------------------------------
+
+    @abstractmethod
+    def inject(self) -> None: ...
+
+    @abstractmethod
+    def check(self) -> Check: ...
+
+    @abstractmethod
+    def cleanup(self) -> None: ...
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def params(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("target", "lab")
+        }
+
+    def confirm(self, window_s: float = CONFIRM_WINDOW_S) -> Check:
+        """The category check must fail after injection (else the case leaves the denominator)."""
+        started = time.monotonic()
+        while True:
+            result = self.check()
+            if not result.ok or time.monotonic() - started > window_s:
+                return dataclasses.replace(
+                    result, ok=not result.ok, elapsed_s=time.monotonic() - started
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def verify(self, window_s: float = VERIFY_WINDOW_S) -> Check:
+        """Recovered: the category check passes and the shop's steady state holds."""
+        started = time.monotonic()
+        while True:
+            result = self.check()
+            state = probes.steady_state() if result.ok else None
+            if result.ok and state is not None and state.ok:
+                return Check(True, f"{result.detail}; shop {state.detail}", result.evidence,
+                             time.monotonic() - started)  # fmt: skip
+            if time.monotonic() - started > window_s:
+                detail = result.detail if not result.ok else f"shop not steady: {state.detail}"  # type: ignore[union-attr]
+                return Check(False, detail, result.evidence, time.monotonic() - started)
+            time.sleep(POLL_INTERVAL_S)
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+
+    def sh(self, script: str, *, host: str | None = None, check: bool = True) -> str:
+        return self.lab.sh(host or self.target.host, script, check=check).stdout
+
+    def program_state(self, program: str | None = None, host: str | None = None) -> str:
+        out = self.sh(f"supervisorctl status {program or self.target.svc.program} || true",
+                      host=host)  # fmt: skip
+        parts = out.split()
+        return parts[1] if len(parts) > 1 else "UNKNOWN"
+
+    def write_helper(self, name: str, content: str, host: str | None = None) -> str:
+        """Put a helper script into the host's /run/remed-chaos; returns its path there."""
+        directory = self.lab.host_root(host or self.target.host) / CHAOS_DIR.lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(content)
+        (directory / name).chmod(0o755)
+        return f"{CHAOS_DIR}/{name}"
+
+    def functional(self, name: str | None = None) -> Check:
+        """The service does its job: health for the shop services and stores, a proxied
+        request for nginx."""
+        name = name or self.target.service
+        if name == "nginx":
+            url = f"http://{topo.HOST_ADDRESSES['web']}/api/catalog/items"
+            try:
+                status, body = probes.http_get(url, probes.HEALTH_TIMEOUT_S)
+            except OSError as exc:
+                return Check(False, f"nginx: {url}: {exc}")
+            return Check(status == 200, f"nginx: GET {url} → {status} {body[:160]}")
+        health = probes.service_health(name)
+        return Check(health.ok, f"{name}: {health.detail}")
+
+    def running_and_functional(self) -> Check:
+        state = self.program_state()
+        if state != "RUNNING":
+            return Check(False, f"{self.target.svc.program} is {state} under supervisord")
+        return self.functional()
+
+
+def sample_processes(lab: Lab, host: str, interval_s: float = 0.5) -> list[dict[str, Any]]:
+    """Per-process CPU %, RSS and write rate on `host`, from its own /proc, over `interval_s`."""
+    script = f"""/usr/bin/python3 - <<'PY'
+import json, os, time
+def snap():
+    out = {{}}
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f'/proc/{{pid}}/stat').read().rsplit(')', 1)[1].split()
+            io = dict(l.split(': ') for l in open(f'/proc/{{pid}}/io').read().splitlines())
+            cmd = open(f'/proc/{{pid}}/cmdline').read().replace('\\0', ' ').strip()
+            rss = int(stat[21]) * os.sysconf('SC_PAGE_SIZE') // 1024
+            out[pid] = (int(stat[11]) + int(stat[12]), int(io['wchar']), rss, cmd)
+        except (OSError, ValueError, IndexError, KeyError):
+            pass
+    return out
+a = snap(); time.sleep({interval_s}); b = snap()
+hz = os.sysconf('SC_CLK_TCK')
+rows = []
+for pid, (ticks, wchar, rss, cmd) in b.items():
+    t0, w0 = a.get(pid, (ticks, wchar, 0, ''))[:2]
+    rows.append({{'pid': int(pid), 'cmd': cmd[:120], 'rss_mb': rss / 1024,
+                 'cpu_pct': 100.0 * (ticks - t0) / hz / {interval_s},
+                 'write_mb_s': (wchar - w0) / 1048576 / {interval_s}}})
+print(json.dumps(rows))
+PY
+"""
+    rows: list[dict[str, Any]] = json.loads(lab.sh(host, script).stdout)
+    return rows
+
+
+def top(rows: list[dict[str, Any]], key: str, n: int = 3) -> tuple[str, ...]:
+    ordered = sorted(rows, key=lambda r: r[key], reverse=True)[:n]
+    return tuple(f"pid {r['pid']} {key}={r[key]:.1f} {r['cmd']}" for r in ordered)
+
+
+def build(
+    cls: type[Fault], target: Target, params: Mapping[str, Any] | None, lab: Lab
+) -> Fault:
+    names = {f.name for f in dataclasses.fields(cls)} - {"target", "lab"}
+    unknown = set(params or {}) - names
+    if unknown:
+        raise FaultError(
+            f"{cls.category}: unknown fault parameter(s) {sorted(unknown)}; "
+            f"known: {sorted(names)}"
+        )
+    if target.service not in cls.services:
+        raise FaultError(
+            f"{cls.category} cannot target {target.service}; it applies to {list(cls.services)}"
+        )
+    if topo.service(target.service).host != target.host:
+        raise FaultError(
+            f"{target.service} runs on host {topo.service(target.service).host}, "
+            f"not {target.host} (see chaos/README.md)"
+        )
+    return cls(target=target, lab=lab, **dict(params or {}))

@@ -1,0 +1,101 @@
+"""Resource faults on the service's host: a runaway CPU burner, a memory hog, an I/O storm.
+
+Each hog is stress-ng started inside the target host (its own PID namespace), detached, with a
+hard `--timeout` so that nothing outlives a forgotten cleanup for long. The checks sample the
+host's own /proc: CPU %, resident memory and write rate per process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from chaos.faults.base import Check, Fault, sample_processes, top
+
+HOG_TIMEOUT_S = 300
+
+
+def _spawn(cmd: str) -> str:
+    return f"setsid nohup {cmd} </dev/null >/dev/null 2>&1 &\nsleep 0.3\n"
+
+
+@dataclass
+class CpuStress(Fault):
+    category: ClassVar[str] = "cpu-stress"
+    summary: ClassVar[str] = "a runaway process burns CPU on the service's host"
+    workers: int = 1
+    load_pct: int = 100
+    max_host_cpu_pct: float = 50.0
+
+    def inject(self) -> None:
+        self.sh(_spawn(
+            f"stress-ng --cpu {self.workers} --cpu-load {self.load_pct} "
+            f"--timeout {HOG_TIMEOUT_S}s --quiet"
+        ))  # fmt: skip
+
+    def check(self) -> Check:
+        rows = sample_processes(self.lab, self.target.host)
+        total = sum(r["cpu_pct"] for r in rows)
+        return Check(
+            total < self.max_host_cpu_pct,
+            f"host {self.target.host} CPU {total:.0f}% (limit {self.max_host_cpu_pct:.0f}%)",
+            top(rows, "cpu_pct"),
+        )
+
+    def cleanup(self) -> None:
+        self.sh("pkill -KILL -f stress-ng || true")
+
+
+@dataclass
+class MemoryStress(Fault):
+    category: ClassVar[str] = "memory-stress"
+    summary: ClassVar[str] = "a process hogs memory on the service's host"
+    size_mb: int = 600
+    max_host_rss_mb: float = 400.0
+
+    def inject(self) -> None:
+        self.sh(_spawn(
+            f"stress-ng --vm 1 --vm-bytes {self.size_mb}M --vm-keep --vm-hang 0 "
+            f"--timeout {HOG_TIMEOUT_S}s --quiet"
+        ) + "sleep 0.7\n")  # fmt: skip
+
+    def check(self) -> Check:
+        rows = sample_processes(self.lab, self.target.host, interval_s=0.1)
+        total = sum(r["rss_mb"] for r in rows)
+        return Check(
+            total < self.max_host_rss_mb,
+            f"host {self.target.host} resident memory {total:.0f} MiB "
+            f"(limit {self.max_host_rss_mb:.0f} MiB)",
+            top(rows, "rss_mb"),
+        )
+
+    def cleanup(self) -> None:
+        self.sh("pkill -KILL -f stress-ng || true")
+
+
+@dataclass
+class DiskIo(Fault):
+    category: ClassVar[str] = "disk-io"
+    summary: ClassVar[str] = "a process saturates writes on the service's data path"
+    services: ClassVar[tuple[str, ...]] = ("catalog", "cart", "checkout")
+    max_write_mb_s: float = 50.0
+
+    def inject(self) -> None:
+        path = self.target.svc.data
+        self.sh(_spawn(
+            f"stress-ng --hdd 1 --hdd-bytes 48M --temp-path {path} "
+            f"--timeout {HOG_TIMEOUT_S}s --quiet"
+        ))  # fmt: skip
+
+    def check(self) -> Check:
+        rows = sample_processes(self.lab, self.target.host)
+        total = sum(r["write_mb_s"] for r in rows)
+        return Check(
+            total < self.max_write_mb_s,
+            f"host {self.target.host} writes {total:.0f} MB/s "
+            f"(limit {self.max_write_mb_s:.0f} MB/s)",
+            top(rows, "write_mb_s"),
+        )
+
+    def cleanup(self) -> None:
+        self.sh(f"pkill -KILL -f stress-ng || true\nrm -rf {self.target.svc.data}/stress-ng-*")
