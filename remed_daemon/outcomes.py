@@ -43,6 +43,8 @@ class TaskResult:
     unreachable: bool = False
     rc: int | None = None
     duration_ms: float = 0.0
+    skipped: bool = False
+    msg: str = ""  # the module's message on failure, redacted
 
 
 # What an attempt records when no guard looked at the playbook: the plain pipeline only ever
@@ -66,6 +68,8 @@ class Attempt:
     verification: Mapping[str, Any] | None = None
     check_diff: str = ""
     reflection: str = ""
+    # {"decision": "approved"|"rejected"|"expired", "by", "at"} when a person had to decide
+    approval: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class RemediationResult:
     completion_tokens: int = 0
     error_type: str = ""
     error: str = ""
+    # {"performed", "restored": [{"host", "kind", "name"}], "errors"} when an undo was needed
+    undo: Mapping[str, Any] | None = None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -117,6 +123,8 @@ def _attempt_doc(n: int, a: Attempt) -> dict[str, Any]:
                 "unreachable": t.unreachable,
                 "rc": t.rc,
                 "duration_ms": max(t.duration_ms, 0.0),
+                **({"skipped": True} if t.skipped else {}),
+                **({"msg": t.msg[:4000]} if t.msg else {}),
             }
             for t in a.tasks[:2000]
         ]
@@ -126,6 +134,8 @@ def _attempt_doc(n: int, a: Attempt) -> dict[str, Any]:
         doc["check_diff"] = a.check_diff[:65536]
     if a.reflection:
         doc["reflection"] = a.reflection[:16000]
+    if a.approval is not None:
+        doc["approval"] = dict(a.approval)
     return doc
 
 
@@ -173,6 +183,8 @@ def outcome_doc(
             doc["planner"] = result.planner
         if result.model_name and result.model_version:
             doc["model"] = {"name": result.model_name, "version": result.model_version}
+        if result.undo is not None:
+            doc["undo"] = dict(result.undo)
         if result.error:
             doc["error"] = {"type": result.error_type[:128], "message": result.error[:4000]}
     return doc

@@ -18,12 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import shutil
-import sys
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +29,7 @@ import structlog
 from opentelemetry import trace
 
 from remed_daemon.config import RemediationConfig
-from remed_daemon.errors import ExecutionError, IntakeRejected, PlannerUnavailable
+from remed_daemon.errors import IntakeRejected, PlannerUnavailable
 from remed_daemon.journal import Incident, Journal, State
 from remed_daemon.outcomes import Attempt, RemediationResult, TaskResult, report_id_of
 
@@ -243,107 +239,30 @@ class AnsibleRemediator:
     async def _apply(
         self, playbook: str, service: str, host: str, ctx: RemediationContext
     ) -> tuple[str, list[TaskResult]]:
-        import ansible_runner
+        from remed_daemon.agents.execute import RunnerSettings, run_playbook
 
-        project = ctx.run_dir / "project"
-        project.mkdir(parents=True, exist_ok=True)
-        (project / "remed.yml").write_text(playbook)
-        tasks: list[TaskResult] = []
-        tracer = ctx.tracer
-        parent = trace.get_current_span().get_span_context()
-        parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-
-        def on_event(event: dict[str, Any]) -> bool:
-            kind = event.get("event", "")
-            if kind not in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
-                return True
-            data = event.get("event_data", {})
-            res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
-            failed = kind != "runner_on_ok"
-            t = TaskResult(
-                host=str(data.get("host", "")),
-                task=str(data.get("task", "")),
-                module=str(data.get("resolved_action") or data.get("task_action", "")),
-                changed=bool(res.get("changed", False)),
-                failed=failed,
-                unreachable=kind == "runner_on_unreachable",
-                rc=res.get("rc") if isinstance(res.get("rc"), int) else None,
-                duration_ms=float(data.get("duration") or 0.0) * 1000.0,
-            )
-            tasks.append(t)
-            span = tracer.start_span(
-                f"task {t.task}",
-                context=parent_ctx,
-                attributes={
-                    "remed.host": t.host,
-                    "remed.task": t.task,
-                    "remed.module": t.module,
-                    "remed.changed": t.changed,
-                    "remed.failed": t.failed,
-                    "remed.rc": -1 if t.rc is None else t.rc,
-                    "remed.duration_ms": t.duration_ms,
-                },
-            )
-            if failed:
-                span.set_status(trace.StatusCode.ERROR)
-            span.end()
-            return False  # keep runner's artifacts small: events are not written to disk
-
-        cmdline = []
-        if self.cfg.ssh_private_key:
-            cmdline += ["--private-key", self.cfg.ssh_private_key]
-        if self.cfg.ssh_user:
-            cmdline += ["--user", self.cfg.ssh_user]
-        ssh_args = "-o StrictHostKeyChecking=yes"
-        if self.cfg.known_hosts:
-            ssh_args += f" -o UserKnownHostsFile={self.cfg.known_hosts}"
-        envvars = {
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_SSH_ARGS": ssh_args,
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "PATH": _ansible_path(),
-        }
-        deadline = time.monotonic() + self.cfg.playbook_timeout_s
-
-        def cancelled() -> bool:
-            return ctx.cancel.is_set() or time.monotonic() > deadline
-
-        def run() -> str:
-            r = ansible_runner.run(
-                private_data_dir=str(ctx.run_dir),
-                playbook="remed.yml",
-                inventory=str(Path(self.cfg.inventory).resolve()),
-                limit=host,
-                cmdline=" ".join(cmdline) or None,
-                envvars=envvars,
-                extravars={
-                    "remed_incident_id": ctx.incident.id,
-                    "remed_report_id": report_id_of(ctx.incident),
-                    "remed_host": host,
-                    "remed_service": service,
-                },
-                event_handler=on_event,
-                cancel_callback=cancelled,
-                quiet=True,
-                json_mode=False,
-            )
-            return str(r.status)
-
-        worker = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            status = await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            # ansible-runner polls cancel_callback about once a second and then stops
-            # ansible-playbook; wait for that, so "cancelled" means nothing is still running.
-            ctx.cancel.set()
-            with contextlib.suppress(Exception):
-                await worker
-            raise
-        except Exception as exc:
-            raise ExecutionError(f"ansible-runner could not run: {exc}") from exc
-        if status == "canceled" and not ctx.cancel.is_set():
-            status = "timeout"
-        return status, tasks
+        settings = RunnerSettings(
+            inventory=self.cfg.inventory,
+            ssh_private_key=self.cfg.ssh_private_key,
+            ssh_user=self.cfg.ssh_user,
+            known_hosts=self.cfg.known_hosts,
+            timeout_s=self.cfg.playbook_timeout_s,
+        )
+        run = await run_playbook(
+            settings,
+            playbook,
+            run_dir=ctx.run_dir,
+            host=host,
+            extravars={
+                "remed_incident_id": ctx.incident.id,
+                "remed_report_id": report_id_of(ctx.incident),
+                "remed_host": host,
+                "remed_service": service,
+            },
+            tracer=ctx.tracer,
+            cancel=ctx.cancel,
+        )
+        return run.status, run.tasks
 
     async def _verify(self, host: str) -> dict[str, Any]:
         """{"passed", "checks"} as the outcome schema wants it."""
@@ -381,16 +300,9 @@ class AnsibleRemediator:
 
 
 def _ansible_path() -> str:
-    """PATH for ansible-runner's child: this interpreter's bin directory first, so the
-    `ansible-playbook` of remed's own environment runs even when the venv is not activated
-    (systemd runs `.venv/bin/remed` directly)."""
-    path = os.environ.get("PATH", os.defpath)
-    beside = Path(sys.executable).parent
-    if (beside / "ansible-playbook").exists():
-        return f"{beside}{os.pathsep}{path}"
-    if shutil.which("ansible-playbook", path=path) is None:
-        raise ExecutionError("ansible-playbook not found: install ansible-core next to remed")
-    return path
+    from remed_daemon.agents.execute import ansible_path
+
+    return ansible_path()
 
 
 def _inventory_address(inventory: Path, host: str) -> str:

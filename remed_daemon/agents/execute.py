@@ -1,0 +1,225 @@
+"""Run a playbook with ansible-runner: in a worker thread, cancellable, with one OpenTelemetry
+span per task per host and redacted per-task results.
+
+ansible-runner installs its own SIGTERM handler when it runs on the main thread, so it always
+runs on a worker thread here and stops through `cancel_callback` (polled about once a second):
+a cancelled or timed-out run is waited for, so "cancelled" means nothing is still running.
+`check=True` runs `--check --diff` and collects the diff (what a medium-risk plan would change).
+Host keys are always checked (`StrictHostKeyChecking=yes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+
+from remed_daemon.agents.redact import scrub
+from remed_daemon.errors import ExecutionError
+from remed_daemon.outcomes import TaskResult
+
+MAX_MSG_CHARS = 2000
+MAX_DIFF_CHARS = 60_000
+_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    inventory: str
+    ssh_private_key: str = ""
+    ssh_user: str = ""
+    known_hosts: str = ""
+    timeout_s: float = 600.0
+
+
+@dataclass
+class PlaybookRun:
+    status: str  # successful | failed | timeout | canceled
+    tasks: list[TaskResult] = field(default_factory=list)
+    diff: str = ""
+
+    @property
+    def failed_tasks(self) -> list[TaskResult]:
+        return [t for t in self.tasks if t.failed or t.unreachable]
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    parts = []
+    for key in ("msg", "stderr", "stdout", "module_stderr"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            parts.append(value.strip())
+    return scrub(" | ".join(parts), MAX_MSG_CHARS)
+
+
+def _diff_text(diff: object) -> str:
+    items = diff if isinstance(diff, list) else [diff]
+    out: list[str] = []
+    for d in items:
+        if not isinstance(d, Mapping):
+            continue
+        if isinstance(d.get("prepared"), str):
+            out.append(d["prepared"])
+            continue
+        before, after = d.get("before"), d.get("after")
+        if isinstance(before, str) and isinstance(after, str):
+            out.extend(
+                difflib.unified_diff(
+                    before.splitlines(),
+                    after.splitlines(),
+                    fromfile=f"before: {d.get('before_header', '')}",
+                    tofile=f"after: {d.get('after_header', '')}",
+                    lineterm="",
+                )
+            )
+        elif before is not None or after is not None:
+            out.append(f"{d.get('before_header', '')}: {before!r} → {after!r}")
+    return "\n".join(out)
+
+
+def ansible_path() -> str:
+    """PATH for ansible-runner's child: this interpreter's bin directory first, so the
+    `ansible-playbook` of remed's own environment runs even when the venv is not activated
+    (systemd runs `.venv/bin/remed` directly)."""
+    path = os.environ.get("PATH", os.defpath)
+    beside = Path(sys.executable).parent
+    if (beside / "ansible-playbook").exists():
+        return f"{beside}{os.pathsep}{path}"
+    if shutil.which("ansible-playbook", path=path) is None:
+        raise ExecutionError("ansible-playbook not found: install ansible-core next to remed")
+    return path
+
+
+async def run_playbook(
+    settings: RunnerSettings,
+    playbook: str,
+    *,
+    run_dir: Path,
+    host: str,
+    extravars: Mapping[str, Any],
+    tracer: trace.Tracer,
+    cancel: threading.Event,
+    check: bool = False,
+) -> PlaybookRun:
+    """Apply (or `--check --diff`) `playbook` on `host` only; spans go under the current span."""
+    import ansible_runner
+
+    project = run_dir / "project"
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "remed.yml").write_text(playbook)
+    run = PlaybookRun(status="")
+    diffs: list[str] = []
+    parent = trace.get_current_span().get_span_context()
+    parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    prefix = "check task" if check else "task"
+
+    def on_event(event: dict[str, Any]) -> bool:
+        kind = _EVENTS.get(event.get("event", ""))
+        if kind is None:
+            return False
+        data = event.get("event_data", {})
+        res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
+        if check and res.get("diff"):
+            diffs.append(scrub(_diff_text(res["diff"]), MAX_DIFF_CHARS))
+        t = TaskResult(
+            host=str(data.get("host", "")),
+            task=str(data.get("task", "")),
+            module=str(data.get("resolved_action") or data.get("task_action", "")),
+            changed=bool(res.get("changed", False)),
+            failed=kind == "failed" and not data.get("ignore_errors"),
+            unreachable=kind == "unreachable",
+            skipped=kind == "skipped",
+            rc=res.get("rc") if isinstance(res.get("rc"), int) else None,
+            duration_ms=float(data.get("duration") or 0.0) * 1000.0,
+            msg=_message(res) if kind in ("failed", "unreachable") else "",
+        )
+        run.tasks.append(t)
+        span = tracer.start_span(
+            f"{prefix} {t.task}",
+            context=parent_ctx,
+            attributes={
+                "remed.host": t.host,
+                "remed.task": t.task,
+                "remed.module": t.module,
+                "remed.changed": t.changed,
+                "remed.failed": t.failed,
+                "remed.rc": -1 if t.rc is None else t.rc,
+                "remed.duration_ms": t.duration_ms,
+                "remed.check": check,
+            },
+        )
+        if t.failed or t.unreachable:
+            span.set_status(trace.StatusCode.ERROR, t.msg[:200])
+        span.end()
+        return False  # keep runner's artifacts small: events are not written to disk
+
+    cmdline = ["--diff"] if check else []
+    if check:
+        cmdline.append("--check")
+    if settings.ssh_private_key:
+        cmdline += ["--private-key", settings.ssh_private_key]
+    if settings.ssh_user:
+        cmdline += ["--user", settings.ssh_user]
+    ssh_args = "-o StrictHostKeyChecking=yes"
+    if settings.known_hosts:
+        ssh_args += f" -o UserKnownHostsFile={settings.known_hosts}"
+    envvars = {
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "PATH": ansible_path(),
+    }
+    deadline = time.monotonic() + settings.timeout_s
+
+    def cancelled() -> bool:
+        return cancel.is_set() or time.monotonic() > deadline
+
+    def work() -> str:
+        r = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            playbook="remed.yml",
+            inventory=str(Path(settings.inventory).resolve()),
+            limit=host,
+            cmdline=" ".join(cmdline) or None,
+            envvars=envvars,
+            extravars=dict(extravars),
+            event_handler=on_event,
+            cancel_callback=cancelled,
+            quiet=True,
+            json_mode=False,
+        )
+        return str(r.status)
+
+    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        status = await asyncio.shield(worker)
+    except asyncio.CancelledError:
+        # ansible-runner polls cancel_callback about once a second and then stops
+        # ansible-playbook; wait for that, so "cancelled" means nothing is still running.
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await worker
+        raise
+    except Exception as exc:
+        raise ExecutionError(f"ansible-runner could not run: {exc}") from exc
+    if status == "canceled" and not cancel.is_set():
+        status = "timeout"
+    run.status = status
+    run.diff = "\n".join(d for d in diffs if d)[:MAX_DIFF_CHARS]
+    return run
