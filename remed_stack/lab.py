@@ -1,20 +1,36 @@
 """SSH lab hosts: network namespaces that feel like hosts (DESIGN.md, "Lab hosts").
 
-Each host is a network namespace on a private /24 behind a bridge, with its own PID, mount and
-UTS namespaces (`unshare`), its own copies of the standard service paths bind-mounted from
-`.run/lab/hosts/<host>/root/`, and supervisord as init running that host's OpenSSH server (and,
-later, the chaos lab's services). A fault or a fix on one host cannot touch another, and
-playbooks use ordinary paths and `supervisorctl`.
+Each host is a network namespace (`remed-<host>`) on the private /24 behind the bridge
+`remedbr0`, with its own PID, mount and UTS namespaces (`unshare`), its own copies of the
+standard service paths bind-mounted from `.run/lab/hosts/<host>/root/`, and supervisord as init
+running that host's OpenSSH server (and, later, the chaos lab's services). A fault or a fix on
+one host cannot touch another, and playbooks use ordinary paths, `sudo` and `supervisorctl`.
 
 Reached as the automation user `remedops` (passwordless sudo, minimal shell profile) with a
 generated key; every host key is recorded in `.run/lab/known_hosts` and checked strictly.
+
+Nothing leaves the machine: the hosts' default route ends at the bridge address in the root
+namespace, and an nftables table refuses to forward anything from or to the lab subnet, so the
+lab stays closed even on a machine that has IP forwarding on.
+
+Layout under `.run/lab/`:
+
+    inventory.ini, known_hosts, ssh/id_ed25519   access material (status() names them)
+    <host>.pid                                   the host's `unshare` (its init's parent)
+    hosts/<host>/init.log                        the host's boot output
+    hosts/<host>/root/...                        the host's own /etc/<service>, /var/log, /run...
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import pwd
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +41,8 @@ from remed_stack.paths import StackPaths
 
 @dataclass(frozen=True)
 class LabHost:
+    """One lab host: its stable name and address, and the kernel objects named after it."""
+
     name: str
     address: str
 
@@ -34,14 +52,21 @@ class LabHost:
 
     @property
     def veth(self) -> str:
-        # Interface names are limited to 15 characters.
+        """The root-namespace end of the host's veth pair (names are limited to 15 bytes)."""
         return f"rl-{self.name}"[:15]
 
+    @property
+    def veth_peer(self) -> str:
+        """The host's end before it moves into the namespace and is renamed eth0."""
+        return f"rlp-{self.name}"[:15]
 
+
+SUBNET = "10.231.77.0/24"
 SUBNET_PREFIX = 24
 BRIDGE = "remedbr0"
 BRIDGE_ADDRESS = "10.231.77.1"
-# Stable: scenario files and the planner's prompts name these hosts.
+NFT_TABLE = "remed_lab"
+# Stable: scenario files, chaos/README.md and the planner's prompts name these hosts.
 HOSTS = (
     LabHost("web", "10.231.77.11"),
     LabHost("app", "10.231.77.12"),
@@ -51,15 +76,22 @@ SSH_USER = "remedops"
 SSH_READY_TIMEOUT_S = 30.0
 SSH_CONNECT_TIMEOUT_S = 3
 COMMAND_TIMEOUT_S = 30.0
+HOST_STOP_TIMEOUT_S = 10.0
+NETNS_DRAIN_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 120.0
+BOOT_GRACE_S = 10.0  # a host this young whose sshd is not listening yet is booting, not broken
 INIT_SCRIPT = Path(__file__).resolve().parent / "lab_init.sh"
 
-# Paths each host has its own copy of. Directories listed in SEEDED start as a copy of the
-# machine's own (Debian's default configs), the rest start empty.
+# Paths each host has its own copy of, bind-mounted over the standard path inside the host.
+# A later service adds its /etc/<service>, /var/lib/<service> here; /var/log is per host whole.
+# Directories listed in SEEDED start as a copy of the machine's own (Debian's default configs),
+# the rest start empty. /etc/hosts is the one file: it lists every lab host by name.
 BIND_PATHS = (
     "/run",
     "/tmp",
     "/var/tmp",
     "/var/log",
+    "/home",
     "/etc/hosts",
     "/etc/remed-lab",
     "/etc/supervisor",
@@ -77,6 +109,7 @@ SEEDED = ("/etc/nginx", "/etc/redis", "/etc/postgresql")
 
 SUPERVISORD_CONF = """\
 ; supervisord is this lab host's init: it runs sshd and the host's services.
+; Services are added as /etc/supervisor/conf.d/<name>.conf; `sudo supervisorctl` finds this file.
 [unix_http_server]
 file=/run/supervisor.sock
 chmod=0700
@@ -98,6 +131,7 @@ serverurl=unix:///run/supervisor.sock
 command=/usr/sbin/sshd -D -e -f /etc/remed-lab/sshd_config
 autorestart=true
 startsecs=1
+stopwaitsecs=5
 stdout_logfile=/var/log/sshd.log
 redirect_stderr=true
 
@@ -106,6 +140,7 @@ files = /etc/supervisor/conf.d/*.conf
 """
 
 SSHD_CONFIG = """\
+# The lab host's sshd (remed_stack/lab.py): keys only, one automation user, no login noise.
 ListenAddress {address}
 Port 22
 HostKey /etc/remed-lab/ssh_host_ed25519_key
@@ -138,15 +173,41 @@ export LANG=C.UTF-8
 BASHRC = "# remed lab: deliberately minimal\n[ -z \"$PS1\" ] && return\nPS1='\\u@\\h:\\w\\$ '\n"
 SUDOERS = f"Defaults:{SSH_USER} !requiretty\n{SSH_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
 
+# Forwarding is not needed (hosts reach each other over the bridge, the root namespace reaches
+# them directly), so refuse it outright: a lab packet never leaves the machine, nor enters it.
+NFT_RULES = f"""\
+table inet {NFT_TABLE}
+delete table inet {NFT_TABLE}
+table inet {NFT_TABLE} {{
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        ip saddr {SUBNET} ip daddr != {SUBNET} drop
+        ip daddr {SUBNET} ip saddr != {SUBNET} drop
+    }}
+}}
+"""
 
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+
+def _run(
+    *argv: str, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, input=input_text, timeout=COMMAND_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise procs.StackError(f"{' '.join(argv)} hung for {COMMAND_TIMEOUT_S:.0f} s") from exc
     if check and result.returncode != 0:
         raise procs.StackError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result
 
 
-def _keygen(path: Path, *, comment: str) -> None:
+def _ensure_keypair(path: Path, *, comment: str) -> None:
+    """Generate an ed25519 key once; a half-written pair (a killed run) is made again."""
+    if path.exists() and path.with_suffix(".pub").exists():
+        return
+    path.unlink(missing_ok=True)
+    path.with_suffix(".pub").unlink(missing_ok=True)
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path))
 
 
@@ -154,8 +215,19 @@ def _netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
 
+def _link(name: str) -> str | None:
+    """`ip -o link show` of one interface, or None when there is none (asked of the kernel,
+    not /sys, which shows the namespace it was mounted in)."""
+    result = _run("ip", "-o", "link", "show", "dev", name, check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
 class LabHosts:
-    """The lab's hosts: `up()` is idempotent and recovers from a killed run's leftovers."""
+    """The lab's hosts. `up()` is idempotent and recovers from a killed run's leftovers.
+
+    `up()` and `down()` hold a lock under `.run/lab/`, so a second caller (a test fixture next
+    to a developer's `remed stack up`) waits instead of restarting hosts that are still booting.
+    """
 
     name = "lab"
 
@@ -170,36 +242,54 @@ class LabHosts:
     # -- public -----------------------------------------------------------------------------
 
     def up(self) -> None:
-        if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
-            raise procs.StackError("OpenSSH server not installed: run `make setup`")
-        self._ensure_user_and_key()
-        self._ensure_bridge()
-        for host in HOSTS:
-            if self._host_ok(host):
-                continue
-            self._stop_host(host)
-            self._prepare_host_dir(host)
-            self._create_netns(host)
-            self._start_host(host)
-        self._write_known_hosts()
-        self._write_inventory()
-        for host in HOSTS:
-            procs.wait_until(
-                lambda h=host: self._ssh_login_works(h),  # type: ignore[misc]
-                what=f"lab host {host.name} (ssh {SSH_USER}@{host.address})",
-                timeout_s=SSH_READY_TIMEOUT_S,
-                proc=procs.live_process(self._pidfile(host)),
-                logfile=self._host_dir(host) / "root/var/log/sshd.log",
-                interval_s=0.2,
-            )
+        """Start every host that is not healthy, then wait until an SSH login works on each.
+
+        A healthy host is left running untouched; an unhealthy one (stale pid, closed port,
+        leftovers of a killed run) is torn down completely and booted again.
+        """
+        if not Path("/usr/sbin/sshd").exists() or not Path("/usr/bin/supervisord").exists():
+            raise procs.StackError("lab hosts need openssh-server and supervisor: run `make setup`")
+        with self._locked():
+            self._ensure_user_and_key()
+            self._ensure_bridge()
+            self._ensure_no_forwarding()
+            started: dict[str, procs.TrackedProcess] = {}
+            for host in HOSTS:
+                self._attach(host)
+                if self._host_ok(host) or self._finishes_booting(host):
+                    continue
+                self._stop_host(host)
+                self._prepare_host_dir(host)
+                self._create_netns(host)
+                started[host.name] = self._start_host(host)
+            self._write_known_hosts()
+            self._write_inventory()
+            for host in HOSTS:
+                log = self._host_dir(host) / "root/var/log/sshd.log"
+                procs.wait_until(
+                    lambda h=host: self._ssh_login_works(h),  # type: ignore[misc]
+                    what=f"lab host {host.name} (ssh {SSH_USER}@{host.address})",
+                    timeout_s=SSH_READY_TIMEOUT_S,
+                    proc=started.get(host.name) or procs.live_process(self._pidfile(host)),
+                    logfile=log if log.exists() else self._host_dir(host) / "init.log",
+                    interval_s=0.2,
+                )
 
     def down(self) -> None:
-        for host in HOSTS:
-            self._stop_host(host)
-        if Path("/sys/class/net", BRIDGE).exists():
-            _run("ip", "link", "del", BRIDGE, check=False)
+        """Stop each host by its recorded pid, then remove namespaces, veths, bridge and rules.
+
+        Host directories (host keys, configs, logs) stay, so known_hosts is stable across
+        restarts and a failed run can still be read.
+        """
+        with self._locked():
+            for host in HOSTS:
+                self._stop_host(host)
+            if _link(BRIDGE) is not None:
+                _run("ip", "link", "del", BRIDGE, check=False)
+            _run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
 
     def status(self) -> dict[str, Any]:
+        """The lab's part of `remed stack status --json` (DESIGN.md contract)."""
         return {
             "hosts": [
                 {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in HOSTS
@@ -219,45 +309,91 @@ class LabHosts:
         return self.dir / f"{host.name}.pid"
 
     def _host_ok(self, host: LabHost) -> bool:
+        # The address exists only inside that host's namespace, so an open port 22 there is
+        # that host's sshd; the pid check makes sure it is the init this lab started.
         return procs.live_process(self._pidfile(host)) is not None and procs.port_open(
             host.address, 22
         )
 
+    def _finishes_booting(self, host: LabHost) -> bool:
+        """Whether a host started moments ago (by a run killed before it saw it ready) opens
+        port 22 within its boot grace. Stopping a host mid-boot would be slow as well as
+        wasteful: a TERM that lands between supervisord's fork and sshd's exec is lost."""
+        proc = procs.live_process(self._pidfile(host))
+        if proc is None:
+            return False
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        age_s = uptime_s - proc.start_ticks / os.sysconf("SC_CLK_TCK")
+        deadline = time.monotonic() + BOOT_GRACE_S - age_s
+        while time.monotonic() < deadline and proc.alive():
+            if procs.port_open(host.address, 22):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _attach(self, host: LabHost) -> None:
+        """Re-attach a running host's veth to a bridge that was deleted and made again."""
+        link = _link(host.veth)
+        if link is not None and f" master {BRIDGE} " not in link:
+            _run("ip", "link", "set", host.veth, "master", BRIDGE, check=False)
+            _run("ip", "link", "set", host.veth, "up", check=False)
+
     def _prepare_host_dir(self, host: LabHost) -> None:
         root = self._host_dir(host) / "root"
         for path in BIND_PATHS:
-            target = root / path.lstrip("/")
             if path == "/etc/hosts":
                 continue
+            target = root / path.lstrip("/")
             if not target.exists() and path in SEEDED and Path(path).is_dir():
                 shutil.copytree(path, target, symlinks=True)
             target.mkdir(parents=True, exist_ok=True)
             # The mount point itself must exist on the shared root file system.
             Path(path).mkdir(parents=True, exist_ok=True)
+        # A boot starts with an empty /run, as on a real host: no stale sockets or pid files.
+        for entry in (root / "run").iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         (root / "tmp").chmod(0o1777)
         (root / "var/tmp").chmod(0o1777)
+        (root / "var/log/supervisor").mkdir(exist_ok=True)
+
         (root / "etc/supervisor/conf.d").mkdir(exist_ok=True)
         (root / "etc/supervisor/supervisord.conf").write_text(SUPERVISORD_CONF)
-        hosts = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}"]
+        hosts = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", "::1 localhost ip6-localhost"]
         hosts += [f"{h.address} {h.name}" for h in HOSTS]
         (root / "etc/hosts").write_text("\n".join(hosts) + "\n")
+        self._prepare_home(root)
 
+        # sshd's StrictModes: the host key, authorized_keys and their directory root-owned and
+        # not writable by group or others.
         etc = root / "etc/remed-lab"
         etc.chmod(0o755)
-        host_key = etc / "ssh_host_ed25519_key"
-        if not host_key.exists():
-            _keygen(host_key, comment=host.name)
+        _ensure_keypair(etc / "ssh_host_ed25519_key", comment=host.name)
         (etc / "sshd_config").write_text(SSHD_CONFIG.format(address=host.address, user=SSH_USER))
         authorized = etc / "authorized_keys"
         authorized.write_text(self.key.with_suffix(".pub").read_text())
         authorized.chmod(0o644)
 
+    def _prepare_home(self, root: Path) -> None:
+        """The automation user's home on this host: its own, with the minimal profile."""
+        user = pwd.getpwnam(SSH_USER)
+        home = root / user.pw_dir.lstrip("/")
+        home.mkdir(parents=True, exist_ok=True)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        home.chmod(0o700)
+        for name, text in ((".profile", PROFILE), (".bashrc", BASHRC), (".hushlogin", "")):
+            (home / name).write_text(text)
+            os.chown(home / name, user.pw_uid, user.pw_gid)
+        (home / ".bash_logout").unlink(missing_ok=True)
+
     def _create_netns(self, host: LabHost) -> None:
-        ns, peer = host.netns, f"rlp-{host.name}"[:15]
+        ns = host.netns
         _run("ip", "netns", "add", ns)
-        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", peer)
-        _run("ip", "link", "set", peer, "netns", ns)
-        _run("ip", "-n", ns, "link", "set", peer, "name", "eth0")
+        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", host.veth_peer)
+        _run("ip", "link", "set", host.veth_peer, "netns", ns)
+        _run("ip", "-n", ns, "link", "set", host.veth_peer, "name", "eth0")
         _run("ip", "-n", ns, "addr", "add", f"{host.address}/{SUBNET_PREFIX}", "dev", "eth0")
         _run("ip", "-n", ns, "link", "set", "eth0", "up")
         _run("ip", "-n", ns, "link", "set", "lo", "up")
@@ -265,11 +401,13 @@ class LabHosts:
         _run("ip", "link", "set", host.veth, "master", BRIDGE)
         _run("ip", "link", "set", host.veth, "up")
 
-    def _start_host(self, host: LabHost) -> None:
-        procs.spawn(
+    def _start_host(self, host: LabHost) -> procs.TrackedProcess:
+        # --kill-child: should the recorded process die (even by SIGKILL), the host's init dies
+        # with it, and with PID 1 gone the kernel ends everything in the host's PID namespace.
+        return procs.spawn(
             [
                 "ip", "netns", "exec", host.netns,
-                "unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
+                "unshare", "--kill-child", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
                 "--propagation", "private",
                 str(INIT_SCRIPT), host.name, str(self._host_dir(host)), *BIND_PATHS,
             ],
@@ -278,29 +416,58 @@ class LabHosts:
         )  # fmt: skip
 
     def _stop_host(self, host: LabHost) -> None:
-        procs.stop(self._pidfile(host), timeout_s=10.0)
+        procs.stop(self._pidfile(host), timeout_s=HOST_STOP_TIMEOUT_S)
         if _netns_exists(host.netns):
             # A killed earlier run may have left processes in the namespace with no pid file.
-            for pid in _run("ip", "netns", "pids", host.netns, check=False).stdout.split():
-                _run("kill", "-KILL", pid, check=False)
-            deadline = time.monotonic() + 5
-            while _run("ip", "netns", "pids", host.netns, check=False).stdout.strip():
+            deadline = time.monotonic() + NETNS_DRAIN_TIMEOUT_S
+            while pids := _run("ip", "netns", "pids", host.netns, check=False).stdout.split():
                 if time.monotonic() > deadline:
-                    break
+                    raise procs.StackError(
+                        f"processes {' '.join(pids)} in netns {host.netns} survived SIGKILL"
+                    )
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), 9)
                 time.sleep(0.1)
             _run("ip", "netns", "del", host.netns, check=False)
-        if Path("/sys/class/net", host.veth).exists():
+        if _link(host.veth) is not None:
             _run("ip", "link", "del", host.veth, check=False)
 
     # -- shared -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.dir / ".lock", "w") as lock:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise procs.StackError(
+                            f"another `remed stack up/down` held {lock.name} for "
+                            f"{LOCK_TIMEOUT_S:.0f} s; wait for it or end it"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _ensure_bridge(self) -> None:
-        if not Path("/sys/class/net", BRIDGE).exists():
+        if _link(BRIDGE) is None:
             _run("ip", "link", "add", BRIDGE, "type", "bridge")
         addrs = _run("ip", "-o", "-4", "addr", "show", "dev", BRIDGE).stdout
         if f"{BRIDGE_ADDRESS}/" not in addrs:
             _run("ip", "addr", "add", f"{BRIDGE_ADDRESS}/{SUBNET_PREFIX}", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+
+    def _ensure_no_forwarding(self) -> None:
+        if not shutil.which("nft"):
+            raise procs.StackError("lab hosts need nftables (`nft`): run `make setup`")
+        # One atomic transaction that replaces the table, so running it twice is harmless.
+        _run("nft", "-f", "-", input_text=NFT_RULES)
 
     def _ensure_user_and_key(self) -> None:
         if _run("id", SSH_USER, check=False).returncode != 0:
@@ -308,11 +475,8 @@ class LabHosts:
         # useradd leaves the password field "!", which sshd (without PAM) reads as a locked
         # account even for key logins; "*" means "no password" without locking.
         _run("usermod", "-p", "*", SSH_USER)
-        home = Path(_run("getent", "passwd", SSH_USER).stdout.split(":")[5])
-        (home / ".profile").write_text(PROFILE)
-        (home / ".bashrc").write_text(BASHRC)
-        (home / ".bash_logout").unlink(missing_ok=True)
-        (home / ".hushlogin").touch()
+        # The machine's own copy of the home; each host sees its own (BIND_PATHS has /home).
+        self._prepare_home(Path("/"))
         sudoers = Path("/etc/sudoers.d/remed-lab")
         if not sudoers.exists() or sudoers.read_text() != SUDOERS:
             staged = sudoers.with_name(".remed-lab.new")
@@ -322,8 +486,7 @@ class LabHosts:
             staged.replace(sudoers)
         self.ssh_dir.mkdir(parents=True, exist_ok=True)
         self.ssh_dir.chmod(0o700)
-        if not self.key.exists():
-            _keygen(self.key, comment="remed-lab")
+        _ensure_keypair(self.key, comment="remed-lab")
 
     def _write_known_hosts(self) -> None:
         lines = []
@@ -331,7 +494,7 @@ class LabHosts:
             pub = (self._host_dir(host) / "root/etc/remed-lab/ssh_host_ed25519_key.pub").read_text()
             key_type, key = pub.split()[:2]
             lines.append(f"{host.name},{host.address} {key_type} {key}")
-        self.known_hosts.write_text("\n".join(lines) + "\n")
+        _write_if_changed(self.known_hosts, "\n".join(lines) + "\n")
 
     def _write_inventory(self) -> None:
         ssh_args = (
@@ -349,18 +512,30 @@ class LabHosts:
             f"ansible_ssh_common_args='{ssh_args}'",
             "",
         ]
-        self.inventory.write_text("\n".join(lines))
+        _write_if_changed(self.inventory, "\n".join(lines))
 
     def _ssh_login_works(self, host: LabHost) -> bool:
-        result = subprocess.run(
-            [
-                "ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
-                "-i", str(self.key), f"{SSH_USER}@{host.address}", "true",
-            ],
-            capture_output=True,
-            timeout=SSH_CONNECT_TIMEOUT_S + 5,
-        )  # fmt: skip
+        try:
+            result = subprocess.run(
+                [
+                    "ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
+                    "-o", "StrictHostKeyChecking=yes",
+                    "-o", f"UserKnownHostsFile={self.known_hosts}",
+                    "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+                    "-i", str(self.key), f"{SSH_USER}@{host.address}", "true",
+                ],
+                capture_output=True,
+                timeout=SSH_CONNECT_TIMEOUT_S + 5,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return False
         return result.returncode == 0
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Replace atomically, and only on change, so a reader never sees a half-written file."""
+    if path.exists() and path.read_text() == text:
+        return
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
+    staged.replace(path)
