@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,36 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(Path(args.config) if args.config else None)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chaos.bench import run
+    from chaos.faults import FaultError
+    from chaos.lab.hosts import Lab
+    from chaos.remediators import make_remediator
+    from chaos.scenario import load_suite
+
+    try:
+        scenarios = load_suite(args.suite)
+        if args.category:
+            scenarios = [s for s in scenarios if s.category in args.category.split(",")]
+        if args.limit:
+            scenarios = scenarios[: args.limit]
+        lab = Lab.from_paths()
+        if not lab.inventory.exists():
+            print("remed bench: lab hosts are not up: run `remed stack up`", file=sys.stderr)
+            return 1
+        remediator = make_remediator(args.remediator, lab, args.planner)
+    except (FaultError, RuntimeError, ValueError) as exc:
+        print(f"remed bench: {exc}", file=sys.stderr)
+        return 2
+    suite = Path(args.suite).stem if args.suite.endswith((".yaml", ".yml")) else args.suite
+    summary = run(scenarios, remediator, Path(args.out), suite=suite, lab=lab)
+    print((Path(args.out) / "summary.md").read_text())
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon (intakes, journal, remediation)")
     serve.add_argument("--config", help="TOML config file (systemd/remed.toml.example)")
     serve.set_defaults(func=_serve)
+    bench = sub.add_parser("bench", help="run chaos scenarios against a remediator")
+    bench.add_argument("--suite", required=True, help="easy|medium|hard|all, or a file/dir")
+    bench.add_argument(
+        "--remediator", required=True, choices=("oracle", "rules", "model", "daemon")
+    )
+    bench.add_argument("--planner", help="the daemon's planner for --remediator daemon")
+    bench.add_argument("--out", required=True, help="output directory (summary.json, cases/)")
+    bench.add_argument("--category", help="only these categories (comma-separated)")
+    bench.add_argument("--limit", type=int, help="only the first N scenarios")
+    bench.set_defaults(func=_bench)
     return parser
 
 

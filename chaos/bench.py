@@ -1,0 +1,239 @@
+"""`remed bench`: run chaos scenarios against a remediator and measure it.
+
+Per case (chaostoolkit's shape: steady state → method → rollbacks that always run):
+steady-state probe (reset the shop if it does not hold) → inject → confirm (the category check
+must fail, else the case leaves the denominator, as in MicroRemed) → diagnosis report →
+remediator → verify (category check + steady state, fault left in place) → cleanup (always) →
+reset to the baseline. Every case leaves a JSON journal in DIR/cases/; DIR/summary.json,
+DIR/summary.md and DIR/success_by_category.png summarise the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaos.faults import Fault, make_fault
+from chaos.lab import probes, provision
+from chaos.lab.hosts import Lab
+from chaos.remediators import Remediation, Remediator
+from chaos.scenario import Scenario, diagnosis
+
+
+@dataclass
+class CaseResult:
+    scenario: dict[str, Any]
+    injected: bool = False
+    recovered: bool = False
+    confirmation: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    remediation: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    attempts: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    error: str | None = None
+    cleanup_error: str | None = None
+
+    @property
+    def category(self) -> str:
+        return str(self.scenario["category"])
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    started = time.monotonic()
+    try:
+        return fn()
+    finally:
+        timings[f"{name}_s"] = round(time.monotonic() - started, 3)
+
+
+def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult:
+    result = CaseResult(scenario=scenario.as_dict())
+    t = result.timings
+    started = time.monotonic()
+    state = _timed(t, "pre_probe", probes.steady_state)
+    if not state.ok:
+        _timed(t, "pre_reset", lambda: provision.ensure(lab, bootstrap_db=False))
+    fault: Fault | None = None
+    try:
+        fault = make_fault(scenario.category, scenario.target, scenario.fault, lab)
+        _timed(t, "inject", fault.inject)
+        confirm = _timed(t, "confirm", fault.confirm)
+        result.confirmation = dataclasses.asdict(confirm)
+        result.injected = confirm.ok
+        if not confirm.ok:
+            return result
+        result.report = diagnosis(scenario, confirm.evidence)
+        remediation_started = time.monotonic()
+        remediation: Remediation = _timed(
+            t, "remediate", lambda: remediator.remediate(scenario, result.report, fault)
+        )
+        result.remediation = dataclasses.asdict(remediation)
+        result.attempts = remediation.attempts
+        result.tokens = dict(remediation.tokens)
+        verify = _timed(t, "verify", fault.verify)
+        result.verification = dataclasses.asdict(verify)
+        result.recovered = verify.ok
+        if verify.ok:
+            t["ttr_s"] = round(time.monotonic() - remediation_started, 3)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:2000]
+    finally:
+        if fault is not None:
+            try:
+                _timed(t, "cleanup", fault.cleanup)
+            except Exception as exc:
+                result.cleanup_error = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
+            report = _timed(t, "reset", lambda: provision.ensure(lab, bootstrap_db=False))
+            result.verification.setdefault("reset_restarted", report.restarted)
+        except Exception as exc:
+            result.cleanup_error = f"reset: {type(exc).__name__}: {exc}"[:1000]
+        t["total_s"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def summarise(
+    results: list[CaseResult], *, suite: str, remediator: str, duration_s: float
+) -> dict[str, Any]:
+    injected = [r for r in results if r.injected]
+    recovered = [r for r in injected if r.recovered]
+    ttrs = [r.timings["ttr_s"] for r in recovered if "ttr_s" in r.timings]
+    by_category: dict[str, dict[str, Any]] = {}
+    for r in results:
+        cat = by_category.setdefault(r.category, {"cases": 0, "injected": 0, "recovered": 0})
+        cat["cases"] += 1
+        cat["injected"] += r.injected
+        cat["recovered"] += r.injected and r.recovered
+    for cat in by_category.values():
+        rate = cat["recovered"] / cat["injected"] if cat["injected"] else None
+        cat["success_rate"] = None if rate is None else round(rate, 3)
+    resets = [r.timings.get("reset_s", 0.0) for r in results]
+    return {
+        "suite": suite,
+        "remediator": remediator,
+        "success_rate": round(len(recovered) / len(injected), 3) if injected else 0.0,
+        "cases": len(results),
+        "injected": len(injected),
+        "recovered": len(recovered),
+        "confirmation_rate": round(len(injected) / len(results), 3) if results else 0.0,
+        "by_category": dict(sorted(by_category.items())),
+        "median_ttr_s": round(statistics.median(ttrs), 3) if ttrs else None,
+        "p90_ttr_s": _percentile(ttrs, 0.9),
+        "mean_attempts": round(statistics.mean(r.attempts for r in injected), 3)
+        if injected
+        else 0.0,
+        "tokens": {
+            "prompt": sum(r.tokens.get("prompt", 0) for r in results),
+            "completion": sum(r.tokens.get("completion", 0) for r in results),
+        },
+        "mean_reset_s": round(statistics.mean(resets), 3) if resets else 0.0,
+        "errors": sum(r.error is not None for r in results),
+        "cleanup_errors": sum(r.cleanup_error is not None for r in results),
+        "duration_s": round(duration_s, 1),
+    }  # fmt: skip
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# remed bench: suite `{summary['suite']}`, remediator `{summary['remediator']}`",
+        "",
+        f"success rate **{summary['success_rate']:.1%}** ({summary['recovered']}/"
+        f"{summary['injected']} confirmed injections; {summary['cases']} cases, confirmation "
+        f"rate {summary['confirmation_rate']:.0%}); median TTR {summary['median_ttr_s']} s, "
+        f"p90 {summary['p90_ttr_s']} s; mean attempts {summary['mean_attempts']}; tokens "
+        f"{summary['tokens']['prompt']}+{summary['tokens']['completion']}; mean reset "
+        f"{summary['mean_reset_s']} s; run {summary['duration_s']} s",
+        "",
+        "| category | cases | injected | recovered | success |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, cat in summary["by_category"].items():
+        rate = "-" if cat["success_rate"] is None else f"{cat['success_rate']:.0%}"
+        lines.append(
+            f"| {name} | {cat['cases']} | {cat['injected']} | {cat['recovered']} | {rate} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chart(out: Path, summary: dict[str, Any]) -> Path:
+    """Success by category for this run and any sibling runs of the same suite (DIR/../*)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {summary["remediator"]: summary}
+    for other in sorted(out.parent.glob("*/summary.json")):
+        try:
+            data = json.loads(other.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("suite") == summary["suite"] and data.get("remediator") not in runs:
+            runs[data["remediator"]] = data
+    categories = sorted({c for s in runs.values() for c in s["by_category"]})
+    width = 0.8 / max(len(runs), 1)
+    fig, ax = plt.subplots(figsize=(max(8, len(categories) * 0.9), 4.5))
+    for i, (name, data) in enumerate(sorted(runs.items())):
+        rates = [
+            100 * (data["by_category"].get(c, {}).get("success_rate") or 0.0) for c in categories
+        ]
+        ax.bar([x + i * width for x in range(len(categories))], rates, width, label=name)
+    ax.set_xticks([x + width * (len(runs) - 1) / 2 for x in range(len(categories))])
+    ax.set_xticklabels(categories, rotation=35, ha="right")
+    ax.set_ylabel("recovered (% of confirmed injections)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"remed bench: suite {summary['suite']}")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "success_by_category.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(
+    scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
+    lab: Lab | None = None, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    from tqdm import tqdm
+
+    lab = lab or Lab.from_paths()
+    out.mkdir(parents=True, exist_ok=True)
+    cases_dir = out / "cases"
+    cases_dir.mkdir(exist_ok=True)
+    started = time.monotonic()
+    provision.ensure(lab)
+    results: list[CaseResult] = []
+    bar = tqdm(
+        scenarios, desc=f"bench {suite}/{remediator.name}", unit="case", disable=not progress
+    )
+    for scenario in bar:
+        result = run_case(lab, scenario, remediator)
+        results.append(result)
+        journal = dataclasses.asdict(result)
+        journal["remediator"] = remediator.name
+        (cases_dir / f"{scenario.id}.json").write_text(json.dumps(journal, indent=2, default=str))
+        ok = sum(r.recovered for r in results if r.injected)
+        bar.set_postfix(recovered=f"{ok}/{sum(r.injected for r in results)}")
+    summary = summarise(
+        results, suite=suite, remediator=remediator.name, duration_s=time.monotonic() - started
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
+    chart(out, summary)
+    return summary

@@ -1,0 +1,230 @@
+"""Chaos scenarios (DESIGN.md contract) and the diagnosis reports a remediator receives.
+
+A scenario file is YAML holding one scenario mapping or a list of them:
+
+    id: cart-config-redis-port
+    category: config-error
+    target: {host: app, service: cart}
+    fault: {variant: redis-port}      # optional, the fault class's parameters
+    report: "cart fails ..."          # optional; generated from the category's templates
+
+`load_suite("hard")` reads chaos/scenarios/hard.yaml; any other name is a path to a file or a
+directory of `*.yaml`/`*.yml` files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chaos.faults import CATEGORIES, FaultError, Target
+from chaos.lab import topology as topo
+
+SUITES_DIR = Path(__file__).resolve().parent / "scenarios"
+SUITES = ("easy", "medium", "hard", "all")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    category: str
+    target: Target
+    fault: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None
+    source: str = ""
+
+    @classmethod
+    def parse(cls, data: Any, source: str = "") -> Scenario:
+        where = f"{source}: " if source else ""
+        if not isinstance(data, dict):
+            raise FaultError(f"{where}a scenario is a mapping with id, category and target")
+        missing = {"id", "category", "target"} - set(data)
+        if missing:
+            raise FaultError(f"{where}scenario lacks {sorted(missing)}")
+        unknown = set(data) - {"id", "category", "target", "fault", "report"}
+        if unknown:
+            raise FaultError(f"{where}scenario {data['id']}: unknown fields {sorted(unknown)}")
+        if data["category"] not in CATEGORIES:
+            raise FaultError(
+                f"{where}scenario {data['id']}: unknown category {data['category']!r}; "
+                f"the catalog has {list(CATEGORIES)}"
+            )
+        target = data["target"]
+        if not isinstance(target, dict) or not {"host", "service"} <= set(target):
+            raise FaultError(f"{where}scenario {data['id']}: target needs host and service")
+        fault = data.get("fault") or {}
+        if not isinstance(fault, dict):
+            raise FaultError(f"{where}scenario {data['id']}: fault must be a mapping of params")
+        report = data.get("report")
+        return cls(
+            id=str(data["id"]),
+            category=str(data["category"]),
+            target=Target(str(target["host"]), str(target["service"])),
+            fault=dict(fault),
+            report=str(report) if report else None,
+            source=source,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "category": self.category,
+            "target": {"host": self.target.host, "service": self.target.service},
+        }
+        if self.fault:
+            out["fault"] = self.fault
+        if self.report:
+            out["report"] = self.report
+        return out
+
+
+def load_file(path: Path) -> list[Scenario]:
+    data = yaml.safe_load(path.read_text())
+    items = data if isinstance(data, list) else [data]
+    return [Scenario.parse(item, str(path)) for item in items if item is not None]
+
+
+def load_suite(name_or_path: str) -> list[Scenario]:
+    path = SUITES_DIR / f"{name_or_path}.yaml" if name_or_path in SUITES else Path(name_or_path)
+    if path.is_dir():
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        scenarios = [s for f in files for s in load_file(f)]
+    elif path.is_file():
+        scenarios = load_file(path)
+    else:
+        raise FaultError(f"no suite {name_or_path!r}: use one of {SUITES} or a file/directory")
+    seen: set[str] = set()
+    for s in scenarios:
+        if s.id in seen:
+            raise FaultError(f"duplicate scenario id {s.id!r} in {name_or_path}")
+        seen.add(s.id)
+    return scenarios
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+# Per category: (summary, RCA paragraph). Three styles are built from them: a terse alert, a
+# verbose RCA and an alert with evidence lines; the scenario id picks one, so a suite varies.
+TEMPLATES: dict[str, tuple[str, str]] = {
+    "cpu-stress": (
+        "High CPU on {host}: {service} latency degraded",
+        "{service} on {host} answers slowly. CPU on {host} has been saturated for several "
+        "minutes; the busiest process is not one of the services supervisord manages there. "
+        "Suspected root cause: a runaway process on {host} starving {service}.",
+    ),
+    "memory-stress": (
+        "Memory pressure on {host} ({service})",
+        "Resident memory on {host} grew far beyond the usual footprint of {service} and its "
+        "neighbours. The growth is in a process that supervisord does not manage. Suspected "
+        "root cause: a memory hog on {host}; {service} risks being OOM-killed.",
+    ),
+    "disk-io": (
+        "Disk I/O saturation on {host} affecting {service}",
+        "Write throughput on {host} is pegged; {service}'s data path {data} sees heavy writes "
+        "from a process outside the shop. Suspected root cause: an I/O storm on {host}.",
+    ),
+    "network-loss": (
+        "Packet loss to {service} on {host}:{port}",
+        "Clients of {service} ({host}:{port}) see timeouts and retransmissions; the host is up "
+        "and the process is running. Suspected root cause: packets to port {port} are being "
+        "dropped on {host} (firewall rules in the host's network namespace).",
+    ),
+    "network-delay": (
+        "Latency spike on {service} ({host}:{port})",
+        "Requests to {service} on {host}:{port} take hundreds of milliseconds more than usual "
+        "while the service itself reports fast handling times. Suspected root cause: traffic "
+        "to port {port} on {host} is being diverted through something slow on the network path "
+        "(NAT redirect rule in the host's namespace).",
+    ),
+    "service-down": (
+        "{service} on {host} is down",
+        "{service} (supervisord program {program} on {host}, port {port}) is not running and "
+        "was not restarted; its health check fails and dependents report connection refused.",
+    ),
+    "config-error": (
+        "{service} on {host} failing after a config change",
+        "{service} on {host} fails its health check since its configuration {config} was "
+        "changed: {what} looks wrong. The process may be running but cannot do its job. "
+        "Suspected root cause: a bad setting in {config}.",
+    ),
+    "dependency-down": (
+        "{service} on {host} cannot reach its data store",
+        "{service} on {host} answers 503: its dependency ({dependency}) refuses connections. "
+        "{service} itself is running. Suspected root cause: {dependency} is down.",
+    ),
+    "port-conflict": (
+        "{service} on {host} cannot start: port {port} in use",
+        "supervisord cannot keep {service} on {host} running: it exits at start because "
+        "port {port} is already bound, and whatever answers on {port} is not {service}. "
+        "Suspected root cause: another process holds port {port} on {host}.",
+    ),
+    "log-flood": (
+        "Log disk full on {host}: {service} failing writes",
+        "{service} on {host} answers 507: it cannot write its log {log}. The log file system "
+        "on {host} is full; a debug log is growing fast. Suspected root cause: a log flood.",
+    ),
+    "wrong-permissions": (
+        "{service} on {host} cannot read its config",
+        "{service} on {host} exits at start: its config file {config} is not readable by the "
+        "service user {user}. Suspected root cause: wrong ownership or mode on {config}.",
+    ),
+    "bad-deploy": (
+        "{service} on {host} crash-looping after a deploy",
+        "{service} on {host} keeps exiting right after start since the last deploy switched "
+        "{current} to a new release. Suspected root cause: a broken release; the previous "
+        "release {version} worked.",
+    ),
+}
+
+
+def _fields(scenario: Scenario) -> dict[str, Any]:
+    svc = topo.service(scenario.target.service)
+    what = scenario.fault.get("variant", "a setting")
+    if scenario.category == "config-error":
+        from chaos.faults.service import CONFIG_ERRORS
+
+        variants = CONFIG_ERRORS.get(svc.name, {})
+        key = scenario.fault.get("variant") or next(iter(variants), "")
+        what = variants[key].what if key in variants else "a setting"
+    return {
+        "host": svc.host, "service": svc.name, "port": svc.port, "config": svc.config,
+        "log": svc.log, "data": svc.data, "program": svc.program, "user": topo.SHOP_USER,
+        "current": topo.current_link(svc.name), "version": topo.SHOP_VERSION, "what": what,
+        "dependency": "redis@db" if svc.name == "cart" else "postgresql@db",
+    }  # fmt: skip
+
+
+def style_of(scenario: Scenario) -> str:
+    return ("terse", "rca", "evidence")[int(hashlib.sha1(scenario.id.encode()).hexdigest(), 16) % 3]
+
+
+def diagnosis(scenario: Scenario, evidence: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The DiagnosisReport (schema `diagnosis-report`) for a scenario."""
+    summary_t, rca_t = TEMPLATES[scenario.category]
+    values = _fields(scenario)
+    summary = summary_t.format(**values)
+    style = style_of(scenario)
+    if scenario.report:
+        text = scenario.report
+    elif style == "terse":
+        text = f"ALERT {scenario.category} {scenario.target.service}@{scenario.target.host}: "
+        text += summary
+    else:
+        text = rca_t.format(**values) + " " + topo.facts(scenario.target.service)
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "report_id": f"bench-{scenario.id}"[:128],
+        "source": "bench",
+        "target": {"host": scenario.target.host, "service": scenario.target.service},
+        "category": scenario.category,
+        "severity": "critical",
+        "summary": summary[:1000],
+        "report": text[:16000],
+    }
+    if style == "evidence" or scenario.report:
+        report["evidence"] = [e[:2000] for e in evidence[:20]]
+    return report
