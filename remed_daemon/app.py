@@ -26,6 +26,9 @@ from aiokafka.errors import KafkaError
 
 from remed_daemon import config as config_mod
 from remed_daemon import outcomes, sdnotify
+from remed_daemon.agents.approvals import ApprovalBook
+from remed_daemon.agents.approvals import register_routes as register_approval_routes
+from remed_daemon.agents.loop import make_thinkremed
 from remed_daemon.config import Config
 from remed_daemon.errors import ConfigError
 from remed_daemon.http import HttpDeps, build_app
@@ -58,6 +61,10 @@ class Daemon:
         self.metrics = Metrics.create()
         self.tracer, self._provider = make_tracer(cfg.telemetry)
         self.journal = Journal(cfg.journal_path)
+        # High-risk plans wait here for a person (agents/approvals.py; its own HTTP token).
+        self.approvals = ApprovalBook()
+        if remediator is None and cfg.remediation.engine == "thinkremed":
+            remediator = make_thinkremed(cfg, self.approvals)
         self.remediator = remediator or make_remediator(cfg.remediation)
         self.scheduler = Scheduler(
             cfg=cfg.scheduler,
@@ -182,7 +189,9 @@ class Daemon:
                 depth=lambda: self.scheduler.depth,
                 ready=lambda: self._ready,
             )
-            self._runner = web.AppRunner(build_app(deps), access_log=None, handle_signals=False)
+            http_app = build_app(deps)
+            register_approval_routes(http_app, self.approvals, cfg.agents.approval_token)
+            self._runner = web.AppRunner(http_app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
             await site.start()

@@ -74,6 +74,43 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decide(args: argparse.Namespace) -> int:
+    """`remed approve|reject ID`: the daemon's approval endpoint, with its own token."""
+    from pathlib import Path
+
+    from remed_daemon import config as config_mod
+    from remed_daemon.agents.approvals import request_decision
+    from remed_daemon.errors import ConfigError
+
+    try:
+        cfg = config_mod.load(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"remed {args.command}: {exc}", file=sys.stderr)
+        return 2
+    token = cfg.agents.approval_token.reveal()
+    if not token:
+        print(
+            f"remed {args.command}: no approval token: set agents.approval_token in the config "
+            "or REMED_AGENTS_APPROVAL_TOKEN_FILE",
+            file=sys.stderr,
+        )
+        return 2
+    url = args.url or f"http://{cfg.http.host}:{cfg.http.port}"
+    by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+    try:
+        status, answer = request_decision(
+            url, token, args.incident_id, args.command == "approve", by, args.plan_sha256 or ""
+        )
+    except OSError as exc:
+        print(f"remed {args.command}: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"remed {args.command}: {status}: {answer.get('error', answer)}", file=sys.stderr)
+        return 1
+    print(f"{args.incident_id}: {answer.get('decision')} by {answer.get('by', by)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--category", help="only these categories (comma-separated)")
     bench.add_argument("--limit", type=int, help="only the first N scenarios")
     bench.set_defaults(func=_bench)
+
+    for action, help_text in (
+        ("approve", "approve a high-risk plan waiting in awaiting_approval"),
+        ("reject", "reject a high-risk plan waiting in awaiting_approval"),
+    ):
+        decide = sub.add_parser(action, help=help_text)
+        decide.add_argument("incident_id", metavar="ID", help="the incident id")
+        decide.add_argument("--config", help="the daemon's TOML config (URL and approval token)")
+        decide.add_argument("--url", help="the daemon's HTTP base URL (default: from config)")
+        decide.add_argument("--by", help="who decides (default: $SUDO_USER or $USER)")
+        decide.add_argument("--plan-sha256", help="approve only this exact plan (GET /approvals)")
+        decide.set_defaults(func=_decide)
     return parser
 
 

@@ -140,7 +140,11 @@ class SchedulerConfig:
 class RemediationConfig:
     # shadow: plan, apply nothing (outcome `shadow`); ansible: apply with ansible-runner.
     mode: Literal["shadow", "ansible"] = "shadow"
-    planner: Literal["static", "triton"] = "static"
+    # pipeline: plan → apply → verify (static playbooks only); thinkremed: the agents' loop
+    # (probe, plan, guard, check, snapshot, apply, verify, reflect, undo; `[agents]`).
+    engine: Literal["pipeline", "thinkremed"] = "pipeline"
+    # oracle: the chaos lab's expert playbooks (engine = "thinkremed" only)
+    planner: Literal["static", "triton", "oracle"] = "static"
     # The playbook the static planner returns (a restart of the target service by default).
     static_playbook: str = ""
     triton_url: str = "127.0.0.1:8000"
@@ -166,7 +170,16 @@ class RemediationConfig:
                 "remediation.mode = 'ansible' needs remediation.inventory (an Ansible inventory "
                 "file naming the target hosts); use mode = 'shadow' to plan without applying"
             )
-        if self.mode == "ansible" and self.planner != "static":
+        if self.engine == "pipeline" and self.planner == "oracle":
+            raise ConfigError(
+                "remediation.planner = 'oracle' needs remediation.engine = 'thinkremed'"
+            )
+        if self.engine == "thinkremed" and self.planner == "static":
+            raise ConfigError(
+                "remediation.engine = 'thinkremed' plans with planner = 'triton' or 'oracle'; "
+                "set one of them (the static playbook belongs to engine = 'pipeline')"
+            )
+        if self.mode == "ansible" and self.planner != "static" and self.engine == "pipeline":
             raise ConfigError(
                 "remediation.mode = 'ansible' with planner = 'triton' would apply model-written "
                 "playbooks without a guard: the plain pipeline applies only the static "
@@ -178,6 +191,58 @@ class RemediationConfig:
                     f"remediation.static_playbook {self.static_playbook!r} is not a file: "
                     "give the path of a playbook, or leave it empty for the built-in restart"
                 )
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """ThinkRemed's knobs (remediation.engine = "thinkremed")."""
+
+    max_attempts: int = 3
+    probe_timeout_s: float = 10.0
+    probe_output_max_chars: int = 2000
+    # How often per attempt the model may ask for more (allowlisted) probes before planning.
+    probe_rounds: int = 1
+    ssh_connect_timeout_s: float = 10.0
+    check_timeout_s: float = 120.0
+    verify_window_s: float = 30.0
+    verify_stable_s: float = 3.0
+    verify_interval_s: float = 1.0
+    verify_timeout_s: float = 10.0
+    snapshot_max_file_bytes: int = 8 * 1_048_576
+    snapshot_timeout_s: float = 30.0
+    # The approval endpoint's own token (never the webhook's); empty = approvals disabled, so
+    # high-risk plans expire unanswered and are rejected.
+    approval_token: Secret = field(default_factory=lambda: Secret(""))
+    approval_timeout_s: float = 3600.0
+    planner_retries: int = 2
+    planner_breaker_failures: int = 3
+    planner_breaker_open_s: float = 60.0
+    planner_temperature: float = 0.0
+    # Expert playbooks for planner = "oracle": <dir>/<category>/<service>.yml, <category>.yml
+    # or <service>.yml; empty = the chaos lab's built-in expert playbooks.
+    oracle_playbook_dir: str = ""
+    # Topology YAML (hosts and services, the chaos/README.md shape); empty = the chaos lab's.
+    topology_file: str = ""
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_attempts", "probe_timeout_s", "verify_window_s",
+                  "approval_timeout_s", "probe_output_max_chars")  # fmt: skip
+        if self.max_attempts > 20:
+            raise ConfigError(
+                f"agents.max_attempts = {self.max_attempts} is more than an outcome can "
+                "record (20); use at most 20"
+            )
+        if self.verify_stable_s > self.verify_window_s:
+            raise ConfigError(
+                "agents.verify_stable_s must not exceed agents.verify_window_s: a check can "
+                "only be held stable within the window"
+            )
+        if self.topology_file and not Path(self.topology_file).is_file():
+            raise ConfigError(f"agents.topology_file {self.topology_file!r} is not a file")
+        if self.oracle_playbook_dir and not Path(self.oracle_playbook_dir).is_dir():
+            raise ConfigError(
+                f"agents.oracle_playbook_dir {self.oracle_playbook_dir!r} is not a directory"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +275,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     remediation: RemediationConfig = field(default_factory=RemediationConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 

@@ -274,10 +274,12 @@ class OraclePlanner:
 
     name = "oracle"
 
-    def __init__(self, playbook_dir: str) -> None:
-        self.dir = Path(playbook_dir)
+    def __init__(self, playbook_dir: str = "") -> None:
+        self.dir = Path(playbook_dir) if playbook_dir else None
 
     def lookup(self, category: str, service: str) -> Path | None:
+        if self.dir is None:
+            return None
         stems = []
         if category and _NAME.match(category):
             stems += [f"{category}/{service}", category]
@@ -293,6 +295,8 @@ class OraclePlanner:
         if not _NAME.match(request.service) or not _NAME.match(request.host):
             return PlanDraft(playbook="", planner=self.name)
         path = self.lookup(request.category, request.service)
+        if path is None and self.dir is None:
+            return _chaos_oracle(request, self.name)
         if path is None:
             return PlanDraft(
                 playbook="",
@@ -304,3 +308,23 @@ class OraclePlanner:
         for var, value in (("remed_host", request.host), ("remed_service", request.service)):
             text = re.sub(r"\{\{\s*" + var + r"\s*\}\}", value, text)
         return PlanDraft(playbook=text, planner=self.name, completion=text)
+
+
+def _chaos_oracle(request: PlanRequest, name: str) -> PlanDraft:
+    """The chaos lab's expert playbook for the request's category and target."""
+    try:
+        from chaos.playbooks import oracle_playbook
+    except ImportError:
+        return PlanDraft(
+            playbook="", planner=name,
+            completion="no oracle: set agents.oracle_playbook_dir or install the chaos lab",
+        )  # fmt: skip
+    params = request.report.get("fault_params")
+    try:
+        text = oracle_playbook(
+            request.category, request.host, request.service,
+            dict(params) if isinstance(params, Mapping) else {},
+        )  # fmt: skip
+    except (ValueError, KeyError) as exc:
+        return PlanDraft(playbook="", planner=name, completion=f"no expert playbook: {exc}")
+    return PlanDraft(playbook=text, planner=name, completion=text)
