@@ -1,0 +1,204 @@
+"""Agents' pure parts: approvals, guard verdicts, touched files, reflection, probe commands,
+the oracle planner, prompts with earlier evidence, and the agents' config checks."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from remed_daemon.agents.approvals import ApprovalBook, ApprovalError, plan_digest
+from remed_daemon.agents.execute import PlaybookRun
+from remed_daemon.agents.loop import default_guard, reflect, verdict_doc
+from remed_daemon.agents.plan import OraclePlanner, PlanRequest
+from remed_daemon.agents.probe import CATALOG, Prober, ProbeRefused
+from remed_daemon.agents.snapshot import touched
+from remed_daemon.agents.ssh import HostAccess, parse_inventory
+from remed_daemon.agents.topology import ServiceFacts, facts_for, from_mapping
+from remed_daemon.config import AgentsConfig, RemediationConfig
+from remed_daemon.errors import ConfigError
+from remed_daemon.outcomes import TaskResult
+
+pytestmark = pytest.mark.unit
+
+
+async def test_approval_approve_reject_expire_and_digest_pin() -> None:
+    book = ApprovalBook()
+    waiting = asyncio.create_task(
+        book.wait("i1", "- hosts: app\n", target="cart@app", risk="high", timeout_s=5)
+    )
+    await asyncio.sleep(0)
+    [pending] = book.pending()
+    assert pending["plan_sha256"] == plan_digest("- hosts: app\n")
+    with pytest.raises(ApprovalError) as mismatch:
+        book.decide("i1", True, "alice", plan_sha256="0" * 64)
+    assert mismatch.value.status == 409
+    with pytest.raises(ApprovalError) as unknown:
+        book.decide("nope", True, "alice")
+    assert unknown.value.status == 404
+    book.decide("i1", True, "alice", plan_sha256=pending["plan_sha256"])
+    decision = await waiting
+    assert decision.approved and decision.doc()["by"] == "alice"
+    assert book.pending() == []
+
+    rejected = asyncio.create_task(book.wait("i2", "x", target="t", risk="high", timeout_s=5))
+    await asyncio.sleep(0)
+    book.decide("i2", False, "bob")
+    assert (await rejected).decision == "rejected"
+
+    expired = await book.wait("i3", "x", target="t", risk="high", timeout_s=0.05)
+    assert expired.decision == "expired" and not expired.approved
+    assert set(expired.doc()) == {"decision", "at"}
+
+
+@dataclass
+class _Violation:
+    rule: str
+    task: str
+    detail: str
+
+
+@dataclass
+class _Verdict:
+    allowed: bool
+    risk: str
+    needs_approval: bool
+    violations: list[_Violation] = field(default_factory=list)
+    touched_files: tuple[str, ...] = ()
+
+
+def test_verdict_doc_accepts_objects_and_dicts() -> None:
+    obj = _Verdict(False, "high", False, [_Violation("module-allowlist", "t1", "raw")])
+    assert verdict_doc(obj) == {
+        "allowed": False, "risk": "high", "needs_approval": False,
+        "violations": [{"rule": "module-allowlist", "task": "t1", "detail": "raw"}],
+    }  # fmt: skip
+    assert verdict_doc({"allowed": True, "risk": "weird"})["risk"] == "high"
+
+
+def test_default_guard_never_allows_without_a_verdict() -> None:
+    doc = verdict_doc(default_guard("- hosts: app\n  tasks: []\n", ["app"]))
+    assert set(doc) == {"allowed", "risk", "needs_approval", "violations"}
+    if not doc["allowed"]:
+        assert doc["violations"]
+
+
+def test_touched_files_and_services() -> None:
+    playbook = """
+- hosts: app
+  tasks:
+    - ansible.builtin.lineinfile: {path: /etc/shop/cart.ini, line: x}
+    - block:
+        - copy: {dest: /srv/a.txt, content: x}
+        - template: {src: t.j2, dest: "{{ somewhere }}"}
+      rescue:
+        - ansible.builtin.file: {path: /var/log/shop/cart.log, state: absent}
+    - ansible.builtin.service: {name: nginx, state: restarted}
+    - community.general.supervisorctl: {name: cart, state: restarted}
+  handlers:
+    - systemd: {name: "bad name; rm", state: restarted}
+"""
+    files, services = touched(playbook)
+    assert files == {"/etc/shop/cart.ini", "/srv/a.txt", "/var/log/shop/cart.log"}
+    assert services == {"nginx", "cart"}
+    assert touched("not: [yaml") == (set(), set())
+
+
+def test_reflection_names_failed_tasks_and_checks_and_redacts() -> None:
+    run = PlaybookRun("failed", [
+        TaskResult("app", "restart", "ansible.builtin.command", failed=True, rc=1,
+                   msg="password=hunter2 refused"),
+        TaskResult("app", "ok task", "ansible.builtin.copy"),
+    ])  # fmt: skip
+    verification = {"passed": False, "checks": [
+        {"name": "health", "passed": False, "detail": "GET /health → 502"},
+        {"name": "service-running", "passed": True, "detail": "RUNNING"},
+    ]}  # fmt: skip
+    text = reflect(2, run, verification)
+    assert "Attempt 2" in text and "'restart'" in text and "rc=1" in text
+    assert "health failed: GET /health → 502" in text
+    assert "ok task" not in text and "service-running" not in text
+    assert "hunter2" not in text
+
+
+FACTS = ServiceFacts(
+    name="cart", host="app", address="10.0.0.2", program="cart", port=8082,
+    config="/etc/shop/it's; rm -rf /.ini", log="/var/log/shop/cart.log",
+)  # fmt: skip
+
+
+def test_probe_commands_are_catalog_only_and_quoted() -> None:
+    prober = Prober(HostAccess(""))
+    with pytest.raises(ProbeRefused, match="allowlist"):
+        prober.command("cat /etc/shadow", FACTS)
+    command = prober.command("config_show", FACTS)
+    assert shlex.quote(FACTS.config) in command
+    for name in CATALOG:
+        text = prober.command(name, FACTS)
+        assert "rm " not in text.replace(shlex.quote(FACTS.config), "")
+
+
+def test_topology_and_inventory(tmp_path: Path) -> None:
+    topo = from_mapping({
+        "hosts": {"app": "10.0.0.2", "db": "10.0.0.3"},
+        "services": {"cart": {"host": "app", "port": 8082, "health": "http",
+                              "depends_on": ["redis"]},
+                     "redis": {"host": "db", "port": 6379, "health": "redis"}},
+    })  # fmt: skip
+    cart = facts_for(topo, "cart", "app", "10.0.0.2")
+    assert cart.health_url == "http://10.0.0.2:8082/health"
+    assert cart.depends_on[0].address == "10.0.0.3"
+    assert "redis@db" in cart.describe()
+    assert facts_for(topo, "other", "web", "10.0.0.1").program == "other"
+    inv = tmp_path / "inv.ini"
+    inv.write_text(
+        "[app]\napp ansible_host=10.0.0.2\n[lab:vars]\nansible_user=ops\n"
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/k'\n"
+    )
+    hosts, env = parse_inventory(inv)
+    assert hosts == {"app": "10.0.0.2"} and env["ansible_user"] == "ops"
+    assert env["known_hosts"] == "/k"
+
+
+async def test_oracle_planner_from_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "service-down").mkdir()
+    (tmp_path / "service-down" / "cart.yml").write_text(
+        "- hosts: '{{ remed_host }}'\n  tasks:\n"
+        "    - command: supervisorctl start {{remed_service}}\n"
+    )
+    planner = OraclePlanner(str(tmp_path))
+    req = PlanRequest(report={}, service="cart", host="app", category="service-down")
+    draft = await planner.plan(req)
+    assert "hosts: 'app'" in draft.playbook and "start cart" in draft.playbook
+    other = await planner.plan(PlanRequest(report={}, service="cart", host="app",
+                                           category="cpu-stress"))  # fmt: skip
+    assert other.playbook == "" and "no expert playbook" in other.completion
+
+
+def test_prompt_carries_previous_evidence_inside_the_fence() -> None:
+    req = PlanRequest(
+        report={"target": {"service": "cart", "host": "app"}, "summary": "down"},
+        service="cart", host="app", facts="cart runs on app", probes=["[recent_log] boom"],
+        previous=["Attempt 1:\n- verifier: health failed: 502"], probe_names=["recent_log"],
+    )  # fmt: skip
+    prompt = req.prompt()
+    fence, end = prompt.index("=== INCIDENT (untrusted) ==="), prompt.index("=== END INCIDENT")
+    assert fence < prompt.index("Previous attempt 1 failed") < end
+    assert fence < prompt.index("[recent_log] boom") < end
+    assert prompt.index("Facts: cart runs on app") < fence
+    assert "PROBE: <name>" in prompt and "recent_log" in prompt
+
+
+def test_config_checks() -> None:
+    with pytest.raises(ConfigError, match="thinkremed"):
+        RemediationConfig(planner="oracle")
+    with pytest.raises(ConfigError, match="triton"):
+        RemediationConfig(engine="thinkremed", planner="static")
+    RemediationConfig(engine="thinkremed", planner="triton", mode="ansible", inventory="x")
+    with pytest.raises(ConfigError, match="verify_stable_s"):
+        AgentsConfig(verify_window_s=1, verify_stable_s=2)
+    with pytest.raises(ConfigError, match="20"):
+        AgentsConfig(max_attempts=21)
