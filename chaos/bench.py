@@ -58,11 +58,11 @@ def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult
     result = CaseResult(scenario=scenario.as_dict())
     t = result.timings
     started = time.monotonic()
-    state = _timed(t, "pre_probe", probes.steady_state)
-    if not state.ok:
-        _timed(t, "pre_reset", lambda: provision.ensure(lab, bootstrap_db=False))
     fault: Fault | None = None
     try:
+        state = _timed(t, "pre_probe", probes.steady_state)
+        if not state.ok:
+            _timed(t, "pre_reset", lambda: provision.ensure(lab, bootstrap_db=False))
         fault = make_fault(scenario.category, scenario.target, scenario.fault, lab)
         _timed(t, "inject", fault.inject)
         confirm = _timed(t, "confirm", fault.confirm)

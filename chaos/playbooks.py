@@ -162,6 +162,26 @@ def oracle_playbook(category: str, host: str, service: str, params: dict[str, An
         state: link
         force: true
 """, _restart(program)]
+    elif category == "tls-cert":
+        body = [f"""\
+    - name: issue a fresh certificate for web (the served one has expired)
+      ansible.builtin.command: >-
+        openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=web
+        -addext subjectAltName=DNS:web,DNS:shop,IP:{topo.HOST_ADDRESSES["web"]}
+        -keyout {topo.TLS_KEY} -out {topo.TLS_CERT}
+    - name: reload nginx so it serves the new certificate
+      ansible.builtin.command: supervisorctl signal HUP {program}
+"""]
+    elif category == "connection-exhaustion":
+        body = ["""\
+    - name: stop the client that holds most PostgreSQL connections
+      ansible.builtin.shell: |
+        pid=$(ss -tnpH 'dport = :5432' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort | uniq -c \\
+              | sort -rn | awk '$1 >= 5 {print $2; exit}')
+        [ -z "$pid" ] || { ps -o args= -p "$pid"; kill "$pid"; }
+      register: hog
+      changed_when: hog.stdout != ''
+"""]
     else:
         raise ValueError(f"no oracle playbook for category {category!r}")
     return HEADER.format(name=name, host=host) + "".join(body)

@@ -178,6 +178,18 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "{current} to a new release. Suspected root cause: a broken release; the previous "
         "release {version} worked.",
     ),
+    "tls-cert": (
+        "TLS certificate problem on {host}: HTTPS clients refuse {service}",
+        "HTTPS clients of the shop fail certificate validation on {host}:443: the certificate "
+        "nginx serves ({cert}) has expired. HTTP still works. Suspected root cause: the "
+        "certificate was not renewed.",
+    ),
+    "connection-exhaustion": (
+        "{service} on {host}: PostgreSQL connection slots exhausted",
+        "{service} on {host} answers 503: PostgreSQL on db refuses new connections (too many "
+        "clients; max_connections {max_conn}). Most connections come from one client process "
+        "on {host} that is not part of the shop. Suspected root cause: a connection leak.",
+    ),
 }
 
 
@@ -195,6 +207,7 @@ def _fields(scenario: Scenario) -> dict[str, Any]:
         "log": svc.log, "data": svc.data, "program": svc.program, "user": topo.SHOP_USER,
         "current": topo.current_link(svc.name), "version": topo.SHOP_VERSION, "what": what,
         "dependency": "redis@db" if svc.name == "cart" else "postgresql@db",
+        "cert": topo.TLS_CERT, "max_conn": topo.PG_MAX_CONNECTIONS,
     }  # fmt: skip
 
 

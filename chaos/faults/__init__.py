@@ -15,10 +15,12 @@ from chaos.faults.resources import CpuStress, DiskIo, MemoryStress
 from chaos.faults.service import (
     BadDeploy,
     ConfigError,
+    ConnectionExhaustion,
     DependencyDown,
     LogFlood,
     PortConflict,
     ServiceDown,
+    TlsCertExpired,
     WrongPermissions,
 )
 from chaos.lab.hosts import Lab
@@ -27,7 +29,8 @@ CATALOG: dict[str, type[Fault]] = {
     cls.category: cls
     for cls in (
         CpuStress, MemoryStress, DiskIo, NetworkLoss, NetworkDelay, ServiceDown, ConfigError,
-        DependencyDown, PortConflict, LogFlood, WrongPermissions, BadDeploy,
+        DependencyDown, PortConflict, LogFlood, WrongPermissions, BadDeploy, TlsCertExpired,
+        ConnectionExhaustion,
     )
 }  # fmt: skip
 CATEGORIES = tuple(CATALOG)

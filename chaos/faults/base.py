@@ -152,7 +152,7 @@ import json, os, time
 def snap():
     out = {{}}
     for pid in os.listdir('/proc'):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():  # not the sampler itself
             continue
         try:
             stat = open(f'/proc/{{pid}}/stat').read().rsplit(')', 1)[1].split()

@@ -25,7 +25,8 @@ class CpuStress(Fault):
     summary: ClassVar[str] = "a runaway process burns CPU on the service's host"
     workers: int = 1
     load_pct: int = 100
-    max_host_cpu_pct: float = 50.0
+    # Low enough that a burner squeezed by a busy machine (2 shared cores) still shows.
+    max_host_cpu_pct: float = 25.0
 
     def inject(self) -> None:
         self.sh(_spawn(

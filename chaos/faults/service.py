@@ -117,19 +117,22 @@ class ConfigError(_ServiceFault):
     def edit(self) -> ConfigEdit:
         return CONFIG_ERRORS[self.target.service][self.variant]
 
-    def _replace(self, old: str, new: str) -> None:
+    def _replace(self, old: str, new: str) -> bool:
         path = self.lab.host_root(self.target.host) / self.target.svc.config.lstrip("/")
         text = path.read_text()
-        if old in text:
-            path.write_text(text.replace(old, new))
+        if old not in text:
+            return False
+        path.write_text(text.replace(old, new))
+        return True
 
     def inject(self) -> None:
         self._replace(self.edit.good, self.edit.bad)
         self.restart_program()
 
     def cleanup(self) -> None:
-        self._replace(self.edit.bad, self.edit.good)
-        self.restart_program()
+        # A remediation that already restored the setting needs no second restart.
+        if self._replace(self.edit.bad, self.edit.good) or self.program_state() != "RUNNING":
+            self.restart_program()
 
 
 @dataclass
@@ -250,8 +253,12 @@ class WrongPermissions(_ServiceFault):
 
     def cleanup(self) -> None:
         config = shlex.quote(self.target.svc.config)
-        self.sh(f"chown root:{topo.SHOP_USER} {config}\nchmod 0640 {config}\n")
-        self.restart_program()
+        self.sh(
+            f"if [ \"$(stat -c %U:%G:%a {config})\" != root:{topo.SHOP_USER}:640 ]; then\n"
+            f"  chown root:{topo.SHOP_USER} {config}; chmod 0640 {config}\n"
+            f"  supervisorctl restart {self.target.svc.program} >/dev/null || true\n"
+            "fi\n"
+        )
 
 
 @dataclass
@@ -276,8 +283,121 @@ class BadDeploy(_ServiceFault):
 
     def cleanup(self) -> None:
         name = self.target.service
+        link = topo.current_link(name)
         self.sh(
-            f"ln -sfn releases/{topo.SHOP_VERSION} {topo.current_link(name)}\n"
+            f"if [ \"$(readlink {link})\" != releases/{topo.SHOP_VERSION} ]; then\n"
+            f"  ln -sfn releases/{topo.SHOP_VERSION} {link}\n"
+            f"  supervisorctl restart {self.target.svc.program} >/dev/null || true\n"
+            "fi\n"
             f"rm -rf /srv/shop/{name}/releases/{self.version}\n"
         )
+
+
+def served_certificate_end() -> tuple[str, bool]:
+    """The notAfter of the certificate nginx serves on web:443, and whether it is still valid."""
+    import socket
+    import ssl
+    import subprocess
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    address = (topo.HOST_ADDRESSES["web"], topo.HTTPS_PORT)
+    with socket.create_connection(address, timeout=probes.HEALTH_TIMEOUT_S) as sock:
+        with ctx.wrap_socket(sock) as tls:
+            der = tls.getpeercert(binary_form=True) or b""
+    result = subprocess.run(
+        ["openssl", "x509", "-inform", "DER", "-noout", "-enddate", "-checkend", "0"],
+        input=der, capture_output=True, timeout=10,
+    )  # fmt: skip
+    end = result.stdout.decode().splitlines()[0] if result.stdout else "unreadable certificate"
+    return end, result.returncode == 0
+
+
+@dataclass
+class TlsCertExpired(_ServiceFault):
+    category: ClassVar[str] = "tls-cert"
+    summary: ClassVar[str] = "nginx serves an expired TLS certificate"
+    services: ClassVar[tuple[str, ...]] = ("nginx",)
+
+    def inject(self) -> None:
+        from chaos.lab.provision import expired_certificate
+
+        crt, key = expired_certificate(self.lab)
+        root = self.lab.host_root("web")
+        (root / topo.TLS_CERT.lstrip("/")).write_text(crt)
+        (root / topo.TLS_KEY.lstrip("/")).write_text(key)
         self.restart_program()
+
+    def check(self) -> Check:
+        try:
+            end, valid = served_certificate_end()
+        except OSError as exc:
+            return Check(False, f"no TLS handshake with web:{topo.HTTPS_PORT}: {exc}")
+        if not valid:
+            return Check(False, f"web:{topo.HTTPS_PORT} serves an expired certificate ({end})")
+        return self.running_and_functional()
+
+    def cleanup(self) -> None:
+        from chaos.lab.provision import golden_certificate
+
+        crt, key = golden_certificate(self.lab)
+        root = self.lab.host_root("web")
+        if (root / topo.TLS_CERT.lstrip("/")).read_text() != crt:
+            (root / topo.TLS_CERT.lstrip("/")).write_text(crt)
+            (root / topo.TLS_KEY.lstrip("/")).write_text(key)
+            self.restart_program()
+
+
+CONNECTION_HOG = """\
+#!/usr/bin/python3
+# A batch job that leaks PostgreSQL connections and reconnects when they are cut
+# (chaos lab connection-exhaustion).
+import sys, time
+import psycopg2
+
+conns = []
+while True:
+    conns = [c for c in conns if not c.closed]
+    try:
+        conns.append(psycopg2.connect(host="db", dbname="shop", user="shop",
+                                      password=sys.argv[1], connect_timeout=2,
+                                      application_name="report-batch"))
+        continue
+    except psycopg2.Error:
+        pass
+    for c in conns:
+        try:
+            c.cursor().execute("SELECT 1")
+        except psycopg2.Error:
+            c.close()
+    time.sleep(0.05)
+"""
+
+
+@dataclass
+class ConnectionExhaustion(_ServiceFault):
+    category: ClassVar[str] = "connection-exhaustion"
+    summary: ClassVar[str] = "a leaking client holds every PostgreSQL connection slot"
+    services: ClassVar[tuple[str, ...]] = ("catalog", "checkout")
+
+    def inject(self) -> None:
+        path = self.write_helper("report_batch.py", CONNECTION_HOG)
+        self.sh(
+            f"setsid nohup /usr/bin/python3 {path} {topo.DB_PASSWORD} "
+            "</dev/null >/dev/null 2>&1 &\n"
+            "for i in $(seq 100); do "
+            f"[ $(ss -tnH 'dport = :5432' | wc -l) -ge {topo.PG_MAX_CONNECTIONS - 5} ] && break; "
+            "sleep 0.05; done\n"
+        )
+
+    def check(self) -> Check:
+        # A slot freed for a moment can let one request through; three in a row must pass.
+        for _ in range(3):
+            result = self.functional()
+            if not result.ok:
+                return result
+        return result
+
+    def cleanup(self) -> None:
+        self.sh("pkill -KILL -f /run/remed-chaos/report_batch.py || true")

@@ -16,6 +16,7 @@ Runs after `LabHosts.up()`; `python -m chaos.lab provision` does the same from a
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -310,21 +311,60 @@ def _ensure_release_links(root: Path) -> list[str]:
     return changed
 
 
-def _tls_files(lab: Lab) -> list[FileSpec]:
-    """A long-lived self-signed certificate for nginx, generated once per machine."""
+SAN = "subjectAltName=DNS:web,DNS:shop,IP:10.231.77.11"
+EXPIRED_CA_CONF = """\
+[ca]
+default_ca = lab
+[lab]
+dir = {dir}
+database = {dir}/index.txt
+new_certs_dir = {dir}
+serial = {dir}/serial
+default_md = sha256
+policy = anything
+copy_extensions = copy
+[anything]
+commonName = supplied
+"""
+
+
+def golden_certificate(lab: Lab) -> tuple[str, str]:
+    """nginx's long-lived self-signed certificate and key, generated once per machine."""
     golden = lab.chaos_dir / "tls"
     crt, key = golden / "shop.crt", golden / "shop.key"
     if not crt.exists() or not key.exists():
         golden.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-subj", "/CN=web", "-addext", "subjectAltName=DNS:web,DNS:shop,IP:10.231.77.11",
-             "-keyout", str(key), "-out", str(crt)],
+             "-subj", "/CN=web", "-addext", SAN, "-keyout", str(key), "-out", str(crt)],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
+    return crt.read_text(), key.read_text()
+
+
+def expired_certificate(lab: Lab) -> tuple[str, str]:
+    """A self-signed certificate for web that expired in 2024 (for the tls-cert fault)."""
+    work = lab.chaos_dir / "tls" / "expired"
+    crt, key = work / "shop.crt", work / "shop.key"
+    if not crt.exists() or not key.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "index.txt").write_text("")
+        (work / "serial").write_text("1000\n")
+        (work / "ca.conf").write_text(EXPIRED_CA_CONF.format(dir=work))
+        run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+        run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=web",
+             "-addext", SAN, "-keyout", str(key), "-out", str(work / "shop.csr")])
+        run(["openssl", "ca", "-batch", "-selfsign", "-config", str(work / "ca.conf"),
+             "-keyfile", str(key), "-in", str(work / "shop.csr"), "-out", str(crt),
+             "-startdate", "20240101000000Z", "-enddate", "20240401000000Z", "-notext"])
+    return crt.read_text(), key.read_text()
+
+
+def _tls_files(lab: Lab) -> list[FileSpec]:
+    crt, key = golden_certificate(lab)
     return [
-        FileSpec(topo.TLS_CERT, crt.read_text(), programs=("nginx",)),
-        FileSpec(topo.TLS_KEY, key.read_text(), mode=0o600, programs=("nginx",)),
+        FileSpec(topo.TLS_CERT, crt, programs=("nginx",)),
+        FileSpec(topo.TLS_KEY, key, mode=0o600, programs=("nginx",)),
     ]
 
 
@@ -335,7 +375,6 @@ for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^chaos_/ {{print $2" "$3}}' 
   nft delete table ${{t%%:*}} ${{t#*:}}
 done
 pkill -KILL -f '{CHAOS_RUN_DIR}/' || true
-pkill -KILL -x stress-ng || true
 pkill -KILL -f 'stress-ng' || true
 rm -rf {CHAOS_RUN_DIR}/*.pid
 """
@@ -410,6 +449,16 @@ DELETE FROM orders WHERE created_at < now() - interval '1 hour';
 SQL
 """
 
+DB_BOOTSTRAP_IF_MISSING = f"""\
+for i in $(seq 1 100); do
+  pg_isready -q -h /run/postgresql && break; sleep 0.1
+done
+if ! sudo -u postgres psql -Atq -h /run/postgresql -d {topo.DB_NAME} \\
+     -c "SELECT 1 FROM items LIMIT 1" >/dev/null 2>&1; then
+{DB_BOOTSTRAP}
+fi
+"""
+
 HOST_PROGRAMS = {
     "web": ("nginx",),
     "app": ("catalog", "cart", "checkout"),
@@ -438,21 +487,17 @@ def ensure(
                 restart.update(spec.programs)
         if host == "app":
             restart.update(_ensure_release_links(root))
-        # Programs the baseline does not know (a fault's extra program) are removed.
-        conf_d = root / "etc/supervisor/conf.d"
-        wanted = {Path(s.path).name for s in files[host] if s.path.startswith("/etc/supervisor")}
+        # Other programs in conf.d (other people's tests share the lab) are left alone.
         update = any(c.startswith(f"{host}:/etc/supervisor") for c in report.changed_files)
-        for extra in conf_d.glob("*.conf"):
-            if extra.name not in wanted:
-                extra.unlink()
-                update = True
         script = CLEAN_CHAOS + HOST_SCRIPT[host] + SUPERVISE.format(
             update="yes" if update else "",
             restart=" ".join(sorted(restart)),
             programs=" ".join(HOST_PROGRAMS[host]),
         )
-        if host == "db" and bootstrap_db:
-            script += DB_BOOTSTRAP
+        if host == "db":
+            # The shop's role and database are created when missing (a fresh cluster), and on
+            # a full provision their tables are re-asserted.
+            script += DB_BOOTSTRAP if bootstrap_db else DB_BOOTSTRAP_IF_MISSING
         lab.sh(host, script, timeout_s=90)
         report.restarted += sorted(restart)
     if wait:

@@ -26,7 +26,7 @@ TARGETS: dict[str, tuple[Any, ...]] = {
     "cpu-stress": ANY, "memory-stress": ANY, "network-delay": NET, "network-loss": NET,
     "disk-io": APP, "service-down": ANY, "config-error": CONFIG, "dependency-down": APP,
     "port-conflict": (*APP, "nginx"), "log-flood": APP, "wrong-permissions": APP,
-    "bad-deploy": APP,
+    "bad-deploy": APP, "tls-cert": ("nginx",), "connection-exhaustion": ("catalog", "checkout"),
 }
 
 
