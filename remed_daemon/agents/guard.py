@@ -1008,7 +1008,8 @@ class _Checker:
     def _play(self, play: Mapping[str, Any], label: str) -> None:
         if isinstance(play.get("name"), str):
             label = f"{label} ({play['name'][:60]})"
-        if "import_playbook" in play or "include" in play:
+        if any(isinstance(k, str) and normalize_module(k) in ("import_playbook", "include")
+               for k in play):  # fmt: skip
             self.add(REJECT, "controller.include", label, "imports a playbook from the controller")
             return
         self._keys(play, PLAY_KEYS, label)

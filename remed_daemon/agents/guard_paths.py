@@ -186,6 +186,8 @@ def is_secret(path: str | None) -> bool:
         return any(fnmatch.fnmatchcase(example, path) for example in SECRET_EXAMPLES) or (
             is_secret(glob_base(path))
         )
+    if any(example.startswith(path.rstrip("/") + "/") for example in SECRET_EXAMPLES):
+        return True  # a directory that holds secrets, read recursively (tar, grep -r, cp -r)
     parts = _parts(path)
     if not parts:
         return False
@@ -247,6 +249,8 @@ def category(path: str | None) -> str:
         base = glob_base(path)
         if base in ("/tmp", "/var/tmp", "/dev/shm"):
             return "tmp"
+        if base == "/var/log":
+            return "syslog"
         cat = category(base)
         return cat.removesuffix("_root") if cat != "root" else cat
     parts = _parts(path)

@@ -39,6 +39,7 @@ from remed_daemon.agents.guard_paths import (
     category,
     delete_level,
     has_glob,
+    is_secret,
     mode_level,
     normalize,
     read_level,
@@ -94,7 +95,7 @@ INTERPRETERS = re.compile(
     r"^(python[\d.]*|pypy[\d.]*|perl[\d.]*|ruby[\d.]*|irb|node(js)?|deno|bun|php[\d.]*|"
     r"lua[\d.]*|luajit|tclsh[\d.]*|wish|Rscript|R|pwsh|powershell|osascript|jshell|groovy|"
     r"scala|julia|guile|racket|sbcl|ghci|erl|elixir|iex|busybox|gdb|lldb|vim?|nvim|emacs|"
-    r"ed|ex|less|more|man|nano|jrunscript|jjs|expect|dc)$"
+    r"ed|ex|nano|jrunscript|jjs|expect|dc)$"
 )
 READ_ONLY = frozenset(
     {
@@ -146,7 +147,8 @@ ESCAPES = frozenset(
         "case", "select", "disown", "bind", "complete", "fc", "dtrace", "bpftrace", "gcore",
         "perf", "unalias", "setcap", "chattr", "exec-in", "ld.so", "ld-linux.so.2",
         "ld-linux-x86-64.so.2", "pkexec", "runc", "ctr", "crictl", "kubectl", "docker",
-        "podman", "nerdctl", "lxc", "incus", "virsh", "qemu-system-x86_64", "busybox-sh",
+        "podman", "nerdctl", "lxc", "incus", "less", "more", "man", "most", "pg", "virsh",
+        "qemu-system-x86_64", "busybox-sh",
     }
 )  # fmt: skip
 EXFIL = frozenset(
@@ -279,6 +281,10 @@ class _Tokens:
     def __init__(self, s: str, shell_vars: dict[str, str]) -> None:
         if _INVISIBLE.search(s.replace("\t", " ")):
             raise _Refuse("obfuscation.invisible", "control or invisible characters in command")
+        if nfkc_suspicious(s):
+            raise _Refuse(
+                "obfuscation.lookalike", "look-alike (fullwidth/compatibility) characters"
+            )
         self.s = s
         self.i = 0
         self.vars = shell_vars
@@ -790,9 +796,10 @@ def _paths(words: list[Word], ctx: Ctx) -> list[tuple[Word, str | None]]:
 
 
 def _reads(words: list[Word], ctx: Ctx) -> None:
-    for _w, path in _paths(words, ctx):
+    for w, path in _paths(words, ctx):
         if path is None:
-            continue
+            # A run-time part (`/proc/$(pgrep x)/environ`, `$HOME/.ssh/id_rsa`) may be anything.
+            path = normalize(w.text.replace(UNKNOWN, "1"), ctx.cwd or "/root")
         level, rule, detail = read_level(path)
         if level:
             ctx.add(level, rule, detail)
@@ -912,16 +919,15 @@ def _read_only(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if _flags(args) & {"-d", "--decode", "-D", "-r"}:
             raise _Refuse("obfuscation.decode", f"{name} decoding: hides the real command")
     if name in CONTENT_READERS:
-        _reads(_operands(args, "efmnABCcdloAs"), ctx)
+        _reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
 def _grep_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args, "efmABCd")
-    _reads(ops[1:] if ops and not any(w.text in ("-e", "-f") for w in args) else ops, ctx)
+    _reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
 def _cat_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    _reads(_operands(args, "nc"), ctx)
+    _reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
 def _sed(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
@@ -1075,6 +1081,8 @@ def _curl_option(name: str, opt: str, value: str, ctx: Ctx) -> None:
     }[name]  # fmt: skip
     if opt in bad:
         raise _Refuse("exfil.network", f"{name} {opt}: redirects or scripts the transfer")
+    if opt in ("-F", "--form") and re.search(r"=[@<]", value):
+        value = "@" + re.split(r"=[@<]", value, maxsplit=1)[1].split(";")[0]
     if value.startswith("@") or opt in ("-T", "--upload-file", "--post-file", "--body-file"):
         path = normalize(value.lstrip("@"), "/root")
         level, rule, detail = read_level(path)
@@ -1086,7 +1094,8 @@ def _curl_option(name: str, opt: str, value: str, ctx: Ctx) -> None:
         if value not in ("-", "") and not (name == "curl" and opt == "-O"):
             path = normalize(value, "/root")
             level, rule = write_level(path)
-            ctx.add(max(level, MEDIUM), "download.write", f"{name} writes {path or value}")
+            if category(path) != "devnull":
+                ctx.add(max(level, MEDIUM), "download.write", f"{name} writes {path or value}")
     if opt in ("-H", "--header") and UNKNOWN in value:
         raise _Refuse("exfil.network", f"{name} header carries run-time data")
 
@@ -1137,7 +1146,6 @@ def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     base_paths = []
     for _w, p in _paths(roots, ctx):
         base_paths.append(None if p is None else (p.rstrip("/") + "/" + pattern))
-    _reads(roots, ctx)
     j = 0
     while j < len(expr):
         t = expr[j].text
@@ -1147,7 +1155,7 @@ def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                     raise _Refuse(
                         "destructive.unknown_target", "find -delete under a run-time path"
                     )
-                level, rule = delete_level(p, recursive=True)
+                level, rule = delete_level(p, recursive=not filtered)
                 root_path = root.path(ctx.cwd)
                 if not filtered and root_path is not None:
                     level, rule = max((level, rule), delete_level(root_path, recursive=True))
@@ -1197,6 +1205,22 @@ def _chmod(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.effects.touch(path)
 
 
+def _setfacl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    recursive = bool(_flags(args) & {"-R", "--recursive"})
+    for _w, path in _paths(_operands(args, "mMxX")[0:] if args else [], ctx):
+        if path is not None and (is_secret(path) or category(path) == "control"):
+            raise _Refuse("secrets.expose", f"setfacl on {path}")
+        level, rule, detail = mode_level(path, "", recursive=recursive)
+        ctx.add(max(level, MEDIUM), rule, f"setfacl {detail}")
+
+
+def _zip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    ops = [w for w in args if not w.text.startswith("-")]
+    if ops:
+        _writes(ops[:1], ctx, prog=name)
+        _reads(ops[1:], ctx)
+
+
 def _truncate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for _w, path in _paths(_operands(args, "sro"), ctx):
         level, rule = write_level(path)
@@ -1225,9 +1249,9 @@ def _touch_mkdir(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ops = _operands(args, "mdrtTgoZ" if name != "touch" else "drt")
     for _w, path in _paths(ops, ctx):
         level, rule = write_level(path)
-        if rule == "config.edit":
-            level = MEDIUM
-        ctx.add(min(level, HIGH) if level < REJECT else level, rule, f"{name} {path or '$?'}")
+        if rule in ("config.edit", "data.write"):
+            level = MEDIUM  # creating a directory or an empty file
+        ctx.add(level, rule, f"{name} {path or '$?'}")
         ctx.effects.touch(path)
 
 
@@ -1263,7 +1287,9 @@ def _cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         _reads(sources, ctx)
     dest_path = dest.path(ctx.cwd)
     level, rule = write_level(dest_path)
-    if rule == "config.edit" and not backup and name != "cp":
+    if name == "ln" and rule == "data.write":
+        level = MEDIUM  # a release switch by symlink
+    if rule == "config.edit" and not backup:
         level, rule = HIGH, "config.no_backup"
     ctx.add(level, rule, f"{name} into {dest_path or '$?'}")
     ctx.effects.touch(dest_path)
@@ -1299,7 +1325,7 @@ def _kill(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         raise _Refuse("destructive.kill_all", "killall5 kills every process")
     flags = _flags(args)
     if name == "kill":
-        if flags & {"-l", "-L"}:
+        if any(w.text in ("-l", "-L", "--list", "--table") for w in args):
             return
         targets = []
         k = 0
@@ -1558,6 +1584,14 @@ def _pkg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             _pkg_remove(name, [t for t in text_args if not t.startswith("-")], ctx)
             return
         if flags & {"-i", "--install", "--unpack", "-x", "--extract"}:
+            for t in text_args:
+                if not t.startswith("-") and category(normalize(t, ctx.cwd)) in (
+                    "tmp",
+                    "home",
+                    "unknown",
+                    "run",
+                ):
+                    raise _Refuse("download.run", f"dpkg installs an untrusted file {t}")
             ctx.add(HIGH, "packages.install", "dpkg installs a local package file")
             return
         return
@@ -1706,6 +1740,8 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                     ctx.add(MEDIUM, "firewall.delete_rule", f"nft {stmt.strip()}")
                 continue
             if verb in ("add", "insert", "create", "replace"):
+                if any(t in ("drop", "reject") for t in toks) and ("22" in toks or "ssh" in toks):
+                    raise _Refuse("destructive.firewall_lockout", f"nft {stmt.strip()}")
                 if any(t in ("drop", "reject") for t in toks) or "policy" in toks:
                     ctx.add(HIGH, "firewall.block", f"nft {stmt.strip()}")
                 else:
@@ -2316,6 +2352,9 @@ _READ_SPECIAL: dict[str, Handler] = {
 
 _HANDLERS: dict[str, Handler] = {
     "nc": _nc,
+    "setfacl": _setfacl,
+    "zip": _zip,
+    "7z": _zip,
     "ncat": _nc,
     "netcat": _nc,
     "rm": _rm, "rmdir": _rm, "unlink": _rm, "find": _find, "chmod": _chmod, "chown": _chmod,
