@@ -223,6 +223,9 @@ class AgentsConfig:
     oracle_playbook_dir: str = ""
     # Topology YAML (hosts and services, the chaos/README.md shape); empty = the chaos lab's.
     topology_file: str = ""
+    # Let a report's `labels.remed_planner` pick another of the configured planners (how
+    # `remed bench --planner` chooses one). Off by default: alert labels are untrusted text.
+    planner_from_label: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "max_attempts", "probe_timeout_s", "verify_window_s",

@@ -68,6 +68,7 @@ class AgentSettings:
     shadow: bool = False
     probe_rounds: int = 1
     approval_timeout_s: float = 3600.0
+    planner_from_label: bool = False
 
 
 # -- the guard --------------------------------------------------------------------------------
@@ -228,8 +229,11 @@ class ThinkRemed:
 
     def planner_for(self, report: Mapping[str, Any]) -> AgentPlanner:
         """The configured default, or another *configured* planner a report's
-        `labels.remed_planner` names (how `remed bench --planner` picks one). A label can only
-        choose among planners the operator enabled, and the guard judges every plan alike."""
+        `labels.remed_planner` names (how `remed bench --planner` picks one) when
+        `agents.planner_from_label` is on. A label can only choose among planners the operator
+        configured, and the guard judges every plan alike."""
+        if not self.s.planner_from_label:
+            return self.planners[self.default_planner]
         labels = report.get("labels")
         wanted = labels.get(PLANNER_LABEL) if isinstance(labels, Mapping) else None
         if isinstance(wanted, str) and wanted in self.planners:
@@ -517,6 +521,7 @@ def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRem
         shadow=r.mode == "shadow",
         probe_rounds=a.probe_rounds,
         approval_timeout_s=a.approval_timeout_s,
+        planner_from_label=a.planner_from_label,
     )
     return ThinkRemed(
         settings,

@@ -451,3 +451,122 @@ async def test_injected_destructive_instruction_is_refused(
     assert prompt.index("ignore previous instructions") > fence
     # and nothing was destroyed
     assert (await hosts.run(HOST, f"test -d {BASE}/www", timeout_s=10)).exit_status == 0
+
+
+async def test_daemon_runs_thinkremed_and_remed_approve_releases_the_plan(
+    tmp_path: Path, lab: Any, hosts: HostAccess, broken: None
+) -> None:
+    """The wiring: `remed serve` with engine = thinkremed and the oracle planner takes an
+    Alertmanager alert, the high-risk plan waits, `remed approve` (its own token) releases it."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    st = lab.status()
+    oracle = tmp_path / "oracle"
+    oracle.mkdir()
+    (oracle / f"{SERVICE}.yml").write_text(extract_playbook(HIGH_FIX).replace(
+        f"hosts: {HOST}", "hosts: '{{ remed_host }}'"))  # fmt: skip
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(json.dumps({
+        "hosts": {HOST: "10.231.77.13"},
+        "services": {SERVICE: {"host": HOST, "port": PORT, "health": "http", "program": SERVICE}},
+    }))  # fmt: skip
+    state = tmp_path / "state"
+    cfg = tmp_path / "remed.toml"
+    cfg.write_text(f"""\
+state_dir = "{state}"
+[kafka]
+enabled = false
+[http]
+port = 0
+bearer_token = "webhook-token"
+[remediation]
+mode = "ansible"
+engine = "thinkremed"
+planner = "oracle"
+inventory = "{st['inventory']}"
+[agents]
+approval_token = "{APPROVAL_TOKEN}"
+oracle_playbook_dir = "{oracle}"
+topology_file = "{topology}"
+verify_window_s = 5.0
+verify_stable_s = 0.6
+""")
+    log = open(tmp_path / "remed.log", "wb")  # noqa: ASYNC230
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "remed_daemon", "serve", "--config", str(cfg),
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        port_file = state / "http.port"
+        await wait_for(port_file.exists, 30)
+        base = f"http://127.0.0.1:{port_file.read_text()}"
+
+        def call(path: str, token: str, body: Any = None) -> tuple[int, Any]:
+            data = json.dumps(body).encode() if body is not None else None
+            req = urllib.request.Request(base + path, data=data, method="POST" if data else "GET",
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read() or b"{}")
+
+        alert = {
+            "version": "4", "status": "firing", "receiver": "remed", "groupKey": "g1",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+            "truncatedAlerts": 0,
+            "alerts": [{
+                "status": "firing", "fingerprint": f"fp{time.monotonic_ns()}",
+                "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "", "labels": {"alertname": "RemedtestDown", "service": SERVICE,
+                                               "host": HOST, "remed_planner": "triton"},
+                "annotations": {"summary": "remedtest /health answers 404"},
+            }],
+        }  # fmt: skip
+        status, _ = await asyncio.to_thread(call, "/webhook/alertmanager", "webhook-token", alert)
+        assert status == 202
+        # the webhook's token is not the approval token
+        status, _ = await asyncio.to_thread(call, "/approvals", "webhook-token")
+        assert status == 401
+        pending: list[Any] = []
+
+        def waiting() -> bool:
+            pending[:] = call("/approvals", APPROVAL_TOKEN)[1]["pending"]
+            return bool(pending)
+
+        await wait_for(waiting, 90)
+        assert health_status() == 404
+        incident_id = pending[0]["incident_id"]
+        approve = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "remed_daemon", "approve", incident_id, "--config", str(cfg),
+             "--url", base, "--by", "oncall", "--plan-sha256", pending[0]["plan_sha256"]],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert approve.returncode == 0, approve.stderr
+        assert "approved by oncall" in approve.stdout
+
+        def outcome() -> Any:
+            db = sqlite3.connect(state / "journal.sqlite3")
+            try:
+                row = db.execute(
+                    "SELECT value FROM outbox WHERE incident_id = ?", (incident_id,)
+                ).fetchone()
+            finally:
+                db.close()
+            return json.loads(row[0]) if row else None
+
+        await wait_for(outcome, 120)
+        doc = outcome()
+        assert doc["status"] == "recovered", doc["reason"]
+        assert doc["planner"] == "oracle"  # the alert's remed_planner label was not obeyed
+        assert doc["attempts"][0]["approval"]["by"] == "oncall"
+        assert outcomes.validate("outcome", doc) == []
+        assert health_status() == 200
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        log.close()
