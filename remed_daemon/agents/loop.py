@@ -69,6 +69,9 @@ class AgentSettings:
     probe_rounds: int = 1
     approval_timeout_s: float = 3600.0
     planner_from_label: bool = False
+    check_timeout_s: float = 120.0
+    snapshot_timeout_s: float = 30.0
+    snapshot_max_file_bytes: int = 8 * 1_048_576
 
 
 # -- the guard --------------------------------------------------------------------------------
@@ -272,7 +275,12 @@ class _Run:
         self.attempts: list[Attempt] = []
         self.evidence: list[str] = []
         self.probes: list[ProbeResult] = []
-        self.snapshot = Snapshot(agent.hosts, agent.s.state_dir / "snapshots" / incident.id)
+        self.snapshot = Snapshot(
+            agent.hosts,
+            agent.s.state_dir / "snapshots" / incident.id,
+            timeout_s=agent.s.snapshot_timeout_s,
+            max_file_bytes=agent.s.snapshot_max_file_bytes,
+        )
         self.applied = False
         self.extravars = {
             "remed_incident_id": incident.id,
@@ -394,8 +402,9 @@ class _Run:
 
     async def check(self, n: int, playbook: str) -> Any:
         with self.span("check", attempt=n):
+            runner = dataclasses.replace(self.a.s.runner, timeout_s=self.a.s.check_timeout_s)
             return await check_run(
-                self.a.s.runner, playbook,
+                runner, playbook,
                 run_dir=self.ctx.run_dir / f"attempt-{n}" / "check", host=self.facts.host,
                 extravars=self.extravars, tracer=self.ctx.tracer, cancel=self.ctx.cancel,
             )  # fmt: skip
@@ -522,6 +531,9 @@ def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRem
         probe_rounds=a.probe_rounds,
         approval_timeout_s=a.approval_timeout_s,
         planner_from_label=a.planner_from_label,
+        check_timeout_s=a.check_timeout_s,
+        snapshot_timeout_s=a.snapshot_timeout_s,
+        snapshot_max_file_bytes=a.snapshot_max_file_bytes,
     )
     return ThinkRemed(
         settings,

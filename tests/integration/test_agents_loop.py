@@ -28,7 +28,7 @@ from remed_daemon.agents.approvals import ApprovalBook, plan_digest, register_ro
 from remed_daemon.agents.execute import RunnerSettings
 from remed_daemon.agents.loop import AgentSettings, GuardFn, ThinkRemed, default_guard
 from remed_daemon.agents.plan import PlanDraft, PlanRequest, extract_playbook
-from remed_daemon.agents.probe import Prober
+from remed_daemon.agents.probe import Prober, requested_probes
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import from_mapping
 from remed_daemon.agents.verify import HostVerifier
@@ -112,6 +112,7 @@ class ScriptedPlanner:
         return PlanDraft(
             playbook=extract_playbook(completion), planner=self.name, completion=completion,
             prompt=prompt, prompt_tokens=len(prompt) // 4, completion_tokens=len(completion) // 4,
+            probe_requests=tuple(requested_probes(completion)),
         )  # fmt: skip
 
 
@@ -348,10 +349,16 @@ async def test_final_failure_is_undone_and_reported(
 async def test_shadow_mode_applies_nothing(
     tmp_path: Path, lab: Any, hosts: HostAccess, broken: None
 ) -> None:
+    # the model first asks for probes (one allowlisted, one not), then plans
+    planner = ScriptedPlanner(["I need to look first.\nPROBE: recent_log\nPROBE: cat /etc/shadow",
+                               FIX])  # fmt: skip
     h = Harness(tmp_path)
-    result, doc = await h.run(make_agent(tmp_path, lab, hosts, ScriptedPlanner([FIX]),
-                                         shadow=True))  # fmt: skip
+    result, doc = await h.run(make_agent(tmp_path, lab, hosts, planner, shadow=True))
     assert result.status is State.SHADOW
+    assert len(planner.requests) == 2 and planner.requests[1].attempt == 1
+    extra = planner.prompts[1]
+    assert "[recent_log on db, exit 0]" in extra
+    assert "[cat /etc/shadow] refused: probe 'cat /etc/shadow' is not in the allowlist" in extra
     assert h.states == ["received", "planning", "shadow"] or h.states[-1] == "planning"
     assert "executing" not in h.states
     [attempt] = doc["attempts"]
