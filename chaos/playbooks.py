@@ -12,7 +12,6 @@ Every playbook is one play with few tasks (each task costs an SSH round trip).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from chaos.lab import topology as topo
@@ -111,17 +110,26 @@ def oracle_playbook(category: str, host: str, service: str, params: dict[str, An
     elif category == "service-down":
         body = [_start(program)]
     elif category == "config-error":
-        from chaos.faults.service import CONFIG_ERRORS
+        # Restore the file from the documented baseline (the source of truth an SRE keeps in
+        # config management) and restart only when that changed something.
+        from chaos.lab.provision import documented_config
 
-        variants = CONFIG_ERRORS[service]
-        edit = variants[params.get("variant") or next(iter(variants))]
+        spec = documented_config(service)
+        content = "".join(f"          {line}\n" if line else "\n"
+                          for line in spec.content.splitlines())
         body = [f"""\
-    - name: restore the documented {edit.what} in {svc.config}
-      ansible.builtin.replace:
-        path: {svc.config}
-        regexp: '^{re.escape(edit.bad)}$'
-        replace: '{edit.good}'
-""", _restart(program)]
+    - name: restore {svc.config} to the documented configuration
+      ansible.builtin.copy:
+        dest: {svc.config}
+        owner: {spec.owner}
+        group: {spec.group}
+        mode: "{spec.mode:04o}"
+        content: |
+{content}      register: restored
+""", _restart(program).replace(
+            "      register: restart_result\n",
+            "      when: restored.changed\n      register: restart_result\n",
+        )]
     elif category == "dependency-down":
         dep = topo.SERVICES["redis" if service == "cart" else "postgresql"]
         host, name = dep.host, f"start {dep.name}, the store {service} depends on"

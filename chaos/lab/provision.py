@@ -188,7 +188,7 @@ def _program(
     )  # fmt: skip
 
 
-def desired_files(lab: Lab) -> dict[str, list[FileSpec]]:
+def desired_files(lab: Lab | None) -> dict[str, list[FileSpec]]:
     shop_code = SHOP_SOURCE.read_text()
     web = [
         FileSpec("/etc/nginx/nginx.conf", NGINX_CONF, programs=("nginx",)),
@@ -242,6 +242,16 @@ def desired_files(lab: Lab) -> dict[str, list[FileSpec]]:
         ),
     ]  # fmt: skip
     return {"db": db, "app": app, "web": web}
+
+
+def documented_config(service: str) -> FileSpec:
+    """The baseline of a service's main config file (`Service.config`), as provisioned."""
+    path = topo.service(service).config
+    for specs in desired_files(None).values():
+        for spec in specs:
+            if spec.path == path:
+                return spec
+    raise ValueError(f"no documented config for {service}")
 
 
 # -- the machine side ------------------------------------------------------------------------

@@ -103,3 +103,15 @@ def test_summary_counts_only_confirmed_injections() -> None:
                 "p90_ttr_s", "mean_attempts", "tokens"):
         assert key in s
     assert "| a | 2 | 2 | 1 | 50% |" in markdown(s)
+
+
+@pytest.mark.parametrize("service", sorted(CONFIG_ERRORS))
+def test_oracle_config_fix_restores_the_documented_file_whatever_broke(service: str) -> None:
+    from chaos.lab.provision import documented_config
+
+    play = yaml.safe_load(oracle_playbook("config-error", topo.service(service).host, service,
+                                          {}))[0]
+    copy = play["tasks"][0]["ansible.builtin.copy"]
+    assert copy["dest"] == topo.service(service).config
+    assert copy["content"] == documented_config(service).content
+    assert play["tasks"][1]["when"] == "restored.changed"  # no restart when nothing changed
