@@ -215,9 +215,12 @@ class DaemonRemediator:
 
     name = "daemon"
 
-    def __init__(self, bootstrap: str, planner: str | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, planner: str | None = None, timeout_s: float = DAEMON_TIMEOUT_S
+    ) -> None:
         self.bootstrap = bootstrap
         self.planner = planner
+        self.timeout_s = timeout_s
 
     async def _roundtrip(self, report: dict[str, Any]) -> dict[str, Any] | None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -243,7 +246,7 @@ class DaemonRemediator:
             await producer.send_and_wait(
                 DIAGNOSES_TOPIC, json.dumps(report).encode(), key=key.encode()
             )
-            deadline = time.monotonic() + DAEMON_TIMEOUT_S
+            deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
@@ -270,7 +273,10 @@ class DaemonRemediator:
             result.error = f"kafka: {type(exc).__name__}: {exc}"[:500]
             return result
         if outcome is None:
-            result.error = f"no outcome on remed.outcomes within {DAEMON_TIMEOUT_S}s"
+            result.error = (
+                f"no outcome on remed.outcomes within {self.timeout_s}s: is `remed serve` "
+                "running with remediation.mode = 'ansible' on this broker?"
+            )
             return result
         result.outcome = outcome
         result.status = str(outcome.get("status", ""))
@@ -285,7 +291,9 @@ class DaemonRemediator:
         return result
 
 
-def make_remediator(name: str, lab: Lab, planner: str | None = None) -> Remediator:
+def make_remediator(
+    name: str, lab: Lab, planner: str | None = None, timeout_s: float = DAEMON_TIMEOUT_S
+) -> Remediator:
     from remed_stack.paths import StackPaths
     from remed_stack.stack import make_component
 
@@ -303,5 +311,5 @@ def make_remediator(name: str, lab: Lab, planner: str | None = None) -> Remediat
         status = make_component("kafka", paths).status()
         if not status.get("ok"):
             raise RuntimeError("Kafka is not up: run `remed stack up --only kafka`")
-        return DaemonRemediator(str(status["bootstrap"]), planner)
+        return DaemonRemediator(str(status["bootstrap"]), planner, timeout_s)
     raise ValueError(f"unknown remediator {name!r}: oracle, rules, model or daemon")

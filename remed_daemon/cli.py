@@ -63,7 +63,7 @@ def _bench(args: argparse.Namespace) -> int:
         if not lab.inventory.exists():
             print("remed bench: lab hosts are not up: run `remed stack up`", file=sys.stderr)
             return 1
-        remediator = make_remediator(args.remediator, lab, args.planner)
+        remediator = make_remediator(args.remediator, lab, args.planner, args.timeout_s)
     except (FaultError, RuntimeError, ValueError) as exc:
         print(f"remed bench: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +143,26 @@ def _guard(args: argparse.Namespace) -> int:
     return verdict.exit_code
 
 
+def _model(args: argparse.Namespace) -> int:
+    from remed_daemon.model_versions import ModelVersionError, ModelVersions, format_status
+
+    versions = ModelVersions.from_stack()
+    try:
+        if args.model_action == "load":
+            versions.load(args.version)
+            print(f"{versions.model}: now serving version {args.version}")
+        elif args.model_action == "rollback":
+            print(f"{versions.model}: rolled back to version {versions.rollback()}")
+        else:
+            status = versions.status()
+            print(json.dumps(status.to_json()) if args.json else format_status(status))
+            return 0 if status.served else 1
+    except ModelVersionError as exc:
+        print(f"remed model {args.model_action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, help="output directory (summary.json, cases/)")
     bench.add_argument("--category", help="only these categories (comma-separated)")
     bench.add_argument("--limit", type=int, help="only the first N scenarios")
+    bench.add_argument(
+        "--timeout-s", type=float, default=180.0, help="daemon: wait this long for an outcome"
+    )
     bench.set_defaults(func=_bench)
 
     for action, help_text in (
@@ -189,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--by", help="who decides (default: $SUDO_USER or $USER)")
         decide.add_argument("--plan-sha256", help="approve only this exact plan (GET /approvals)")
         decide.set_defaults(func=_decide)
+
+    model = sub.add_parser("model", help="remed_planner versions served by Triton")
+    model_sub = model.add_subparsers(dest="model_action", required=True)
+    model_status = model_sub.add_parser("status", help="versions served, on disk, and history")
+    model_status.add_argument("--json", action="store_true", help="status as JSON")
+    model_load = model_sub.add_parser("load", help="serve VERSION (no downtime; old on failure)")
+    model_load.add_argument("version", type=int, metavar="VERSION", help="version directory")
+    model_sub.add_parser("rollback", help="serve the version served before the current one")
+    model.set_defaults(func=_model)
     return parser
 
 
