@@ -162,6 +162,19 @@ def markdown(summary: dict[str, Any]) -> str:
         "| category | cases | injected | recovered | success |",
         "|---|---:|---:|---:|---:|",
     ]
+    drift = summary.get("drift")
+    if drift:
+        hosts = ", ".join(
+            f"{h} {drift['start']['hosts'][h].get('processes')}→"
+            f"{drift['end']['hosts'].get(h, {}).get('processes')} processes"
+            for h in drift["start"]["hosts"]
+        )
+        lines[3:3] = [
+            f"drift: steady at start {drift['start']['steady']}, at end {drift['end']['steady']}; "
+            f"e2e p50 {drift['start']['e2e']['p50_ms']}→{drift['end']['e2e']['p50_ms']} ms; "
+            f"{hosts}",
+            "",
+        ]
     for name, cat in summary["by_category"].items():
         rate = "-" if cat["success_rate"] is None else f"{cat['success_rate']:.0%}"
         lines.append(
@@ -206,6 +219,11 @@ def chart(out: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def _drift_sample(lab: Lab) -> dict[str, Any]:
+    state = probes.steady_state(requests=16)
+    return {"steady": state.ok, "e2e": state.e2e, "hosts": probes.fingerprint(lab)}
+
+
 def run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
     lab: Lab | None = None, progress: bool = True,
@@ -218,6 +236,7 @@ def run(
     cases_dir.mkdir(exist_ok=True)
     started = time.monotonic()
     provision.ensure(lab)
+    drift: dict[str, Any] = {"start": _drift_sample(lab)}
     results: list[CaseResult] = []
     bar = tqdm(
         scenarios, desc=f"bench {suite}/{remediator.name}", unit="case", disable=not progress
@@ -230,9 +249,11 @@ def run(
         (cases_dir / f"{scenario.id}.json").write_text(json.dumps(journal, indent=2, default=str))
         ok = sum(r.recovered for r in results if r.injected)
         bar.set_postfix(recovered=f"{ok}/{sum(r.injected for r in results)}")
+    drift["end"] = _drift_sample(lab)
     summary = summarise(
         results, suite=suite, remediator=remediator.name, duration_s=time.monotonic() - started
     )
+    summary["drift"] = drift
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary))
     chart(out, summary)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chaos.lab import topology as topo
+from chaos.lab.hosts import Lab
 
 HEALTH_TIMEOUT_S = 1.5
 E2E_TIMEOUT_S = 3.0
@@ -176,3 +177,29 @@ def load(rps: float, duration_s: float, concurrency: int = 4) -> E2EStats:
                 time.sleep(delay)
             pool.submit(e2e_request, stats, lock)
     return stats
+
+
+FINGERPRINT_SCRIPT = """\
+echo "processes $(ls -d /proc/[0-9]* | wc -l)"
+echo "nft_tables $(nft list tables 2>/dev/null | wc -l)"
+echo "chaos_helpers $(pgrep -fc /run/remed-chaos/ || true)"
+echo "stress_ng $(pgrep -c stress-ng || true)"
+for d in /var/log/shop /var/lib/shop /var/log; do
+  [ -d $d ] && echo "used_kb:$d $(du -sk $d 2>/dev/null | cut -f1)"
+done
+echo "not_running $(supervisorctl status | awk '$2 != "RUNNING"' | wc -l)"
+"""
+
+
+def fingerprint(lab: Lab) -> dict[str, dict[str, int]]:
+    """Per host: process count, nftables tables, chaos helpers, disk use, programs not running.
+    Taken at the start and the end of a bench run, it shows whether cases leaked anything."""
+    out: dict[str, dict[str, int]] = {}
+    for host in topo.HOST_ADDRESSES:
+        values: dict[str, int] = {}
+        for line in lab.sh(host, FINGERPRINT_SCRIPT, check=False).stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                values[key] = int(value)
+        out[host] = values
+    return out
