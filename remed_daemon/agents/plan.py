@@ -212,9 +212,8 @@ class TritonPlanner:
         from tritonclient.utils import InferenceServerException
 
         url = self.s.url.removeprefix("http://").removeprefix("https://")
-        client = httpclient.InferenceServerClient(
-            url, conn_timeout=self.s.timeout_s, read_timeout=self.s.timeout_s
-        )
+        # conn_timeout bounds the connection; wait_for below bounds the whole call
+        client = httpclient.InferenceServerClient(url, conn_timeout=self.s.timeout_s)
         try:
             text = httpclient.InferInput("text_input", [1], "BYTES")
             text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
