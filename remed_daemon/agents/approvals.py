@@ -4,7 +4,8 @@ A plan the guard marks as needing approval puts its incident into `awaiting_appr
 waits here until a person approves or rejects it, or until it expires (`approval_timeout_s`;
 expiry is a rejection). People decide through the daemon's HTTP endpoint
 
-    GET  /approvals                       what is waiting (incident, target, risk, plan digest)
+    GET  /approvals                       what is waiting (incident, target, risk, playbook, its
+                                          --check --diff output, plan digest)
     POST /approvals/{incident_id}/approve {"by": "alice", "plan_sha256": "…"}  (both optional)
     POST /approvals/{incident_id}/reject  {"by": "alice"}
 
@@ -66,6 +67,7 @@ class _Pending:
     risk: str
     expires_at: float
     playbook: str = field(repr=False, default="")
+    check_diff: str = field(repr=False, default="")
 
 
 class ApprovalError(Exception):
@@ -90,17 +92,25 @@ class ApprovalBook:
                 "plan_sha256": p.plan_sha256,
                 "expires_in_s": max(p.expires_at - self._clock(), 0.0),
                 "playbook": p.playbook,
+                "check_diff": p.check_diff,
             }
             for iid, p in self._pending.items()
         ]
 
     async def wait(
-        self, incident_id: str, playbook: str, *, target: str, risk: str, timeout_s: float
+        self,
+        incident_id: str,
+        playbook: str,
+        *,
+        target: str,
+        risk: str,
+        timeout_s: float,
+        check_diff: str = "",
     ) -> Decision:
         loop = asyncio.get_running_loop()
         pending = _Pending(
             loop.create_future(), plan_digest(playbook), target, risk,
-            self._clock() + timeout_s, playbook,
+            self._clock() + timeout_s, playbook, check_diff,
         )  # fmt: skip
         self._pending[incident_id] = pending
         try:

@@ -374,16 +374,25 @@ class _Run:
             if high:
                 why += " (the plan would need human approval)"
             return self.tally.result(State.SHADOW, why, self.attempts)
+        if high and self.applied:
+            self.attempts.append(attempt)
+            return await self.give_up(
+                f"attempt {n}'s plan needs human approval after an earlier apply failed; "
+                "undone and escalated to a person",
+                None,
+                status=State.ESCALATED,
+            )
+        if high or gdoc["risk"] == "medium":
+            # medium: dry-run before apply; high: also before a person is asked, so the
+            # approval request shows the diff and a plan that cannot even dry-run is not shown
+            check = await self.check(n, playbook)
+            attempt = dataclasses.replace(attempt, check_diff=check.diff)
+            if not check.ok:
+                attempt = dataclasses.replace(attempt, tasks=check.tasks)
+                self.note(n, attempt, check.evidence(), last)
+                return None
         if high:
-            if self.applied:
-                self.attempts.append(attempt)
-                return await self.give_up(
-                    f"attempt {n}'s plan needs human approval after an earlier apply failed; "
-                    "undone and escalated to a person",
-                    None,
-                    status=State.ESCALATED,
-                )
-            decision = await self.wait_for_approval(playbook, gdoc["risk"])
+            decision = await self.wait_for_approval(playbook, gdoc["risk"], attempt.check_diff)
             attempt = dataclasses.replace(attempt, approval=decision.doc())
             if not decision.approved:
                 self.attempts.append(attempt)
@@ -391,13 +400,6 @@ class _Run:
                 return self.tally.result(
                     State.REJECTED, f"high-risk plan {decision.decision}{who}", self.attempts
                 )
-        if gdoc["risk"] == "medium":
-            check = await self.check(n, playbook)
-            attempt = dataclasses.replace(attempt, check_diff=check.diff)
-            if not check.ok:
-                attempt = dataclasses.replace(attempt, tasks=check.tasks)
-                self.note(n, attempt, check.evidence(), last)
-                return None
         return await self.apply(n, attempt, verdict, last)
 
     async def check(self, n: int, playbook: str) -> Any:
@@ -409,12 +411,12 @@ class _Run:
                 extravars=self.extravars, tracer=self.ctx.tracer, cancel=self.ctx.cancel,
             )  # fmt: skip
 
-    async def wait_for_approval(self, playbook: str, risk: str) -> Decision:
+    async def wait_for_approval(self, playbook: str, risk: str, diff: str) -> Decision:
         await self.ctx.enter(State.AWAITING_APPROVAL, f"{risk}-risk plan needs a person")
         with self.span("approval"):
             decision = await self.a.approvals.wait(
                 self.incident.id, playbook, target=self.incident.target, risk=risk,
-                timeout_s=self.a.s.approval_timeout_s,
+                timeout_s=self.a.s.approval_timeout_s, check_diff=diff,
             )  # fmt: skip
         log.info("approval", decision=decision.decision, by=decision.by)
         return decision

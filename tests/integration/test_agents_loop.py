@@ -386,6 +386,7 @@ async def test_high_risk_plan_waits_for_approval(
         await wait_for(book.pending, 30)
         [pending] = book.pending()
         incident_id = pending["incident_id"]
+        assert HEALTH in pending["check_diff"]  # the person sees what the plan would change
         current = await h.journal.get(incident_id)
         assert current is not None and current.state is State.AWAITING_APPROVAL
         assert health_status() == 404  # nothing ran while waiting
