@@ -95,7 +95,15 @@ def _decide(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    url = args.url or f"http://{cfg.http.host}:{cfg.http.port}"
+    port = cfg.http.port
+    if not port:  # http.port = 0: the daemon wrote the port it got into the state dir
+        try:
+            port = int((cfg.state_dir / "http.port").read_text())
+        except (OSError, ValueError):
+            print(f"remed {args.command}: http.port = 0 and no {cfg.state_dir}/http.port: is "
+                  "the daemon running? pass --url", file=sys.stderr)  # fmt: skip
+            return 1
+    url = args.url or f"http://{cfg.http.host}:{port}"
     by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
     try:
         status, answer = request_decision(

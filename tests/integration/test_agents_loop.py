@@ -551,7 +551,7 @@ verify_stable_s = 0.6
         approve = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "remed_daemon", "approve", incident_id, "--config", str(cfg),
-             "--url", base, "--by", "oncall", "--plan-sha256", pending[0]["plan_sha256"]],
+             "--by", "oncall", "--plan-sha256", pending[0]["plan_sha256"]],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert approve.returncode == 0, approve.stderr
