@@ -202,3 +202,50 @@ def test_config_checks() -> None:
         AgentsConfig(verify_window_s=1, verify_stable_s=2)
     with pytest.raises(ConfigError, match="20"):
         AgentsConfig(max_attempts=21)
+
+
+async def test_approval_routes_reject_and_refuse_without_token() -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from aiohttp import web
+
+    from remed_daemon.agents.approvals import register_routes
+    from remed_daemon.config import Secret
+
+    async def serve(token: str) -> tuple[web.AppRunner, ApprovalBook, str]:
+        book = ApprovalBook()
+        app = web.Application()
+        register_routes(app, book, Secret(token))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner, book, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    def post(url: str, token: str) -> tuple[int, dict[str, str]]:
+        req = urllib.request.Request(url, data=b'{"by": "carol"}', method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    runner, book, base = await serve("tok")
+    try:
+        waiting = asyncio.create_task(book.wait("i9", "x", target="t", risk="high", timeout_s=5))
+        await asyncio.sleep(0)
+        status, body = await asyncio.to_thread(post, f"{base}/approvals/i9/reject", "tok")
+        assert (status, body["decision"], body["by"]) == (200, "rejected", "carol")
+        assert (await waiting).decision == "rejected"
+        status, _ = await asyncio.to_thread(post, f"{base}/approvals/i9/approve", "tok")
+        assert status == 404  # decided already
+    finally:
+        await runner.cleanup()
+    runner, book, base = await serve("")
+    try:
+        status, body = await asyncio.to_thread(post, f"{base}/approvals/i9/approve", "")
+        assert status == 503 and "approval_token" in body["error"]
+    finally:
+        await runner.cleanup()
