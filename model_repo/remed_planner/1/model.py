@@ -10,6 +10,13 @@ template as one user message.
 Decoding is greedy when `temperature` is 0 or absent, and plain temperature sampling (no top-k
 or top-p cut) otherwise, seeded with `seed` so that a seeded request is reproducible.
 
+Generation does not use `transformers.generate`: `engine.py` is a lean Llama forward pass with a
+slot-based KV cache (its docstring says how it deviates from HF), and `scheduler.py` batches all
+in-flight requests into each decode step (continuous batching). `execute` only parses requests
+and hands them over; each response goes out through the request's response sender when its
+generation ends, so Triton keeps passing new requests in while others decode. A request the
+client cancels stops generating at the next step.
+
 Weights are loaded once, in `initialize`, from the first of:
   1. `<version>/weights/`  a full checkpoint (`save_pretrained` output: config.json +
                            *.safetensors, tokenizer optional) that the trainer wrote;
@@ -24,7 +31,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +42,16 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+# engine.py and scheduler.py live next to this file, in the same version directory, so a new
+# version ships the code that serves it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import Engine
+from scheduler import Cancelled, Job, Scheduler
+
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TORCH_THREADS = 2
+DEFAULT_MAX_BATCH = 8
 BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 FINETUNED_WEIGHTS_DIR = "weights"
 ADAPTER_DIR = "adapter"
@@ -177,8 +192,15 @@ def _error_response(message: str, *, invalid: bool) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
+def _cancelled_response() -> Any:
+    code = getattr(pb_utils.TritonError, "CANCELLED", None)
+    message = "request cancelled by the client"
+    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
 class TritonPythonModel:
-    """Loaded once per instance; `execute` answers every request with exactly one response."""
+    """Loaded once per instance; every request gets exactly one response, sent when it is done."""
 
     def initialize(self, args: dict[str, str]) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -188,6 +210,9 @@ class TritonPythonModel:
         threads = int(params.get("torch_threads") or DEFAULT_TORCH_THREADS)
         torch.set_num_threads(threads)
         self.default_max_tokens = int(params.get("default_max_tokens") or DEFAULT_MAX_TOKENS)
+        max_batch = int(params.get("max_batch") or DEFAULT_MAX_BATCH)
+        prefix_cache = (params.get("prefix_cache") or "true").lower() == "true"
+        self.version = args["model_version"]
 
         model_dir = Path(args["model_repository"])
         version_dir = model_dir / args["model_version"]
@@ -200,17 +225,25 @@ class TritonPythonModel:
             )
 
         started = time.monotonic()
-        self.tokenizer, self.model = self._load(source)
-        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 8192))
-        self.eos_token_id = self.model.generation_config.eos_token_id
-        self.pad_token_id = self.tokenizer.pad_token_id
-        if self.pad_token_id is None:
-            self.pad_token_id = self.tokenizer.eos_token_id
+        self.tokenizer, hf_model = self._load(source)
+        # execute() encodes on Triton's thread while the scheduler decodes on its own.
+        self.tokenizer_lock = threading.Lock()
+        eos = hf_model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        # The engine copies the weights into its own fused layout; the HF modules go away.
+        engine = Engine(hf_model, slots=max_batch + (1 if prefix_cache else 0))
+        del hf_model
+        _release_freed_memory()
+        self.max_positions = engine.shape.max_positions
+        self.scheduler = Scheduler(engine, self.eos_ids, prefix_cache=prefix_cache)
         # One tiny generation so the first real request does not pay for lazy initialisation.
-        self._generate(GenerationRequest("ping", 1, 0.0, None, raw=False))
+        self.scheduler.submit(Job([1, 2, 3], 2, 0.0, None, lambda tokens, error: None))
+        self.scheduler.run_until_idle()
+        self.scheduler.start()
         pb_utils.Logger.log_info(
-            f"remed_planner v{args['model_version']}: loaded {source.label} in "
-            f"{time.monotonic() - started:.1f} s ({threads} torch threads)"
+            f"remed_planner v{self.version}: loaded {source.label} in "
+            f"{time.monotonic() - started:.1f} s ({threads} torch threads, batch {max_batch}, "
+            f"prefix cache {'on' if prefix_cache else 'off'})"
         )
 
     @staticmethod
@@ -226,19 +259,57 @@ class TritonPythonModel:
         model.eval()
         return tokenizer, model
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
+    def execute(self, requests: list[Any]) -> None:
         for request in requests:
+            sender = request.get_response_sender()
             try:
-                responses.append(self._respond(request))
+                self._submit(request, sender)
             except BadRequest as exc:
-                responses.append(_error_response(str(exc), invalid=True))
+                _send(sender, _error_response(str(exc), invalid=True))
             except Exception as exc:  # one failed request must not fail the others
-                pb_utils.Logger.log_error(f"remed_planner: generation failed: {exc!r}")
-                responses.append(_error_response(f"generation failed: {exc}", invalid=False))
-        return responses
+                pb_utils.Logger.log_error(f"remed_planner: request failed: {exc!r}")
+                _send(sender, _error_response(f"generation failed: {exc}", invalid=False))
+        return None
 
-    def _respond(self, request: Any) -> Any:
+    def _submit(self, request: Any, sender: Any) -> None:
+        req = self._parse(request)
+        prompt = self._tokenize(req)
+        if len(prompt) + req.max_tokens > self.max_positions:
+            raise BadRequest(
+                f"prompt ({len(prompt)} tokens) + max_tokens ({req.max_tokens}) exceeds the "
+                f"model's context of {self.max_positions} tokens: shorten the prompt"
+            )
+        started = time.monotonic()
+
+        def finish(tokens: list[int] | None, error: BaseException | None) -> None:
+            if isinstance(error, Cancelled):
+                _send(sender, _cancelled_response())
+                return
+            if error is not None or tokens is None:
+                pb_utils.Logger.log_error(f"remed_planner: generation failed: {error!r}")
+                _send(sender, _error_response(f"generation failed: {error}", invalid=False))
+                return
+            with self.tokenizer_lock:
+                completion = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            pb_utils.Logger.log_verbose(
+                f"remed_planner v{self.version}: prompt_tokens={len(prompt)} "
+                f"completion_tokens={len(tokens)} temperature={req.temperature} "
+                f"ms={(time.monotonic() - started) * 1000:.0f}"
+            )
+            _send(sender, _completion_response(completion, len(prompt), len(tokens)))
+
+        self.scheduler.submit(
+            Job(
+                prompt=prompt,
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                seed=req.seed,
+                finish=finish,
+                cancelled=_cancel_check(request, sender),
+            )
+        )
+
+    def _parse(self, request: Any) -> GenerationRequest:
         text_tensor = pb_utils.get_input_tensor_by_name(request, "text_input")
         if text_tensor is None:
             raise BadRequest("text_input is required")
@@ -257,63 +328,64 @@ class TritonPythonModel:
             parameters = json.loads(request.parameters() or "{}")
         except ValueError as exc:
             raise BadRequest("request parameters are not valid JSON") from exc
-
-        req = parse_request(
+        return parse_request(
             texts[0], inputs, parameters, default_max_tokens=self.default_max_tokens
         )
-        started = time.monotonic()
-        completion, prompt_tokens, completion_tokens = self._generate(req)
-        pb_utils.Logger.log_verbose(
-            f"remed_planner: prompt_tokens={prompt_tokens} completion_tokens={completion_tokens} "
-            f"temperature={req.temperature} ms={(time.monotonic() - started) * 1000:.0f}"
-        )
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(
-                    "text_output", np.array([completion.encode("utf-8")], dtype=np.object_)
-                ),
-                pb_utils.Tensor("prompt_tokens", np.array([prompt_tokens], dtype=np.int32)),
-                pb_utils.Tensor("completion_tokens", np.array([completion_tokens], dtype=np.int32)),
-            ]
-        )
 
-    def _generate(self, req: GenerationRequest) -> tuple[str, int, int]:
+    def _tokenize(self, req: GenerationRequest) -> list[int]:
+        with self.tokenizer_lock:
+            return self._encode(req)
+
+    def _encode(self, req: GenerationRequest) -> list[int]:
         if req.raw:
-            enc = self.tokenizer(req.text, return_tensors="pt", add_special_tokens=False)
+            ids = self.tokenizer(req.text, add_special_tokens=False)["input_ids"]
         else:
-            enc = self.tokenizer.apply_chat_template(
-                chat_messages(req.text),
-                add_generation_prompt=True,
-                return_tensors="pt",
-                return_dict=True,
-            )
-        prompt_tokens = int(enc["input_ids"].shape[1])
-        if prompt_tokens + req.max_tokens > self.max_positions:
-            raise BadRequest(
-                f"prompt ({prompt_tokens} tokens) + max_tokens ({req.max_tokens}) exceeds the "
-                f"model's context of {self.max_positions} tokens: shorten the prompt"
-            )
-
-        sampling: dict[str, Any]
-        if req.temperature > 0:
-            seed = req.seed if req.seed is not None else random.getrandbits(63)
-            torch.manual_seed(seed)
-            sampling = {"do_sample": True, "temperature": req.temperature, "top_k": 0, "top_p": 1.0}
-        else:
-            sampling = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-
-        with torch.inference_mode():
-            output = self.model.generate(
-                **enc,
-                max_new_tokens=req.max_tokens,
-                eos_token_id=self.eos_token_id,
-                pad_token_id=self.pad_token_id,
-                **sampling,
-            )
-        new_tokens = output[0, prompt_tokens:]
-        completion = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        return completion, prompt_tokens, int(new_tokens.shape[0])
+            ids = self.tokenizer.apply_chat_template(
+                chat_messages(req.text), add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+        if not ids:
+            raise BadRequest("text_input tokenizes to nothing: send some text")
+        return [int(i) for i in ids]
 
     def finalize(self) -> None:
-        self.model = None
-        self.tokenizer = None
+        self.scheduler.stop()
+
+
+def _completion_response(completion: str, prompt_tokens: int, completion_tokens: int) -> Any:
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(
+                "text_output", np.array([completion.encode("utf-8")], dtype=np.object_)
+            ),
+            pb_utils.Tensor("prompt_tokens", np.array([prompt_tokens], dtype=np.int32)),
+            pb_utils.Tensor("completion_tokens", np.array([completion_tokens], dtype=np.int32)),
+        ]
+    )
+
+
+def _release_freed_memory() -> None:
+    """Unmap the checkpoint and hand freed heap pages back, so RSS reflects the engine only."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: the memory is still reused, just not returned
+        pass
+
+
+def _send(sender: Any, response: Any) -> None:
+    try:
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    except Exception as exc:  # the client may be gone; nothing else to tell it
+        pb_utils.Logger.log_warn(f"remed_planner: could not send a response: {exc!r}")
+
+
+def _cancel_check(request: Any, sender: Any) -> Any:
+    """`is_cancelled` of the request (Triton >= 2.44) or of its response sender."""
+    for owner in (request, sender):
+        check = getattr(owner, "is_cancelled", None)
+        if callable(check):
+            return check
+    return lambda: False

