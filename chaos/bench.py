@@ -173,7 +173,6 @@ def markdown(summary: dict[str, Any]) -> str:
             f"drift: steady at start {drift['start']['steady']}, at end {drift['end']['steady']}; "
             f"e2e p50 {drift['start']['e2e']['p50_ms']}→{drift['end']['e2e']['p50_ms']} ms; "
             f"{hosts}",
-            "",
         ]
     for name, cat in summary["by_category"].items():
         rate = "-" if cat["success_rate"] is None else f"{cat['success_rate']:.0%}"
@@ -211,7 +210,7 @@ def chart(out: Path, summary: dict[str, Any]) -> Path:
     ax.set_ylabel("recovered (% of confirmed injections)")
     ax.set_ylim(0, 105)
     ax.set_title(f"remed bench: suite {summary['suite']}")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = out / "success_by_category.png"
     fig.savefig(path, dpi=100)
