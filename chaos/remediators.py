@@ -216,11 +216,14 @@ class DaemonRemediator:
     name = "daemon"
 
     def __init__(
-        self, bootstrap: str, planner: str | None = None, timeout_s: float = DAEMON_TIMEOUT_S
-    ) -> None:
+        self, bootstrap: str, planner: str | None = None, timeout_s: float = DAEMON_TIMEOUT_S,
+        *, diagnoses_topic: str = DIAGNOSES_TOPIC, outcomes_topic: str = OUTCOMES_TOPIC,
+    ) -> None:  # fmt: skip
         self.bootstrap = bootstrap
         self.planner = planner
         self.timeout_s = timeout_s
+        self.diagnoses_topic = diagnoses_topic
+        self.outcomes_topic = outcomes_topic
 
     async def _roundtrip(self, report: dict[str, Any]) -> dict[str, Any] | None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -235,16 +238,16 @@ class DaemonRemediator:
         try:
             # Assign every partition and seek to the end before publishing, so the outcome for
             # this report cannot be missed and no older outcome is read.
-            partitions = await consumer._client.fetch_all_metadata()
+            await consumer.topics()  # fetches the cluster's metadata
             topic_partitions = [
-                TopicPartition(OUTCOMES_TOPIC, p)
-                for p in partitions.partitions_for_topic(OUTCOMES_TOPIC) or {0}
+                TopicPartition(self.outcomes_topic, p)
+                for p in consumer.partitions_for_topic(self.outcomes_topic) or {0}
             ]
             consumer.assign(topic_partitions)
             await consumer.seek_to_end(*topic_partitions)
             key = f"{report['target']['service']}@{report['target']['host']}"
             await producer.send_and_wait(
-                DIAGNOSES_TOPIC, json.dumps(report).encode(), key=key.encode()
+                self.diagnoses_topic, json.dumps(report).encode(), key=key.encode()
             )
             deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
