@@ -101,7 +101,9 @@ class Fault(ABC):
                 return Check(True, f"{result.detail}; shop {state.detail}", result.evidence,
                              time.monotonic() - started)  # fmt: skip
             if time.monotonic() - started > window_s:
-                detail = result.detail if not result.ok else f"shop not steady: {state.detail}"  # type: ignore[union-attr]
+                detail = result.detail
+                if state is not None:
+                    detail = f"shop not steady: {state.detail}"
                 return Check(False, detail, result.evidence, time.monotonic() - started)
             time.sleep(POLL_INTERVAL_S)
 
