@@ -25,6 +25,8 @@ import torch
 
 PREFIX_MIN_TOKENS = 8  # shorter shared prefixes are cheaper to recompute than to copy
 IDLE_WAIT_S = 0.5  # how long the idle loop sleeps before checking for stop
+DRAIN_TIMEOUT_S = 120.0  # on unload, how long in-flight requests may take to finish
+DRAIN_POLL_S = 0.05
 
 
 class Cancelled(Exception):
@@ -70,6 +72,13 @@ class Scheduler:
         self.thread.start()
 
     def stop(self, reason: str = "the model is unloading") -> None:
+        """Let in-flight requests finish (a version swap must not fail them), then stop."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self.thread is not None and time.monotonic() < deadline:
+            with self.lock:
+                if not self.active and not self.waiting:
+                    break
+            time.sleep(DRAIN_POLL_S)
         with self.lock:
             self.stopping = True
             self.lock.notify_all()

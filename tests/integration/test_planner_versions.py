@@ -1,0 +1,123 @@
+"""remed_planner versions: swap under load, a broken version keeps the old one, rollback.
+
+Runs its own Triton (the stack's `Triton` class) on a copy of the model repository in a temp
+directory, so adding version directories never touches the shared stack. Clients keep sending
+requests through the generate endpoint the whole time; none may fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from remed_daemon.model_versions import ModelVersionError, ModelVersions
+from remed_stack.paths import REPO_ROOT, StackPaths
+from remed_stack.triton import MODEL_NAME, Triton
+
+pytestmark = pytest.mark.integration
+
+SOURCE = REPO_ROOT / "model_repo" / MODEL_NAME
+CLIENTS = 3
+REQUEST_TIMEOUT_S = 120
+BROKEN_MODEL = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("version 3 is broken on purpose")
+"""
+
+
+def _add_version(model_dir: Path, version: int, broken: bool = False) -> None:
+    target = model_dir / str(version)
+    target.mkdir()
+    if broken:
+        (target / "model.py").write_text(BROKEN_MODEL)
+        return
+    for src in (SOURCE / "1").glob("*.py"):
+        shutil.copy2(src, target / src.name)
+
+
+@pytest.fixture(scope="module")
+def own_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Triton, ModelVersions]]:
+    root = tmp_path_factory.mktemp("versions")
+    model_dir = root / "repo" / "model_repo" / MODEL_NAME
+    model_dir.mkdir(parents=True)
+    shutil.copy2(SOURCE / "config.pbtxt", model_dir / "config.pbtxt")
+    _add_version(model_dir, 1)
+    stack = StackPaths.from_env()
+    paths = StackPaths(repo=root / "repo", cache=stack.cache, run=root / "run")
+    triton = Triton(paths)
+    triton.up()
+    try:
+        yield triton, ModelVersions(triton.http_url, model_dir, triton.dir / "model_versions.json")
+    finally:
+        triton.down()
+
+
+async def _load_clients(url: str, stop: asyncio.Event, seen: list[tuple[int, Any]]) -> None:
+    """Send requests back to back until `stop`; record (status, model_version or error)."""
+    body = {"text_input": "Which command restarts nginx?", "parameters": {"max_tokens": 6}}
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def client() -> None:
+            while not stop.is_set():
+                async with session.post(url, json=body) as resp:
+                    data = await resp.json()
+                    seen.append((resp.status, data.get("model_version", data)))
+
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+
+
+async def _until(condition: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "no requests completed in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_swap_under_load_failed_load_and_rollback(
+    own_triton: tuple[Triton, ModelVersions],
+) -> None:
+    triton, versions = own_triton
+    assert versions.served() == [1]
+    url = f"{triton.http_url}/v2/models/{MODEL_NAME}/generate"
+    stop = asyncio.Event()
+    seen: list[tuple[int, Any]] = []
+    load = asyncio.create_task(_load_clients(url, stop, seen))
+    try:
+        await _until(lambda: len(seen) >= CLIENTS)
+
+        _add_version(versions.model_dir, 2)
+        await asyncio.to_thread(versions.load, 2)
+        assert versions.served() == [2]
+        swapped_at = len(seen)
+
+        _add_version(versions.model_dir, 3, broken=True)
+        after_failed_load = len(seen)
+        with pytest.raises(ModelVersionError, match="still serving 2"):
+            await asyncio.to_thread(versions.load, 3)
+        assert versions.served() == [2]
+        await _until(lambda: len(seen) >= after_failed_load + CLIENTS)
+
+        assert await asyncio.to_thread(versions.rollback) == 1
+        assert versions.served() == [1]
+        rolled_back = len(seen)
+        await _until(lambda: len(seen) >= rolled_back + CLIENTS)
+    finally:
+        stop.set()
+        await load
+
+    failures = [s for s in seen if s[0] != 200]
+    assert not failures, failures[:5]
+    served_by = [v for _, v in seen]
+    assert "1" in served_by[:swapped_at]
+    assert "2" in served_by[swapped_at:rolled_back]
+    assert served_by[-1] == "1"
+    status = versions.status()
+    assert status.served == [1] and status.history == [1]
