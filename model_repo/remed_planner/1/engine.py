@@ -210,7 +210,8 @@ class Engine:
         mask = None
         if b > 1 and int(positions.min()) + 1 != total:
             # Rows of shorter sequences must not see stale cache beyond their own length.
-            mask = (torch.arange(total)[None, :] <= positions[:, None])[:, None, None, :]
+            beyond = torch.arange(total)[None, :] > positions[:, None]
+            mask = torch.zeros(b, total).masked_fill_(beyond, float("-inf"))[:, None, None, :]
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(x, layer, cos, sin)  # [b, heads, 1, d]
             kc, vc = self.k_cache[i], self.v_cache[i]
@@ -221,12 +222,30 @@ class Engine:
                 values = vc[slots[0] : slots[0] + b, :, :total]
             else:
                 keys, values = kc[slot_idx, :, :total], vc[slot_idx, :, :total]
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-            x = self._after_attention(x, attn, layer)
+            x = self._after_attention(x, self._decode_attention(q, keys, values, mask), layer)
         for i in slots:
             self.lengths[i] += 1
         x = _rms_norm(x, self.final_norm, s.rms_eps)
         return F.linear(x[:, 0], self.lm_head)
+
+    def _decode_attention(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Attention of one new query per row, as two small matmuls.
+
+        torch's CPU SDPA kernel costs milliseconds per call for a single query (it is tuned for
+        long query blocks), which made attention most of a decode step. Query heads are grouped
+        by the KV head they share (HF's repeat_kv order: kv head j serves q heads j*g..j*g+g-1).
+        """
+        s = self.shape
+        b = q.shape[0]
+        group = s.heads // s.kv_heads
+        q = q.reshape(b, s.kv_heads, group, s.head_dim)  # [b, kv, g, d]
+        scores = torch.matmul(q, keys.transpose(-1, -2)) * (s.head_dim**-0.5)  # [b, kv, g, T]
+        if mask is not None:
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1)
+        return torch.matmul(probs, values).reshape(b, s.heads, 1, s.head_dim)
 
     def _qkv(
         self, x: torch.Tensor, layer: Layer, cos: torch.Tensor, sin: torch.Tensor
