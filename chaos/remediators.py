@@ -165,7 +165,9 @@ class ModelRemediator:
         self.lab = lab
         self.url = triton_http.removeprefix("http://")
 
-    async def _generate(self, prompt: str) -> tuple[str, int, int]:
+    async def generate(
+        self, prompt: str, max_tokens: int = MODEL_MAX_TOKENS
+    ) -> tuple[str, int, int]:
         import numpy as np
         import tritonclient.http.aio as httpclient
 
@@ -173,10 +175,10 @@ class ModelRemediator:
         try:
             text = httpclient.InferInput("text_input", [1], "BYTES")
             text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
-            max_tokens = httpclient.InferInput("max_tokens", [1], "INT32")
-            max_tokens.set_data_from_numpy(np.array([MODEL_MAX_TOKENS], dtype=np.int32))
+            limit = httpclient.InferInput("max_tokens", [1], "INT32")
+            limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
             response = await asyncio.wait_for(
-                client.infer("remed_planner", [text, max_tokens]), MODEL_TIMEOUT_S
+                client.infer("remed_planner", [text, limit]), MODEL_TIMEOUT_S
             )
             out = response.as_numpy("text_output")
             completion = out.reshape(-1)[0]
@@ -187,15 +189,19 @@ class ModelRemediator:
         finally:
             await client.close()
 
-    def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
+    @staticmethod
+    def prompt(scenario: Scenario, report: dict[str, Any]) -> str:
         from chaos.lab import topology as topo
         from remed_daemon.agents.prompt import build_plan_prompt
 
+        return build_plan_prompt(report, [topo.facts(scenario.target.service)])
+
+    def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
         result = Remediation(attempts=1)
-        prompt = build_plan_prompt(report, [topo.facts(scenario.target.service)])
+        prompt = self.prompt(scenario, report)
         result.prompts.append(prompt)
         try:
-            completion, p_tok, c_tok = asyncio.run(self._generate(prompt))
+            completion, p_tok, c_tok = asyncio.run(self.generate(prompt))
         except Exception as exc:
             result.error = f"triton: {type(exc).__name__}: {exc}"[:500]
             return result
