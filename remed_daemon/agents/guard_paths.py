@@ -77,6 +77,15 @@ SYSTEM_ETC = frozenset(
         "nftables.d", "sysusers.d", "credstore", "credstore.encrypted", "depmod.d",
     }
 )  # fmt: skip
+# Files directly in /etc that belong to the system (a service's files live in /etc/<service>/).
+ETC_FILES = frozenset(
+    {
+        "hosts", "hostname", "timezone", "localtime", "mtab", "issue", "motd", "services",
+        "protocols", "networks", "exports", "ethers", "aliases", "mailname", "fstab", "crontab",
+        "passwd", "group", "shadow", "gshadow", "sudoers", "environment", "inittab", "shells",
+        "subuid", "subgid", "machine-id", "adjtime", "papersize", "printcap", "resolv",
+    }
+)  # fmt: skip
 # Files whose change gives persistent code execution, access or privilege: never written.
 CONTROL_FILES = frozenset(
     {
@@ -278,7 +287,9 @@ def category(path: str | None) -> str:
         return "sysbin"
     if parts[0] == "etc":
         if len(parts) == 2:
-            return "svcconf_root" if parts[1] not in SYSTEM_ETC and "." not in parts[1] else "etc"
+            if parts[1] in SYSTEM_ETC or parts[1] in ETC_FILES or "." in parts[1]:
+                return "etc"
+            return "svcconf_root"
         if parts[1] == "ssl" and parts[2] not in ("private", "certs"):
             return "svcconf_root" if len(parts) == 3 else "svcconf"
         if parts[1] == "supervisor":
