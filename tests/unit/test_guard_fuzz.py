@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SHELL_ALPHABET = st.sampled_from(
-    list("abcrm -/;|&$(){}[]<>'\"`\\\n*?~=!#.0123456789") + ["rm", "-rf", "${IFS}", "{{", "}}"]
+    [*list("abcrm -/;|&$(){}[]<>'\"`\\\n*?~=!#.0123456789"), "rm", "-rf", "${IFS}", "{{", "}}"]
 )
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
