@@ -132,8 +132,11 @@ def test_a_failed_job_does_not_stop_the_others(modules: Any, engine: Any, cases:
     assert sorted(sched.free) == list(range(engine.slots - 1))
 
 
-def test_cancelled_job_stops_and_frees_its_slot(modules: Any, engine: Any, cases: Any) -> None:
+def test_cancelled_job_stops_and_frees_its_slot(
+    modules: Any, engine: Any, cases: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sched_mod = modules[1]
+    monkeypatch.setattr(sched_mod, "CANCEL_POLL_S", 0.0)  # poll at every step
     sched = sched_mod.Scheduler(engine, {EOS}, prefix_cache=False)
     outcome: list[Any] = []
     steps = {"n": 0}

@@ -27,6 +27,9 @@ PREFIX_MIN_TOKENS = 8  # shorter shared prefixes are cheaper to recompute than t
 IDLE_WAIT_S = 0.5  # how long the idle loop sleeps before checking for stop
 DRAIN_TIMEOUT_S = 120.0  # on unload, how long in-flight requests may take to finish
 DRAIN_POLL_S = 0.05
+# Asking Triton whether a request was cancelled is a round trip to the server process, so the
+# active requests are polled at this interval rather than at every decode step.
+CANCEL_POLL_S = 0.25
 
 
 class Cancelled(Exception):
@@ -64,6 +67,7 @@ class Scheduler:
         self.lock = threading.Condition()
         self.stopping = False
         self.thread: threading.Thread | None = None
+        self.cancel_polled_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -118,8 +122,11 @@ class Scheduler:
     def step(self) -> bool:
         """Admit, decode one token for every active job, finish; False when idle."""
         self._admit()
-        for job in [j for j in self.active if j.cancelled()]:
-            self._end(job, None, Cancelled())
+        now = time.monotonic()
+        if now - self.cancel_polled_at >= CANCEL_POLL_S:
+            self.cancel_polled_at = now
+            for job in [j for j in self.active if j.cancelled()]:
+                self._end(job, None, Cancelled())
         if not self.active:
             return bool(self.waiting)
         # Sorted by slot, so the batch usually reads one contiguous block of the cache.
