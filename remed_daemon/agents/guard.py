@@ -1283,8 +1283,18 @@ class _Checker:
     def _variants(self, args: dict[str, Any], task: _Task) -> list[dict[str, Any]]:
         """The task's arguments with every resolvable template replaced, one dict per case."""
         defs = dict(self.defs)
+        loop_ref = task.data.get("loop", task.data.get("with_items"))
+        found = re.fullmatch(r"\{\{\s*(\w+)\.files\s*\}\}", loop_ref.strip()) if isinstance(
+            loop_ref, str
+        ) else None  # fmt: skip
+        finds = [v for v in self.defs.get(found.group(1), []) if isinstance(v, _FindResult)] if (
+            found
+        ) else []  # fmt: skip
         if task.loop_items is not None:
             defs[task.loop_var] = list(task.loop_items)
+        elif finds:
+            # Looping over a registered find: each item is a file matching its paths/patterns.
+            defs[task.loop_var] = [{"path": p} for f in finds for p in f.globs]
         elif task.loop_var in defs:
             defs.pop(task.loop_var)
         current = [args]
@@ -1375,7 +1385,28 @@ class _CmdOutput(str):
     """A registered PID lookup's output, substituted as `$(command)` so that `kill` sees it."""
 
 
-def _registered(task: Mapping[str, Any]) -> _CmdOutput | None:
+@dataclass(frozen=True)
+class _FindResult:
+    """A registered `find`: the files it can return, as globs (`/tmp/*.tmp`)."""
+
+    globs: tuple[str, ...]
+
+
+def _registered(task: Mapping[str, Any]) -> _CmdOutput | _FindResult | None:
+    for key in ("find", "ansible.builtin.find", "ansible.legacy.find"):
+        args = task.get(key)
+        if isinstance(args, dict):
+            paths = args.get("paths", args.get("path", args.get("name")))
+            pats = args.get("patterns", args.get("pattern", "*"))
+            paths = paths if isinstance(paths, list) else str(paths).split(",")
+            pats = pats if isinstance(pats, list) else str(pats).split(",")
+            if _truthy(args.get("recurse", False)) or _truthy(args.get("use_regex", False)):
+                pats = ["*"]
+            if args.get("file_type") in ("directory", "any", "link"):
+                pats = ["*"]
+            return _FindResult(
+                tuple(f"{str(p).rstrip('/')}/{str(q).strip()}" for p in paths for q in pats)
+            )
     for key in ("command", "shell", "ansible.builtin.command", "ansible.builtin.shell",
                 "ansible.legacy.command", "ansible.legacy.shell"):  # fmt: skip
         cmd = task.get(key)

@@ -350,7 +350,7 @@ def delete_level(path: str | None, *, recursive: bool, what: str = "deletes") ->
             return REJECT, "tamper.log_wipe"
         return MEDIUM, "logs.cleanup"
     if cat == "tmp":
-        if glob and glob_base(path) in ("/tmp", "/var/tmp", "/dev/shm") and recursive:
+        if glob and recursive and path.rstrip("/").endswith("/*"):
             return HIGH, "tmp.bulk_delete"
         return (MEDIUM if glob else LOW), "tmp.cleanup"
     if cat == "run":

@@ -1709,6 +1709,8 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                 if "-j" in text and text.index("-j") + 1 < len(text)
                 else ""
             )
+            if target.upper() in ("DROP", "REJECT") and ("22" in text or "ssh" in text):
+                raise _Refuse("destructive.firewall_lockout", f"{name} blocks ssh")
             if target.upper() in ("DROP", "REJECT") or "22" in text or "ssh" in text:
                 ctx.add(HIGH, "firewall.block", f"{name} adds a blocking rule")
             else:
