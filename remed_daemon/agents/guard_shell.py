@@ -1274,6 +1274,13 @@ def _cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if target_dir is None and len(ops) < 2:
         return
     dest = target_dir if target_dir is not None else ops[-1]
+    if name == "install":
+        for k, w in enumerate(args[:-1]):
+            if w.text in ("-m", "--mode") or w.text.startswith("--mode="):
+                mode = w.text.split("=", 1)[1] if "=" in w.text else args[k + 1].text
+                level, rule, detail = mode_level(dest.path(ctx.cwd), mode, recursive=False)
+                if level >= HIGH:
+                    ctx.add(level, rule, f"install {detail}")
     sources = ops if target_dir is not None else ops[:-1]
     backup = any(w.text.startswith(("-b", "--backup")) for w in args)
     if name == "ln":
@@ -1848,6 +1855,12 @@ def _mount(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         raise _Refuse("destructive.disk", f"{name} of the root or all file systems")
     if "remount" in " ".join(w.text for w in args) and any(w.text == "/" for w in ops):
         raise _Refuse("destructive.disk", "remounts the root file system")
+    if (
+        name == "mount"
+        and ops
+        and category(ops[-1].path(ctx.cwd)) in ("root", "sysbin", "control", "unknown", "etc")
+    ):
+        raise _Refuse("persistence.system_binary", f"mounts over {ops[-1].text}")
     ctx.add(HIGH, "system.mount", f"{name} {' '.join(w.text for w in ops)[:60]}")
 
 
