@@ -227,9 +227,18 @@ def run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
     lab: Lab | None = None, progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    from tqdm import tqdm
 
     lab = lab or Lab.from_paths()
+    with lab.exclusive(f"remed bench {suite}/{remediator.name}"):
+        return _run(scenarios, remediator, out, suite=suite, lab=lab, progress=progress)
+
+
+def _run(
+    scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str, lab: Lab,
+    progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from tqdm import tqdm
+
     out.mkdir(parents=True, exist_ok=True)
     cases_dir = out / "cases"
     cases_dir.mkdir(exist_ok=True)

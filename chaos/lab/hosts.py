@@ -6,7 +6,12 @@ milliseconds; the host key is always checked against the lab's known_hosts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +58,29 @@ class Lab:
         path = self.run_dir / "chaos"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def exclusive(self, who: str) -> Iterator[None]:
+        """Hold the lab for fault injection: two benches (or a bench and the fault tests)
+        injecting at once would each see the other's faults and resets. Waits for the holder."""
+        with open(self.chaos_dir / "inject.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                print(f"{who}: waiting for the lab hosts, held by {holder}", file=sys.stderr)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{who} (pid {os.getpid()})\n")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def host_root(self, host: str) -> Path:
         """The host's own copy of its bind-mounted paths, seen from the machine."""

@@ -37,9 +37,10 @@ TARGETS = {
 @pytest.fixture(scope="module")
 def shop(lab: Any) -> Iterator[Lab]:
     chaos_lab = Lab.from_paths()
-    provision.ensure(chaos_lab)
-    yield chaos_lab
-    provision.ensure(chaos_lab, bootstrap_db=False)
+    with chaos_lab.exclusive("tests/integration/test_chaos_faults.py"):
+        provision.ensure(chaos_lab)
+        yield chaos_lab
+        provision.ensure(chaos_lab, bootstrap_db=False)
 
 
 def test_every_category_has_a_target_here() -> None:

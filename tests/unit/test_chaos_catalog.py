@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -115,3 +116,28 @@ def test_oracle_config_fix_restores_the_documented_file_whatever_broke(service: 
     assert copy["dest"] == topo.service(service).config
     assert copy["content"] == documented_config(service).content
     assert play["tasks"][1]["when"] == "restored.changed"  # no restart when nothing changed
+
+
+def _hold(run_dir: str, stamps: Any) -> None:
+    import time
+
+    lab = Lab(run_dir=Path(run_dir), repo=Path("."))
+    with lab.exclusive("unit test"):
+        stamps.append(("in", time.monotonic()))
+        time.sleep(0.3)
+        stamps.append(("out", time.monotonic()))
+
+
+def test_lab_exclusive_serialises_injectors(tmp_path: Path) -> None:
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        stamps = manager.list()
+        procs = [multiprocessing.Process(target=_hold, args=(str(tmp_path), stamps))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=10)
+        events = [kind for kind, _ in sorted(stamps, key=lambda s: s[1])]
+    assert events == ["in", "out", "in", "out"]
