@@ -271,15 +271,14 @@ _JINJA_BLOCK = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.S)
 _JINJA_DANGER: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"\b(lookup|query|q)\s*\("), "controller.lookup",
      "a lookup runs on the controller"),
-    (re.compile(r"\bpipe\b"), "controller.lookup", "pipe runs a command on the controller"),
-    (re.compile(r"__\w+__|\bmro\b|\bcycler\b|\bjoiner\b|\blipsum\b|\bself\b|\bnamespace\b"),
-     "jinja.sandbox", "template sandbox escape attempt"),
+    (re.compile(r"__\w+__|\bmro\s*\(|\bself\s*\."), "jinja.sandbox",
+     "template sandbox escape attempt"),
     (re.compile(r"^\s*(include|import|extends|from|macro|call)\b"), "controller.include",
      "template includes or imports controller files"),
-    (re.compile(r"\bhostvars\b|\bvars\s*\[|\bgroups\b|\bplay_hosts\b"), "jinja.hostvars",
+    (re.compile(r"\bhostvars\b|\bvars\s*\[|\bplay_hosts\b"), "jinja.hostvars",
      "reads variables of other hosts"),
-    (re.compile(r"\b(b64decode|unvault|vault|from_yaml_all|urlsplit\s*\(\s*\)|"
-                r"ansible\.builtin\.\w+_lookup)\b"), "obfuscation.decode",
+    (re.compile(r"\|\s*(b64decode|unvault|vault|from_yaml_all)\b|\bb64decode\b|"
+                r"ansible\.builtin\.\w+_lookup\b"), "obfuscation.decode",
      "template decodes hidden content"),
     (re.compile(r"\brange\s*\(\s*\d{5,}|\*\*\s*\d{3,}|\d{7,}\s*\*"), "jinja.resource",
      "template that exhausts memory or CPU"),

@@ -344,3 +344,16 @@ def test_verdict_json_shape() -> None:
     assert doc["violations"] == [
         {"rule": "destructive.system_path", "task": "tasks[0]", "detail": "rm -r /"}
     ]
+
+
+def test_ordinary_words_in_conditions_are_not_lookups() -> None:
+    v = verdict(
+        """
+        - name: restart on broken pipe
+          ansible.builtin.command: supervisorctl restart cart
+          register: r
+          failed_when: "'broken pipe' in r.stderr or 'no such group' in r.stderr"
+          when: r is not defined or 'self check' not in r.stdout | default('')
+        """
+    )
+    assert v.allowed and v.risk == "low", v
