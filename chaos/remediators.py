@@ -244,11 +244,8 @@ class DaemonRemediator:
         try:
             # Assign every partition and seek to the end before publishing, so the outcome for
             # this report cannot be missed and no older outcome is read.
-            await consumer.topics()  # fetches the cluster's metadata
-            topic_partitions = [
-                TopicPartition(self.outcomes_topic, p)
-                for p in consumer.partitions_for_topic(self.outcomes_topic) or {0}
-            ]
+            partitions = await producer.partitions_for(self.outcomes_topic)
+            topic_partitions = [TopicPartition(self.outcomes_topic, p) for p in partitions]
             consumer.assign(topic_partitions)
             await consumer.seek_to_end(*topic_partitions)
             key = f"{report['target']['service']}@{report['target']['host']}"

@@ -52,10 +52,13 @@ async def daemon_topics(kafka: Any, tmp_path: Path) -> AsyncIterator[dict[str, s
     await asyncio.wait_for(task, timeout=60)
 
 
+# Targets whose keys land on different partitions of the outcomes topic: the bench must read
+# them all, not only partition 0.
+@pytest.mark.parametrize("service", ["cart", "catalog", "checkout"])
 async def test_bench_report_reaches_the_daemon_and_its_outcome_comes_back(
-    kafka: Any, daemon_topics: dict[str, str]
+    kafka: Any, daemon_topics: dict[str, str], service: str
 ) -> None:
-    scenario = Scenario("daemon-wiring", "service-down", Target("app", "cart"))
+    scenario = Scenario(f"daemon-wiring-{service}", "service-down", Target("app", service))
     fault = make_fault(scenario.category, scenario.target, {}, Lab.from_paths())
     remediator = DaemonRemediator(
         kafka.bootstrap, timeout_s=60, diagnoses_topic=daemon_topics["diagnoses_topic"],
@@ -64,6 +67,6 @@ async def test_bench_report_reaches_the_daemon_and_its_outcome_comes_back(
     result = await asyncio.to_thread(remediator.remediate, scenario, diagnosis(scenario), fault)
     assert result.error is None, result.error
     assert result.outcome is not None
-    assert result.outcome["report_id"].startswith("bench-daemon-wiring-")
-    assert result.outcome["target"] == {"service": "cart", "host": "app"}
+    assert result.outcome["report_id"].startswith(f"bench-daemon-wiring-{service}-")
+    assert result.outcome["target"] == {"service": service, "host": "app"}
     assert result.status == "shadow"
