@@ -31,6 +31,7 @@ class CaseResult:
     scenario: dict[str, Any]
     injected: bool = False
     recovered: bool = False
+    injection: dict[str, Any] = field(default_factory=dict)
     confirmation: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     remediation: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +65,8 @@ def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult
         if not state.ok:
             _timed(t, "pre_reset", lambda: provision.ensure(lab, bootstrap_db=False))
         fault = make_fault(scenario.category, scenario.target, scenario.fault, lab)
+        result.injection = {"fault": type(fault).__name__, "params": fault.params(),
+                            "summary": fault.summary}  # fmt: skip
         _timed(t, "inject", fault.inject)
         confirm = _timed(t, "confirm", fault.confirm)
         result.confirmation = dataclasses.asdict(confirm)

@@ -37,8 +37,8 @@ def test_oracle_fixes_every_category(lab: Any, tmp_path: Path) -> None:
     assert summary["success_rate"] == 1.0
     assert (out / "summary.md").exists() and (out / "success_by_category.png").stat().st_size
     journal = json.loads((out / "cases" / f"{scenarios[0].id}.json").read_text())
-    for key in ("scenario", "confirmation", "report", "remediation", "verification", "timings",
-                "tokens"):
+    for key in ("scenario", "injection", "confirmation", "report", "remediation",
+                "verification", "timings", "tokens"):
         assert key in journal
     assert journal["remediation"]["playbooks"] and journal["remediation"]["events"]
     assert journal["timings"]["ttr_s"] > 0
