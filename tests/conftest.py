@@ -15,6 +15,11 @@ from typing import Any
 
 import pytest
 
+# Import torch's compiler stack before anything imports Ansible: ansible-core 2.19 replaces
+# sys.intern with a patch object, and torch._dynamo, imported later (by transformers in the
+# planner tests), refuses to register its substitute for a sys.intern that is not a function.
+import torch._dynamo  # noqa: F401
+
 from remed_stack.paths import StackPaths
 from remed_stack.stack import make_component
 
