@@ -9,13 +9,15 @@ up), with greedy decoding on planner-like prompts:
 - p50_ms / p99_ms: request latency under that 8-concurrent load;
 - rss_mb: resident memory of tritonserver and its Python backend stub(s), after the runs;
 
-and, in the same process and run, the baselines on the same prompts:
+and, in the same process and run, interleaved round by round with the Triton measurements so
+both see the same load, the baselines on the same prompts:
 
 - naive_tok_s: transformers `generate` (fp32, greedy) decode rate, measured like single_tok_s;
 - llamacpp_tok_s: llama.cpp (`llama-cpp-python`, optional) on the stack's Q4_1 GGUF.
 
 This host's cores are shared, so every figure is the median of `--rounds` repetitions and the
-ratios (e.g. single / naive) are what compare across runs. Prints a table, then one JSON line:
+ratios (e.g. single / naive) are what compare across runs. The RSS is read after the rounds.
+Prints a table, then one JSON line:
 {"single_tok_s", "concurrent8_tok_s", "naive_tok_s", "llamacpp_tok_s", "ttft_ms", "p99_ms",
  "rss_mb"}
 """
@@ -30,6 +32,7 @@ import statistics
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,11 @@ async def _generate(
     return (time.perf_counter() - started) * 1000, int(data["completion_tokens"])
 
 
-async def measure_triton(http_url: str, rounds: int, max_tokens: int) -> Figures:
+async def measure_triton(
+    http_url: str, rounds: int, max_tokens: int, after_round: Callable[[int], None]
+) -> Figures:
+    """Triton rounds; `after_round(r)` runs the baselines' round r in between, so both sides
+    see the same load on this shared host. Nothing is in flight while it runs."""
     url = f"{http_url}/v2/models/{MODEL_NAME}/generate"
     fig = Figures()
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -101,6 +108,7 @@ async def measure_triton(http_url: str, rounds: int, max_tokens: int) -> Figures
             wall_s = time.perf_counter() - started
             fig.concurrent_tok_s.append(sum(t for _, t in results) / wall_s)
             fig.concurrent_latency_ms.extend(ms for ms, _ in results)
+            after_round(r)
     return fig
 
 
@@ -134,34 +142,35 @@ def triton_rss_mb(triton: Triton) -> float:
 # -- baselines, in this process ---------------------------------------------------------------
 
 
-def measure_naive(model_dir: Path, rounds: int, max_tokens: int) -> list[float]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class NaiveBaseline:
+    """transformers `generate`, fp32, greedy, 2 threads: what remed_planner replaced."""
 
-    torch.set_num_threads(2)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    rates = []
-    for r in range(rounds):
-        enc: Any = tokenizer.apply_chat_template(
-            [{"role": "user", "content": PROMPTS[r % len(PROMPTS)]}],
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(2)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def decode_rate(self, prompt: str, max_tokens: int) -> float | None:
+        enc: Any = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
         )
-        times = []
-        outputs = []
+        times, counts = [], []
         for n in (1, max_tokens):
             started = time.perf_counter()
-            with torch.inference_mode():
-                out = model.generate(
+            with self.torch.inference_mode():
+                out = self.model.generate(
                     **enc, max_new_tokens=n, do_sample=False, eos_token_id=2, pad_token_id=2
                 )
             times.append(time.perf_counter() - started)
-            outputs.append(out.shape[1] - enc["input_ids"].shape[1])
-        if outputs[1] > 1:
-            rates.append((outputs[1] - 1) / (times[1] - times[0]))
-    return rates
+            counts.append(out.shape[1] - enc["input_ids"].shape[1])
+        return (counts[1] - 1) / (times[1] - times[0]) if counts[1] > 1 else None
 
 
 def gguf_path(paths: StackPaths) -> Path | None:
@@ -181,28 +190,33 @@ def gguf_path(paths: StackPaths) -> Path | None:
     return None
 
 
-def measure_llamacpp(paths: StackPaths, rounds: int, max_tokens: int) -> list[float] | None:
-    try:
+class LlamaCppBaseline:
+    """llama.cpp on the Q4_1 GGUF the base model came from (`llama-cpp-python`, optional)."""
+
+    def __init__(self, gguf: Path) -> None:
         from llama_cpp import Llama
-    except ImportError:
-        return None
-    gguf = gguf_path(paths)
-    if gguf is None:
-        return None
-    llm = Llama(model_path=str(gguf), n_threads=2, n_ctx=2048, verbose=False)
-    rates = []
-    for r in range(rounds):
-        messages = [{"role": "user", "content": PROMPTS[r % len(PROMPTS)]}]
+
+        self.llm = Llama(model_path=str(gguf), n_threads=2, n_ctx=2048, verbose=False)
+
+    @classmethod
+    def create(cls, paths: StackPaths) -> LlamaCppBaseline | None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            return None
+        gguf = gguf_path(paths)
+        return cls(gguf) if gguf is not None else None
+
+    def decode_rate(self, prompt: str, max_tokens: int) -> float | None:
+        messages = [{"role": "user", "content": prompt}]
         times, counts = [], []
         for n in (1, max_tokens):
-            llm.reset()  # no prompt cache between the two calls: both pay for the prompt
+            self.llm.reset()  # no prompt cache between the two calls: both pay for the prompt
             started = time.perf_counter()
-            out: Any = llm.create_chat_completion(messages, max_tokens=n, temperature=0.0)
+            out: Any = self.llm.create_chat_completion(messages, max_tokens=n, temperature=0.0)
             times.append(time.perf_counter() - started)
             counts.append(int(out["usage"]["completion_tokens"]))
-        if counts[1] > 1:
-            rates.append((counts[1] - 1) / (times[1] - times[0]))
-    return rates
+        return (counts[1] - 1) / (times[1] - times[0]) if counts[1] > 1 else None
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -229,12 +243,23 @@ def main(argv: list[str] | None = None) -> int:
     paths = StackPaths.from_env()
     triton = Triton(paths)
     triton.up()
-    fig = asyncio.run(measure_triton(triton.http_url, args.rounds, args.max_tokens))
-    rss = triton_rss_mb(triton)
-    naive = llamacpp = None
+    baselines: dict[str, Any] = {}
     if not args.skip_baselines:
-        naive = measure_naive(paths.base_model, args.rounds, args.max_tokens)
-        llamacpp = measure_llamacpp(paths, args.rounds, args.max_tokens)
+        baselines["naive"] = NaiveBaseline(paths.base_model)
+        llama = LlamaCppBaseline.create(paths)
+        if llama is not None:
+            baselines["llamacpp"] = llama
+    rates: dict[str, list[float]] = {name: [] for name in baselines}
+
+    def after_round(r: int) -> None:
+        for name, baseline in baselines.items():
+            rate = baseline.decode_rate(PROMPTS[r % len(PROMPTS)], args.max_tokens)
+            if rate is not None:
+                rates[name].append(rate)
+
+    fig = asyncio.run(measure_triton(triton.http_url, args.rounds, args.max_tokens, after_round))
+    rss = triton_rss_mb(triton)
+    naive, llamacpp = rates.get("naive"), rates.get("llamacpp")
 
     single = _median(fig.single_tok_s)
     result = {
