@@ -215,3 +215,30 @@ class Kafka:
                 await admin.create_topics(missing, timeout_ms=ADMIN_TIMEOUT_MS)
         finally:
             await admin.close()
+
+
+async def create_private_topics(bootstrap: str, tag: str) -> dict[str, str]:
+    """Diagnoses, outcomes and DLT topics under a fresh `remed.<tag><random>` prefix.
+
+    Tests and benchmarks that start their own daemons use these so that they never read one
+    another's messages; the dict's keys are the daemon's `[kafka]` config names.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    base = f"remed.{tag}{uuid.uuid4().hex[:10]}"
+    names = {
+        "diagnoses_topic": f"{base}.diagnoses",
+        "outcomes_topic": f"{base}.outcomes",
+        "dlt_topic": f"{base}.diagnoses.DLT",
+    }
+    partitions = {"diagnoses_topic": 6, "outcomes_topic": 3, "dlt_topic": 1}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(names[key], partitions[key], 1) for key in names],
+            timeout_ms=ADMIN_TIMEOUT_MS,
+        )
+    finally:
+        await admin.close()
+    return names

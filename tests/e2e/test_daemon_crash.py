@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from remed_stack.kafka import create_private_topics
 from remed_stack.procs import free_port
 
 pytestmark = pytest.mark.e2e
@@ -47,28 +47,6 @@ PLAYBOOK = """\
     - name: record this execution in the ledger
       ansible.builtin.shell: "echo {{ remed_report_id }} {{ remed_incident_id }} >> LEDGER"
 """
-
-
-async def make_topics(bootstrap: str) -> dict[str, str]:
-    base = f"remed.k{uuid.uuid4().hex[:10]}"
-    names = {
-        "diagnoses_topic": f"{base}.diagnoses",
-        "outcomes_topic": f"{base}.outcomes",
-        "dlt_topic": f"{base}.diagnoses.DLT",
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names["diagnoses_topic"], 6, 1),
-                NewTopic(names["outcomes_topic"], 3, 1),
-                NewTopic(names["dlt_topic"], 1, 1),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
 
 
 async def produce_reports(bootstrap: str, topic: str, run: str) -> list[str]:
@@ -163,7 +141,7 @@ def states(db: Path) -> collections.Counter[str]:
 
 
 def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) -> None:
-    topics = asyncio.run(make_topics(kafka.bootstrap))
+    topics = asyncio.run(create_private_topics(kafka.bootstrap, "k"))
     port = free_port()
     state = tmp_path / "state"
     ledger = tmp_path / "ledger.txt"

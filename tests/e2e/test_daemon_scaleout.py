@@ -18,34 +18,13 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from remed_stack.kafka import create_private_topics
 
 pytestmark = pytest.mark.e2e
 
 TARGETS = 20
 PER_TARGET = 10
-
-
-async def make_topics(bootstrap: str) -> dict[str, str]:
-    base = f"remed.s{uuid.uuid4().hex[:10]}"
-    names = {
-        "diagnoses_topic": f"{base}.diagnoses",
-        "outcomes_topic": f"{base}.outcomes",
-        "dlt_topic": f"{base}.diagnoses.DLT",
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names["diagnoses_topic"], 6, 1),
-                NewTopic(names["outcomes_topic"], 3, 1),
-                NewTopic(names["dlt_topic"], 1, 1),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
 
 
 async def produce(bootstrap: str, topic: str, run: str) -> list[str]:
@@ -109,7 +88,7 @@ def targets_in(db: Path) -> set[str]:
 
 
 def test_two_daemons_share_partitions_and_keep_target_order(tmp_path: Path, kafka: Any) -> None:
-    topics = asyncio.run(make_topics(kafka.bootstrap))
+    topics = asyncio.run(create_private_topics(kafka.bootstrap, "s"))
     group = f"scale-{uuid.uuid4().hex[:8]}"
     procs, logs, states = [], [], []
     for n in range(2):

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -23,30 +22,9 @@ from remed_daemon.app import Daemon
 from remed_daemon.config import load
 from remed_daemon.journal import State
 from remed_daemon.outcomes import validate
+from remed_stack.kafka import create_private_topics
 
 pytestmark = pytest.mark.integration
-
-
-async def make_topics(bootstrap: str) -> dict[str, str]:
-    base = f"remed.t{uuid.uuid4().hex[:10]}"
-    names = {
-        "diagnoses_topic": f"{base}.diagnoses",
-        "outcomes_topic": f"{base}.outcomes",
-        "dlt_topic": f"{base}.diagnoses.DLT",
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(names["diagnoses_topic"], 6, 1),
-                NewTopic(names["outcomes_topic"], 3, 1),
-                NewTopic(names["dlt_topic"], 1, 1),
-            ]
-        )
-    finally:
-        await admin.close()
-    return names
 
 
 def report(n: int, service: str = "cart", host: str = "app") -> dict[str, Any]:
@@ -69,7 +47,7 @@ class Running:
 
 @pytest.fixture
 async def running(kafka: Any, tmp_path: Path) -> AsyncIterator[Running]:
-    topics = await make_topics(kafka.bootstrap)
+    topics = await create_private_topics(kafka.bootstrap, "t")
     env = {
         "REMED_STATE_DIR": str(tmp_path / "state"),
         "REMED_HTTP_ENABLED": "false",
@@ -190,7 +168,7 @@ async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: An
     from remed_daemon.outcomes import OutcomeProducer, builder
     from remed_daemon.telemetry import Metrics
 
-    topics = await make_topics(kafka.bootstrap)
+    topics = await create_private_topics(kafka.bootstrap, "t")
     async with Journal(tmp_path / "j.sqlite3") as journal:
         ids = []
         for n in range(5):
