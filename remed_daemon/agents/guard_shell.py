@@ -1879,11 +1879,8 @@ def _openssl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             if t in ("-connect",) and k + 1 < len(texts):
                 if not url_is_local(texts[k + 1], ctx.local_hosts):
                     raise _Refuse("exfil.network", f"openssl {sub} to {texts[k + 1]}")
-        if cmd.pipe_in and not any(w.text in ("-quiet",) for w in rest):
-            pass
         return
     outputs = {"-out", "-keyout"}
-    inputs = {"-in", "-key", "-signkey", "-CAkey", "-CA"}
     has_out = False
     for k, t in enumerate(texts):
         if k + 1 >= len(texts):
@@ -1891,8 +1888,6 @@ def _openssl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if t in outputs:
             has_out = True
             _writes([rest[k + 1]], ctx, prog=f"openssl {sub}", backup=True)
-        elif t in inputs and sub in ("rsa", "pkey", "ec", "pkcs12", "pkcs8"):
-            pass
     if sub in ("rsa", "pkey", "ec", "pkcs12", "pkcs8", "dsa") and not has_out:
         if "-noout" not in texts or "-text" in texts:
             raise _Refuse("secrets.read", f"openssl {sub} prints private key material")
