@@ -44,6 +44,19 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(Path(args.config) if args.config else None)
 
 
+def _duration(text: str) -> float:
+    """`1h`, `45m`, `30s` or plain seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 1h, 45m, 900)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return seconds
+
+
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -68,6 +81,15 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"remed bench: {exc}", file=sys.stderr)
         return 2
     suite = Path(args.suite).stem if args.suite.endswith((".yaml", ".yml")) else args.suite
+    if args.soak:
+        from chaos.soak import markdown as soak_markdown
+        from chaos.soak import run_soak
+
+        report = run_soak(
+            scenarios, remediator, Path(args.out), suite=suite, duration_s=args.soak, lab=lab
+        )
+        print(soak_markdown(report))
+        return 0 if not report["problems"] else 1
     summary = run(scenarios, remediator, Path(args.out), suite=suite, lab=lab)
     print((Path(args.out) / "summary.md").read_text())
     print(json.dumps(summary))
@@ -206,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=int, help="only the first N scenarios")
     bench.add_argument(
         "--timeout-s", type=float, default=180.0, help="daemon: wait this long for an outcome"
+    )
+    bench.add_argument(
+        "--soak",
+        type=_duration,
+        metavar="DURATION",
+        help="repeat the suite back to back for this long (e.g. 1h, 45m, 900) and report drift "
+        "in DIR/soak.json; exit 1 on drift",
     )
     bench.set_defaults(func=_bench)
 
