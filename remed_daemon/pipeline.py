@@ -252,7 +252,7 @@ class AnsibleRemediator:
             settings,
             playbook,
             run_dir=ctx.run_dir,
-            host=host,
+            hosts=[host],
             extravars={
                 "remed_incident_id": ctx.incident.id,
                 "remed_report_id": report_id_of(ctx.incident),

@@ -25,6 +25,8 @@ from chaos.lab import probes
 
 PROBE_TIMEOUT_S = 0.5
 DELAY_PROXY_PORT_OFFSET = 10000
+LOSS_TABLE = "chaos_loss"  # inet table holding the drop rule
+DELAY_TABLE = "chaos_delay"  # ip nat table holding the redirect to the proxy
 
 DELAY_PROXY = """\
 #!/usr/bin/python3
@@ -96,9 +98,9 @@ class NetworkLoss(Fault):
     def inject(self) -> None:
         port = self.target.svc.port
         self.sh(
-            "nft add table inet chaos_loss\n"
-            "nft add chain inet chaos_loss input '{ type filter hook input priority 0; }'\n"
-            f"nft add rule inet chaos_loss input tcp dport {port} "
+            f"nft add table inet {LOSS_TABLE}\n"
+            f"nft add chain inet {LOSS_TABLE} input '{{ type filter hook input priority 0; }}'\n"
+            f"nft add rule inet {LOSS_TABLE} input tcp dport {port} "
             f"numgen random mod 100 lt {self.loss_pct} drop\n"
         )
 
@@ -115,7 +117,7 @@ class NetworkLoss(Fault):
         )
 
     def cleanup(self) -> None:
-        self.sh("nft delete table inet chaos_loss 2>/dev/null || true")
+        self.sh(f"nft delete table inet {LOSS_TABLE} 2>/dev/null || true")
 
 
 @dataclass
@@ -135,10 +137,10 @@ class NetworkDelay(Fault):
             "</dev/null >/dev/null 2>&1 &\n"
             f"for i in $(seq 50); do ss -ltnH 'sport = :{proxy_port}' | grep -q . && break; "
             "sleep 0.05; done\n"
-            "nft add table ip chaos_delay\n"
-            "nft add chain ip chaos_delay prerouting "
+            f"nft add table ip {DELAY_TABLE}\n"
+            f"nft add chain ip {DELAY_TABLE} prerouting "
             "'{ type nat hook prerouting priority dstnat; }'\n"
-            f"nft add rule ip chaos_delay prerouting tcp dport {port} redirect to :{proxy_port}\n"
+            f"nft add rule ip {DELAY_TABLE} prerouting tcp dport {port} redirect to :{proxy_port}\n"
         )
 
     def check(self) -> Check:
@@ -158,6 +160,6 @@ class NetworkDelay(Fault):
 
     def cleanup(self) -> None:
         self.sh(
-            "nft delete table ip chaos_delay 2>/dev/null || true\n"
+            f"nft delete table ip {DELAY_TABLE} 2>/dev/null || true\n"
             "pkill -KILL -f /run/remed-chaos/delay_proxy.py || true\n"
         )

@@ -9,7 +9,7 @@ person — and the reward model — can see what the plan would have changed. A 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,13 @@ async def check_run(
     playbook: str,
     *,
     run_dir: Path,
-    host: str,
+    hosts: Sequence[str],
     extravars: Mapping[str, Any],
     tracer: trace.Tracer,
     cancel: threading.Event,
 ) -> CheckRun:
     run: PlaybookRun = await run_playbook(
-        settings, playbook, run_dir=run_dir, host=host, extravars=extravars,
+        settings, playbook, run_dir=run_dir, hosts=hosts, extravars=extravars,
         tracer=tracer, cancel=cancel, check=True,
     )  # fmt: skip
     return CheckRun(

@@ -18,7 +18,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,13 +111,14 @@ async def run_playbook(
     playbook: str,
     *,
     run_dir: Path,
-    host: str,
+    hosts: Sequence[str],
     extravars: Mapping[str, Any],
     tracer: trace.Tracer,
     cancel: threading.Event,
     check: bool = False,
 ) -> PlaybookRun:
-    """Apply (or `--check --diff`) `playbook` on `host` only; spans go under the current span."""
+    """Apply (or `--check --diff`) `playbook` on `hosts` only (the incident's); spans go under
+    the current span."""
     import ansible_runner
 
     project = run_dir / "project"
@@ -195,7 +196,7 @@ async def run_playbook(
             private_data_dir=str(run_dir),
             playbook="remed.yml",
             inventory=str(Path(settings.inventory).resolve()),
-            limit=host,
+            limit=",".join(hosts),
             cmdline=" ".join(cmdline) or None,
             envvars=envvars,
             extravars=dict(extravars),

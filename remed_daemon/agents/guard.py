@@ -628,7 +628,9 @@ def _m_file(args: dict[str, Any], c: _ModCtx) -> None:
         c.fx.add(max(level, HIGH), rule, f"file state={state} {path}")
     if state in ("link", "hard"):
         src = _str(args.get("src"))
-        src_path = normalize(src, None) if src else None
+        # A relative symlink target resolves against the link's own directory.
+        link_dir = (path.rsplit("/", 1)[0] or "/") if path and state == "link" else None
+        src_path = normalize(src, link_dir) if src else None
         if src_path is not None and (is_secret(src_path) or category(src_path) == "device"):
             c.fx.add(REJECT, "secrets.read", f"links {path} to {src_path}")
         elif src_path is None:

@@ -922,8 +922,69 @@ def _read_only(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         _reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
+# grep options that take the next word as their value (`-A 3`, `--max-count 5`).
+GREP_VALUE_OPTIONS = frozenset(
+    {"-A", "-B", "-C", "-m", "-d", "-D", "--after-context", "--before-context", "--context",
+     "--max-count", "--directories", "--devices", "--label", "--include", "--exclude",
+     "--exclude-dir", "--exclude-from", "--binary-files", "--color", "--colour",
+     "--group-separator"}
+)  # fmt: skip
+
+
 def _grep_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    _reads([w for w in args if not w.text.startswith("-")], ctx)
+    """grep reads its FILE operands and any -f pattern file; the first operand is the pattern
+    unless -e/-f gave one, so `grep -o 'pid=[0-9]*'` reads stdin, not a file named like that."""
+    files: list[Word] = []
+    pattern_given = recursive = False
+    it = iter(args)
+    for w in it:
+        t = w.text
+        if t == "--":
+            files.extend(it)
+            break
+        short = t[1:] if t.startswith("-") and not t.startswith("--") else ""
+        # Letters before a value-taking one are flags: -ri, -rl, -rA3 are recursive.
+        if t in ("--recursive", "--dereference-recursive") or set(
+            re.split("[efABCmdD]", short, maxsplit=1)[0]
+        ) & {"r", "R"}:
+            recursive = True
+        if t in ("-e", "--regexp"):
+            pattern_given = True
+            next(it, None)
+        elif t.startswith("--regexp="):
+            pattern_given = True
+        elif t in ("-f", "--file"):
+            pattern_given = True
+            nxt = next(it, None)
+            if nxt is not None:
+                files.append(nxt)
+        elif t.startswith("--file="):
+            pattern_given = True
+            files.append(Word(t.split("=", 1)[1], w.unknown, w.quoted))
+        elif t in GREP_VALUE_OPTIONS:
+            next(it, None)
+        elif t.startswith("-") and len(t) > 1:
+            letters = t[1:] if not t.startswith("--") else ""
+            # A bundled -e/-f takes the rest of the word, or the next word, as its value.
+            for i, letter in enumerate(letters):
+                if letter in "ef":
+                    pattern_given = True
+                    value = letters[i + 1 :]
+                    nxt = Word(value, w.unknown, w.quoted) if value else next(it, None)
+                    if letter == "f" and nxt is not None:
+                        files.append(nxt)
+                    break
+                if letter in "ABCmdD":
+                    if not letters[i + 1 :]:
+                        next(it, None)
+                    break
+        elif not pattern_given:
+            pattern_given = True
+        else:
+            files.append(w)
+    if recursive and not files:
+        files.append(Word("."))  # grep -r with no FILE searches the working directory
+    _reads(files, ctx)
 
 
 def _cat_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:

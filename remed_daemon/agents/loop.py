@@ -45,7 +45,7 @@ from remed_daemon.agents.execute import PlaybookRun, RunnerSettings, run_playboo
 from remed_daemon.agents.plan import AgentPlanner, PlanDraft, PlanRequest
 from remed_daemon.agents.probe import CATALOG, Prober, ProbeResult
 from remed_daemon.agents.redact import scrub
-from remed_daemon.agents.snapshot import Snapshot, touched
+from remed_daemon.agents.snapshot import Snapshot, touched_by_host
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import ServiceFacts, Topology, facts_for
 from remed_daemon.agents.verify import HostVerifier, Verifier
@@ -358,7 +358,7 @@ class _Run:
             self.note(n, Attempt(playbook="", guard=dict(NO_PLAYBOOK_GUARD)), note, last)
             return None
         with self.span("guard", attempt=n):
-            verdict = self.a.guard(playbook, [self.facts.host])
+            verdict = self.a.guard(playbook, self.facts.incident_hosts)
         gdoc = verdict_doc(verdict)
         attempt = Attempt(playbook=playbook, guard=gdoc)
         if not gdoc["allowed"]:
@@ -407,7 +407,8 @@ class _Run:
             runner = dataclasses.replace(self.a.s.runner, timeout_s=self.a.s.check_timeout_s)
             return await check_run(
                 runner, playbook,
-                run_dir=self.ctx.run_dir / f"attempt-{n}" / "check", host=self.facts.host,
+                run_dir=self.ctx.run_dir / f"attempt-{n}" / "check",
+                hosts=self.facts.incident_hosts,
                 extravars=self.extravars, tracer=self.ctx.tracer, cancel=self.ctx.cancel,
             )  # fmt: skip
 
@@ -424,19 +425,24 @@ class _Run:
     async def apply(
         self, n: int, attempt: Attempt, verdict: Any, last: bool
     ) -> RemediationResult | None:
-        files, services = touched(attempt.playbook)
-        files |= {str(f) for f in (_get(verdict, "touched_files", ()) or ())}
-        services |= {str(s) for s in (_get(verdict, "touched_services", ()) or ())}
-        services.add(self.facts.program)
-        with self.span("snapshot", attempt=n, files=len(files), services=len(services)):
-            await self.snapshot.take(self.facts.host, files, services)
+        # Per host its plays target (the service's own, or a dependency's): what the modules
+        # name, what the guard found in commands, and the service itself on its own host.
+        by_host = touched_by_host(attempt.playbook, self.facts.incident_hosts)
+        guard_files = {str(f) for f in (_get(verdict, "touched_files", ()) or ())}
+        guard_services = {str(s) for s in (_get(verdict, "touched_services", ()) or ())}
+        by_host.setdefault(self.facts.host, (set(), set()))[1].add(self.facts.program)
+        count = sum(len(f) + len(s) for f, s in by_host.values())
+        with self.span("snapshot", attempt=n, items=count, hosts=",".join(sorted(by_host))):
+            for host, (files, services) in by_host.items():
+                await self.snapshot.take(host, files | guard_files, services | guard_services)
         if self.state in (State.PLANNING, State.AWAITING_APPROVAL):
             await self.ctx.enter(State.EXECUTING, f"applying attempt {n}")
         self.applied = True
         with self.span("execute", attempt=n):
             run = await run_playbook(
                 self.a.s.runner, attempt.playbook,
-                run_dir=self.ctx.run_dir / f"attempt-{n}" / "apply", host=self.facts.host,
+                run_dir=self.ctx.run_dir / f"attempt-{n}" / "apply",
+                hosts=self.facts.incident_hosts,
                 extravars=self.extravars, tracer=self.ctx.tracer, cancel=self.ctx.cancel,
             )  # fmt: skip
         if run.status == "canceled":

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,33 +54,70 @@ def _tasks(play: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
         yield task
 
 
+ANY_HOST = "*"
+
+
 def touched(playbook: str) -> tuple[set[str], set[str]]:
     """(files, services) the playbook's modules name literally; templated values are skipped."""
     files: set[str] = set()
     services: set[str] = set()
+    for play_files, play_services in touched_by_host(playbook, [ANY_HOST]).values():
+        files |= play_files
+        services |= play_services
+    return files, services
+
+
+def _play_hosts(play: Mapping[str, Any], hosts: Sequence[str]) -> list[str]:
+    """The incident hosts a play targets (the guard has already refused any other target);
+    `hosts=[ANY_HOST]` collects every play under that one key."""
+    if list(hosts) == [ANY_HOST]:
+        return [ANY_HOST]
+    pattern = play.get("hosts")
+    names = pattern if isinstance(pattern, list) else re.split(r"[,:\s]+", str(pattern or ""))
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if "all" in names or "*" in names:
+        return list(hosts)
+    return [h for h in hosts if h in names]
+
+
+def touched_by_host(playbook: str, hosts: Sequence[str]) -> dict[str, tuple[set[str], set[str]]]:
+    """Per incident host its plays target: (files, services) the modules name literally;
+    templated values are skipped."""
+    out: dict[str, tuple[set[str], set[str]]] = {}
     try:
         plays = yaml.safe_load(playbook)
     except yaml.YAMLError:
-        return files, services
+        return out
     if not isinstance(plays, list):
-        return files, services
+        return out
     for play in plays:
         if not isinstance(play, Mapping):
             continue
-        for task in _tasks(play):
-            for key, args in task.items():
-                module = str(key).rsplit(".", 1)[-1]
-                if not isinstance(args, Mapping):
-                    continue
-                for arg in _FILE_MODULES.get(module, ()):
-                    value = args.get(arg)
-                    if isinstance(value, str) and value.startswith("/") and "{{" not in value:
-                        files.add(value)
-                name_arg = _SERVICE_MODULES.get(module)
-                if name_arg:
-                    value = args.get(name_arg)
-                    if isinstance(value, str) and _SERVICE.match(value):
-                        services.add(value)
+        files, services = _touched_by_play(play)
+        for host in _play_hosts(play, hosts):
+            host_files, host_services = out.setdefault(host, (set(), set()))
+            host_files |= files
+            host_services |= services
+    return out
+
+
+def _touched_by_play(play: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    files: set[str] = set()
+    services: set[str] = set()
+    for task in _tasks(play):
+        for key, args in task.items():
+            module = str(key).rsplit(".", 1)[-1]
+            if not isinstance(args, Mapping):
+                continue
+            for arg in _FILE_MODULES.get(module, ()):
+                value = args.get(arg)
+                if isinstance(value, str) and value.startswith("/") and "{{" not in value:
+                    files.add(value)
+            name_arg = _SERVICE_MODULES.get(module)
+            if name_arg:
+                value = args.get(name_arg)
+                if isinstance(value, str) and _SERVICE.match(value):
+                    services.add(value)
     return files, services
 
 

@@ -45,6 +45,12 @@ class ServiceFacts:
             return f"http://{self.address}:{self.port}/health"
         return ""
 
+    @property
+    def incident_hosts(self) -> list[str]:
+        """The hosts a remediation may touch: the service's own and those of its dependencies
+        (a cart outage caused by a stopped Redis is fixed on Redis's host)."""
+        return list(dict.fromkeys([self.host, *(d.host for d in self.depends_on if d.host)]))
+
     def describe(self) -> str:
         """One paragraph for the planner prompt."""
         deps = ", ".join(f"{d.name}@{d.host} ({d.address}:{d.port})" for d in self.depends_on)

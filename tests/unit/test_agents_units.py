@@ -249,3 +249,42 @@ async def test_approval_routes_reject_and_refuse_without_token() -> None:
         assert status == 503 and "approval_token" in body["error"]
     finally:
         await runner.cleanup()
+
+
+def test_touched_by_host_follows_each_plays_hosts() -> None:
+    from remed_daemon.agents.snapshot import touched_by_host
+
+    playbook = """
+- hosts: db
+  tasks:
+    - community.general.supervisorctl: {name: redis, state: started}
+- hosts: app
+  tasks:
+    - ansible.builtin.lineinfile: {path: /etc/shop/cart.ini, line: x, backup: true}
+- hosts: all
+  tasks:
+    - ansible.builtin.file: {path: /tmp/remed-marker, state: absent}
+- hosts: web
+  tasks:
+    - ansible.builtin.file: {path: /etc/nginx/nginx.conf, mode: "0644"}
+"""
+    by_host = touched_by_host(playbook, ["app", "db"])
+    assert by_host == {
+        "db": ({"/tmp/remed-marker"}, {"redis"}),
+        "app": ({"/etc/shop/cart.ini", "/tmp/remed-marker"}, set()),
+    }
+
+
+def test_incident_hosts_are_the_service_host_and_its_dependencies() -> None:
+    topology = from_mapping(
+        {
+            "hosts": {"app": "10.0.0.2", "db": "10.0.0.3"},
+            "services": {
+                "cart": {"host": "app", "port": 8082, "depends_on": ["redis", "postgresql"]},
+                "redis": {"host": "db", "port": 6379},
+                "postgresql": {"host": "db", "port": 5432},
+            },
+        }
+    )
+    assert topology["cart"].incident_hosts == ["app", "db"]
+    assert topology["redis"].incident_hosts == ["db"]

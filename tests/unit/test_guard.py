@@ -357,3 +357,57 @@ def test_ordinary_words_in_conditions_are_not_lookups() -> None:
         """
     )
     assert v.allowed and v.risk == "low", v
+
+
+@pytest.mark.parametrize(
+    ("command", "allowed"),
+    [
+        # The first operand of grep is its pattern, not a file it reads.
+        ("ss -ltnpH 'sport = :8081' | grep -o 'pid=[0-9]*'", True),
+        ("ps -eo args | grep -A3 -e shadow", True),
+        ("grep -e root /etc/shadow", False),
+        ("grep -f /root/.ssh/id_ed25519 /var/log/syslog", False),
+        ("grep --file=/etc/shadow x", False),
+        ("grep -c root /etc/shadow", False),
+        # grep -r with no FILE searches the working directory (root's home under become).
+        ("grep -ri password", False),
+        ("grep -rl BEGIN /root/.ssh", False),
+    ],
+)
+def test_grep_reads_files_not_its_pattern(command: str, allowed: bool) -> None:
+    v = verdict(f"- ansible.builtin.shell: {command!r}\n")
+    assert v.allowed is allowed, v.violations
+
+
+def test_relative_symlink_source_resolves_against_the_links_directory() -> None:
+    release = verdict(
+        "- ansible.builtin.file:\n    src: releases/1.4.2\n    dest: /srv/shop/cart/current\n"
+        "    state: link\n    force: true\n"
+    )
+    assert (release.allowed, release.risk) == (True, "medium")
+    secret = verdict(
+        "- ansible.builtin.file:\n    src: ../../../etc/shadow\n    dest: /srv/shop/cart/current\n"
+        "    state: link\n"
+    )
+    assert not secret.allowed and "secrets.read" in rules(secret)
+
+
+def test_every_oracle_playbook_passes_the_guard_on_its_incident_hosts() -> None:
+    """The chaos expert plays are the SFT teacher and `--planner oracle`: the guard must let
+    them through on the hosts an incident may touch (the service's and its dependencies')."""
+    from chaos.faults import CATEGORIES
+    from chaos.lab import topology as topo
+    from chaos.playbooks import oracle_playbook
+    from remed_daemon.agents.topology import load
+
+    facts = load()
+    services = {"dependency-down": "cart", "connection-exhaustion": "postgresql",
+                "tls-cert": "nginx"}  # fmt: skip
+    for category in CATEGORIES:
+        service = services.get(category, "catalog")
+        host = topo.service(service).host
+        playbook = oracle_playbook(category, host, service, {})
+        v = check_playbook(playbook, facts[service].incident_hosts)
+        assert v.allowed, (category, v.violations)
+        # Only a whole-config restore (it sets `user =`) should need a person.
+        assert v.risk != "high" or category == "config-error", (category, v.reasons)
