@@ -265,6 +265,9 @@ class TelemetryConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; empty = no export.
     otlp_endpoint: str = ""
+    # Append finished spans as JSON lines to this file (for hosts without a collector);
+    # empty = off.
+    spans_file: str = ""
     service_name: str = "remed"
 
 

@@ -18,6 +18,8 @@ Crash safety (`recover()` at start-up):
   the incident becomes `escalated` with the reason "interrupted during …" and its outcome goes
   out, so a person looks at the host.
 - `planning`: planning has no side effect on hosts, so the incident goes back to `received`.
+- `awaiting_approval`: nothing has been applied yet and the wait died with the old process, so
+  it goes back to `received` too; planning again raises the approval request again.
 - `received` incidents (from either intake) are resumed: once journaled, an incident is owned
   by this instance (see `sources/kafka.py` for why the Kafka offset is committed then).
 """
@@ -81,7 +83,14 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
         }
     ),
     State.AWAITING_APPROVAL: frozenset(
-        {State.EXECUTING, State.REJECTED, State.CANCELLED, State.SHADOW, *_ENDINGS}
+        {
+            State.RECEIVED,  # the daemon restarted: plan again and ask again
+            State.EXECUTING,
+            State.REJECTED,
+            State.CANCELLED,
+            State.SHADOW,
+            *_ENDINGS,
+        }
     ),
     State.EXECUTING: frozenset({State.VERIFYING, *_ENDINGS}),
     State.VERIFYING: frozenset({State.RECOVERED, *_ENDINGS}),
@@ -566,11 +575,13 @@ class Journal:
         replanned: list[str] = []
         with self._tx() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM incidents WHERE state IN (?, ?, ?, ?) ORDER BY created_at",
+                f"SELECT {_COLUMNS} FROM incidents WHERE state IN (?, ?, ?, ?, ?) "
+                "ORDER BY created_at",
                 (
                     State.EXECUTING.value,
                     State.VERIFYING.value,
                     State.PLANNING.value,
+                    State.AWAITING_APPROVAL.value,
                     State.RECEIVED.value,
                 ),
             ).fetchall()
@@ -585,6 +596,15 @@ class Journal:
                     escalated.append(inc.id)
                 elif inc.state is State.PLANNING:
                     self._move(db, inc, State.RECEIVED, "re-planning after restart", now, None)
+                    replanned.append(inc.id)
+                elif inc.state is State.AWAITING_APPROVAL:
+                    # Nothing was applied before a plan waits for a person (the loop escalates
+                    # instead once an attempt has run), and the wait lived in the old process:
+                    # plan again, and the approval request is raised again.
+                    reason = (
+                        "re-planning after restart: the pending approval request is raised again"
+                    )
+                    self._move(db, inc, State.RECEIVED, reason, now, None)
                     replanned.append(inc.id)
             resumed = [
                 _row(r)

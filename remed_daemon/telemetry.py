@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +23,12 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remed_daemon.agents.redact import redact
 from remed_daemon.config import TelemetryConfig
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -44,6 +47,7 @@ def configure_logging(cfg: TelemetryConfig, *, stream: Any = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -52,6 +56,26 @@ def configure_logging(cfg: TelemetryConfig, *, stream: Any = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+def redact_event(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
+    """Mask secrets (tokens, passwords, keys) in every string a log line carries, however it
+    got there: playbook output, probe results, exception text, alert annotations."""
+    return {key: _redact_value(value) for key, value in event.items()}
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
 
 
 def set_log_level(level: str) -> None:
@@ -75,7 +99,45 @@ def make_tracer(cfg: TelemetryConfig) -> tuple[trace.Tracer, TracerProvider]:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(cfg.otlp_endpoint)))
+    if cfg.spans_file:
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(cfg.spans_file)))
     return provider.get_tracer("remed_daemon"), provider
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """One JSON object per finished span, appended to a file: traces on an ops host that has
+    no collector, readable with `jq` (select by `trace_id` or `attributes["remed.incident_id"]`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(_span_doc(span), default=str) + "\n" for span in spans]
+        try:
+            with self._lock, open(self.path, "a", encoding="utf-8") as out:
+                out.writelines(lines)
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _span_doc(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    parent = span.parent
+    return {
+        "trace_id": f"{ctx.trace_id:032x}" if ctx else "",
+        "span_id": f"{ctx.span_id:016x}" if ctx else "",
+        "parent_id": f"{parent.span_id:016x}" if parent else "",
+        "name": span.name,
+        "start_unix_ns": span.start_time,
+        "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
+        "status": span.status.status_code.name,
+        "attributes": {k: _redact_value(v) for k, v in (span.attributes or {}).items()},
+    }
 
 
 def context_from_traceparent(traceparent: str) -> Context | None:

@@ -108,6 +108,7 @@ async def test_recovery_never_reruns_execution(tmp_path: Path) -> None:
             2: [State.PLANNING, State.EXECUTING, State.VERIFYING],
             3: [State.PLANNING],
             4: [],
+            5: [State.PLANNING, State.AWAITING_APPROVAL],
         }.items():
             inc = (await j.admit(new(n, source="alertmanager"))).incident
             for s in states:
@@ -117,8 +118,11 @@ async def test_recovery_never_reruns_execution(tmp_path: Path) -> None:
     async with Journal(path) as j:
         rec = await j.recover(outcomes.builder())
         assert sorted(rec.escalated) == sorted([ids[1], ids[2]])
-        assert rec.replanned == [ids[3]]
-        assert {i.id for i in rec.resumed} == {ids[3], ids[4]}
+        assert rec.replanned == [ids[3], ids[5]]
+        assert {i.id for i in rec.resumed} == {ids[3], ids[4], ids[5]}
+        waiting = await j.get(ids[5])
+        assert waiting is not None and waiting.state is State.RECEIVED
+        assert "approval request is raised again" in waiting.reason
         for n in (1, 2):
             inc = await j.get(ids[n])
             assert inc is not None and inc.state is State.ESCALATED
