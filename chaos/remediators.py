@@ -249,9 +249,13 @@ class DaemonRemediator:
             consumer.assign(topic_partitions)
             await consumer.seek_to_end(*topic_partitions)
             key = f"{report['target']['service']}@{report['target']['host']}"
+            # The bench starts the trace, as an upstream detector would: the daemon's spans for
+            # this incident, and its outcome, carry this trace id.
+            traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
             await producer.send_and_wait(
-                self.diagnoses_topic, json.dumps(report).encode(), key=key.encode()
-            )
+                self.diagnoses_topic, json.dumps(report).encode(), key=key.encode(),
+                headers=[("traceparent", traceparent.encode())],
+            )  # fmt: skip
             deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)

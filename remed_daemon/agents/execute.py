@@ -151,9 +151,13 @@ async def run_playbook(
             msg=_message(res) if kind in ("failed", "unreachable") else "",
         )
         run.tasks.append(t)
+        # The event arrives when the task has finished on the host: the span covers the
+        # task's own run time, ending now.
+        now_ns = time.time_ns()
         span = tracer.start_span(
             f"{prefix} {t.task}",
             context=parent_ctx,
+            start_time=now_ns - int(t.duration_ms * 1e6),
             attributes={
                 "remed.host": t.host,
                 "remed.task": t.task,
@@ -167,7 +171,7 @@ async def run_playbook(
         )
         if t.failed or t.unreachable:
             span.set_status(trace.StatusCode.ERROR, t.msg[:200])
-        span.end()
+        span.end(end_time=now_ns)
         return False  # keep runner's artifacts small: events are not written to disk
 
     cmdline = ["--diff"] if check else []
