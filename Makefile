@@ -13,9 +13,9 @@ PYTEST_ARGS ?=
 # ansible-playbook, remed and the other console scripts come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup debian venv kafka model test lint unit integration demo stack-up stack-down clean
+.PHONY: setup debian venv kafka model native test lint unit integration demo stack-up stack-down clean
 
-setup: debian $(VENV_STAMP) $(KAFKA_STAMP) $(MODEL_STAMP)
+setup: debian $(VENV_STAMP) $(KAFKA_STAMP) $(MODEL_STAMP) native
 
 debian:
 	@scripts/setup-debian.sh
@@ -35,6 +35,11 @@ $(KAFKA_STAMP): remed_stack/kafka_runtime/pom.xml
 
 $(MODEL_STAMP): | $(VENV_STAMP)
 	$(PY) -m remed_stack.base_model
+
+# remed_planner's AVX2 kernels, compiled in seconds into .cache/native/ under a name that carries
+# the source's hash (a no-op when that build exists; the model also builds it when missing).
+native: | $(VENV_STAMP)
+	@$(PY) model_repo/remed_planner/native/build.py
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .

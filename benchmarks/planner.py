@@ -219,6 +219,96 @@ class LlamaCppBaseline:
         return (counts[1] - 1) / (times[1] - times[0]) if counts[1] > 1 else None
 
 
+# -- quality: the quantised engines against the fp32 one, in this process ----------------------
+
+
+def planner_prompts(count: int) -> list[str]:
+    """Prompts as `remed bench --remediator model` sends them: chaos scenarios' diagnosis
+    reports rendered by remed_daemon.agents.prompt, spread over the `all` suite's categories."""
+    from chaos.remediators import ModelRemediator
+    from chaos.scenario import diagnosis, load_suite
+
+    scenarios = load_suite("all")
+    step = max(1, len(scenarios) // count)
+    picked = scenarios[::step][:count]
+    return [ModelRemediator.prompt(sc, diagnosis(sc)) for sc in picked]
+
+
+def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) -> dict[str, Any]:
+    """Per format: how often its greedy token equals the fp32 engine's.
+
+    - teacher_forced: fed the fp32 engine's greedy continuation, the share of positions where
+      the quantised engine's argmax is the same token (per-token agreement, no cascade);
+    - free_running: the share of positions 0..tokens-1 where its own greedy continuation has
+      the fp32 token (after a first difference the texts usually go their own ways);
+    - identical_prefix: median number of leading tokens identical to fp32's.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    version_dir = paths.model_repo / "remed_planner" / "1"
+    sys.path[:0] = [str(version_dir), str(version_dir.parent / "native")]
+    from build import ensure_built
+    from engine import Engine
+    from qengine import QuantEngine, load_kernels
+
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
+    model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32).eval()
+    lib = load_kernels(ensure_built(paths.cache))
+    prompts = [
+        [int(i) for i in tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
+        )["input_ids"]]
+        for text in planner_prompts(count)
+    ]  # fmt: skip
+    fp32 = Engine(model, slots=1)
+    quant = {f: QuantEngine(model, 1, lib=lib, weights=f, threads=2) for f in formats}
+
+    def greedy(engine: Any, prompt: list[int]) -> list[int]:
+        engine.reserve(0, len(prompt) + tokens)
+        out = [int(engine.prefill(0, prompt).argmax())]
+        while len(out) < tokens and out[-1] != 2:
+            out.append(int(engine.decode([0], [out[-1]])[0].argmax()))
+        return out
+
+    stats: dict[str, dict[str, list[float]]] = {
+        f: {"teacher_forced": [], "free_running": [], "identical_prefix": []} for f in formats
+    }
+    for prompt in prompts:
+        ref = greedy(fp32, prompt)
+        for f, engine in quant.items():
+            engine.reserve(0, len(prompt) + tokens)
+            first = int(engine.prefill(0, prompt).argmax())
+            forced = [first]
+            if len(ref) > 1:
+                n = len(ref) - 1
+                logits = engine._forward(
+                    [0] * n, ref[:-1], list(range(len(prompt), len(prompt) + n)), list(range(n))
+                )
+                forced += [int(i) for i in logits.argmax(axis=1)]
+            stats[f]["teacher_forced"].append(
+                float(np.mean([a == b for a, b in zip(forced, ref, strict=True)]))
+            )
+            own = greedy(engine, prompt)
+            same = [a == b for a, b in zip(own, ref, strict=False)]
+            stats[f]["free_running"].append(sum(same) / max(len(own), len(ref)))
+            stats[f]["identical_prefix"].append(
+                next((i for i, s in enumerate(same) if not s), len(same))
+            )
+    return {
+        f: {
+            "teacher_forced": round(float(np.mean(v["teacher_forced"])), 3),
+            "free_running": round(float(np.mean(v["free_running"])), 3),
+            "identical_prefix": float(np.median(v["identical_prefix"])),
+            "prompts": len(prompts),
+            "tokens": tokens,
+        }
+        for f, v in stats.items()
+    }
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -238,9 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of each measurement")
     parser.add_argument("--max-tokens", type=int, default=128, help="completion length asked")
     parser.add_argument("--skip-baselines", action="store_true", help="Triton figures only")
+    parser.add_argument(
+        "--agreement",
+        type=int,
+        metavar="PROMPTS",
+        default=0,
+        help="instead: greedy agreement of the q8/q4 engines with fp32 on this many chaos "
+        "planner prompts (in this process, no stack needed)",
+    )
     args = parser.parse_args(argv)
 
     paths = StackPaths.from_env()
+    if args.agreement:
+        result = agreement(paths, ["q8", "q4"], args.agreement, args.max_tokens)
+        for f, figures in result.items():
+            print(f"  {f}: {figures}")
+        print(json.dumps(result))
+        return 0
     triton = Triton(paths)
     triton.up()
     baselines: dict[str, Any] = {}

@@ -6,6 +6,7 @@ packages=(
   openjdk-17-jre-headless maven kcat supervisor python3 openssl
   redis-server postgresql nginx-light stress-ng prometheus prometheus-alertmanager
   python3-redis python3-psycopg2
+  build-essential
 )
 missing=()
 for pkg in "${packages[@]}"; do

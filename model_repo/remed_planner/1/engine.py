@@ -109,14 +109,7 @@ class Engine:
                 )
             )
         self.intermediate = self.layers[0].down.shape[1]
-        # Rope tables computed the way HF does (fp32 position * inv_freq, then cos/sin), so the
-        # rotated q/k match bit for bit.
-        inv_freq = 1.0 / (
-            s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim)
-        )
-        freqs = torch.arange(s.max_positions).float()[:, None] * inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        self.cos, self.sin = rope_tables(s)
         self.slots = slots
         self.capacity = 0
         self.k_cache: list[torch.Tensor] = []
@@ -268,6 +261,17 @@ class Engine:
         h = _rms_norm(x, layer.norm2, self.shape.rms_eps)
         gate, up = F.linear(h, layer.gate_up).split(self.intermediate, dim=-1)
         return x + F.linear(F.silu(gate) * up, layer.down)
+
+
+def rope_tables(s: LlamaShape) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [max_positions, head_dim], computed the way HF does (fp32 position * inv_freq,
+    then cos/sin), so the rotated q/k match bit for bit."""
+    inv_freq = 1.0 / (
+        s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim)
+    )
+    freqs = torch.arange(s.max_positions).float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -10,8 +10,11 @@ template as one user message.
 Decoding is greedy when `temperature` is 0 or absent, and plain temperature sampling (no top-k
 or top-p cut) otherwise, seeded with `seed` so that a seeded request is reproducible.
 
-Generation does not use `transformers.generate`: `engine.py` is a lean Llama forward pass with a
-slot-based KV cache (its docstring says how it deviates from HF), and `scheduler.py` batches all
+Generation does not use `transformers.generate`: `qengine.py` (the default, config parameter
+`weights: q4 | q8`) runs the model on block-quantised weights through native AVX2 kernels
+(`../native/`), one call per decode step; `engine.py` (`weights: fp32`) is a lean fp32 Llama
+forward pass whose greedy output equals HF's. Both keep a slot-based KV cache (their docstrings
+say how they deviate from HF), and `scheduler.py` batches all
 in-flight requests into each decode step (continuous batching). `execute` only parses requests
 and hands them over; each response goes out through the request's response sender when its
 generation ends, so Triton keeps passing new requests in while others decode. A request the
@@ -46,12 +49,16 @@ import triton_python_backend_utils as pb_utils
 # version ships the code that serves it.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import Engine
+from qengine import FORMATS, QuantEngine, load_kernels
 from scheduler import Cancelled, Job, Scheduler
 
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TORCH_THREADS = 2
 DEFAULT_MAX_BATCH = 8
+DEFAULT_WEIGHTS = "q4"
+DEFAULT_KERNEL_THREADS = 2
+NATIVE_DIR = "native"  # model_repo/remed_planner/native: the kernels' source and build script
 BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 FINETUNED_WEIGHTS_DIR = "weights"
 ADAPTER_DIR = "adapter"
@@ -230,8 +237,11 @@ class TritonPythonModel:
         self.tokenizer_lock = threading.Lock()
         eos = hf_model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        # The engine copies the weights into its own fused layout; the HF modules go away.
-        engine = Engine(hf_model, slots=max_batch + (1 if prefix_cache else 0))
+        # The engine copies the weights into its own layout; the HF modules go away.
+        weights = (params.get("weights") or DEFAULT_WEIGHTS).strip().lower()
+        kernel_threads = int(params.get("kernel_threads") or DEFAULT_KERNEL_THREADS)
+        slots = max_batch + (1 if prefix_cache else 0)
+        engine, weights = _make_engine(hf_model, slots, weights, kernel_threads, model_dir)
         del hf_model
         _release_freed_memory()
         self.max_positions = engine.shape.max_positions
@@ -242,7 +252,8 @@ class TritonPythonModel:
         self.scheduler.start()
         pb_utils.Logger.log_info(
             f"remed_planner v{self.version}: loaded {source.label} in "
-            f"{time.monotonic() - started:.1f} s ({threads} torch threads, batch {max_batch}, "
+            f"{time.monotonic() - started:.1f} s ({weights} weights, {threads} torch threads, "
+            f"{kernel_threads} kernel threads, batch {max_batch}, "
             f"prefix cache {'on' if prefix_cache else 'off'})"
         )
 
@@ -349,6 +360,50 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.scheduler.stop()
+
+
+def _make_engine(
+    hf_model: Any, slots: int, weights: str, kernel_threads: int, model_dir: Path
+) -> tuple[Engine | QuantEngine, str]:
+    """The engine for `weights` (fp32 | q8 | q4), and the format it ended up serving.
+
+    The quantised formats need the native kernels (`make setup` builds them into
+    .cache/native/; if they are missing they are compiled here, which takes seconds). When they
+    cannot be built or loaded, the model serves fp32 (about 6x slower) and logs why, rather
+    than failing to load.
+    """
+    if weights == "fp32":
+        return Engine(hf_model, slots=slots), weights
+    if weights not in FORMATS:
+        raise pb_utils.TritonModelException(
+            f"parameter weights must be fp32, {' or '.join(FORMATS)}; got {weights!r}"
+        )
+    try:
+        build = _native_build_module(model_dir / NATIVE_DIR)
+        lib = load_kernels(build.ensure_built())
+    except Exception as exc:
+        pb_utils.Logger.log_warn(
+            f"remed_planner: the native {weights} kernels are unavailable ({exc}); serving fp32 "
+            "instead, much slower. Fix: install gcc (scripts/setup-debian.sh) and run "
+            "`make native`, then reload the model."
+        )
+        return Engine(hf_model, slots=slots), "fp32"
+    engine = QuantEngine(hf_model, slots, lib=lib, weights=weights, threads=kernel_threads)
+    return engine, weights
+
+
+def _native_build_module(native_dir: Path) -> Any:
+    """native/build.py, imported from the model repository (it is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "remed_planner_native_build", native_dir / "build.py"
+    )
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{native_dir / 'build.py'} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _completion_response(completion: str, prompt_tokens: int, completion_tokens: int) -> Any:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 PREFIX_MIN_TOKENS = 8  # shorter shared prefixes are cheaper to recompute than to copy
@@ -165,7 +166,7 @@ class Scheduler:
                     job.generator.seed()
             self._append(job, logits)
 
-    def _prefill(self, job: Job) -> torch.Tensor:
+    def _prefill(self, job: Job) -> torch.Tensor | np.ndarray:
         engine = self.engine
         engine.reserve(job.slot, len(job.prompt) + job.max_tokens)  # type: ignore[attr-defined]
         reused = 0
@@ -177,16 +178,20 @@ class Scheduler:
                 engine.copy_prefix(self.prefix_slot, job.slot, reused)  # type: ignore[attr-defined]
             else:
                 reused = 0
-        logits: torch.Tensor = engine.prefill(job.slot, job.prompt[reused:])  # type: ignore[attr-defined]
+        logits: torch.Tensor | np.ndarray = engine.prefill(job.slot, job.prompt[reused:])  # type: ignore[attr-defined]
         if self.prefix_slot is not None and len(job.prompt) <= engine.capacity:  # type: ignore[attr-defined]
             engine.copy_prefix(job.slot, self.prefix_slot, len(job.prompt))  # type: ignore[attr-defined]
             self.prefix_tokens = list(job.prompt)
         return logits
 
-    def _append(self, job: Job, logits: torch.Tensor) -> None:
+    def _append(self, job: Job, logits: torch.Tensor | np.ndarray) -> None:
+        # The quantised engine returns numpy rows: argmax them in numpy, because a torch op
+        # here would wake torch's own thread pool next to the kernels' threads.
         if job.generator is None:
-            token = int(torch.argmax(logits))
+            token = int(logits.argmax())
         else:
+            if isinstance(logits, np.ndarray):
+                logits = torch.from_numpy(logits)
             probs = torch.softmax(logits / job.temperature, dim=-1)
             token = int(torch.multinomial(probs, 1, generator=job.generator))
         if job.first_token_s is None:

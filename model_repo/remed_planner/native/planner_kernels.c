@@ -1,0 +1,586 @@
+/* remed_planner native decode: weight-only block-quantised Llama forward pass for AVX2 CPUs.
+ *
+ * Why: fp32 decode of SmolLM2-135M reads 540 MB of weights per token and this host streams
+ * ~10 GB/s, so it tops out near 20 tok/s. Reading 4-bit weights (about 0.6 byte per weight)
+ * instead moves the limit past 100 tok/s. torch's int8/int4 CPU kernels were slower than fp32
+ * here, so this is a small plain-C kernel in the style of ggml's Q4_1 x Q8 and Q8_0 x Q8 dots.
+ *
+ * Formats (blocks of QK = 32 weights along a row; scales are IEEE fp16):
+ *   Q8_0: w = d * q,       q int8 in [-127, 127]; one d per block.
+ *   Q4_1: w = d * q + m,   q in [0, 15]; byte j of a block holds q[j] (low nibble) and
+ *                          q[j + 16] (high nibble); one d and one m per block.
+ * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
+ * matmul, so the inner product is integer (maddubs + madd) with one float FMA per block, and
+ * the Q4_1 offset contributes m * a * sum(xq) per block.
+ *
+ * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
+ * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
+ * tokens of one slot) and a continuous-batching decode step (one token for each of T slots)
+ * alike. Weight rows are the outer loop of every matmul, so a step of 8 requests reads each
+ * weight block once.
+ *
+ * Threads: the calling thread does every phase itself; helper threads (threads - 1 of them)
+ * take chunks of a phase's rows when they get a core. Completion is counted per chunk, not per
+ * thread, so a helper the OS has not scheduled (this host's cores are shared) never holds a
+ * step up: a barrier-based pool (OpenMP) waited a whole time slice for it at each of the ~150
+ * barriers of a step, which made 2 threads slower than 1 under load.
+ *
+ * Build: gcc -O3 -mavx2 -mfma -mf16c -pthread -shared -fPIC (see build.py).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define QK 32
+#define ROW_TILE 8 /* activation rows that share one pass over a weight row */
+
+enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
+
+typedef struct {
+    int32_t type;
+    int32_t rows, cols;
+    const void *q;     /* Q8_0: int8 [rows * cols]; Q4_1: uint8 [rows * cols / 2] */
+    const uint16_t *d; /* fp16 [rows * cols / QK] */
+    const uint16_t *m; /* fp16 [rows * cols / QK], Q4_1 only */
+} rp_matrix;
+
+typedef struct {
+    int32_t layers, hidden, heads, kv_heads, head_dim, inter, vocab;
+    int32_t slots, capacity, threads;
+    float eps;
+    const float *cos, *sin;          /* [max_positions, head_dim] */
+    const float *norm1, *norm2;      /* [layers, hidden] */
+    const float *final_norm;         /* [hidden] */
+    const rp_matrix *qkv, *o, *gate_up, *down; /* [layers] each */
+    const rp_matrix *embed, *lm_head;
+    float *k_cache, *v_cache;        /* [layers, slots, kv_heads, capacity, head_dim] */
+} rp_model;
+
+/* Activations of T rows quantised per block. */
+typedef struct {
+    int8_t *q;  /* [T, K] */
+    float *d;   /* [T, K / QK] scale */
+    float *s;   /* [T, K / QK] d * sum(q) */
+    int K;
+} qacts;
+
+static inline float fp16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t f32_to_fp16(float f) { return _cvtss_sh(f, 0); }
+
+static inline float hsum8(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+
+/* -- an opportunistic thread pool ------------------------------------------------------------
+ * A job is `n` chunks of fn(ctx, chunk). `ticket` packs (generation << 32 | next chunk); a
+ * chunk is claimed with a CAS on it, which succeeds only while the job is still the current one
+ * (the caller publishes the next job only after all chunks of this one are done), so a claim
+ * never runs a stale job. The caller claims chunks too and then waits for `done == n`.
+ * Only one caller at a time: the planner's scheduler thread (a lock guards rp_forward).
+ */
+typedef void (*chunk_fn)(void *ctx, int chunk);
+
+#define SPIN_BEFORE_SLEEP_NS 2000000L /* helpers nap on a condition variable after 2 ms idle */
+
+static struct {
+    pthread_once_t once;
+    int helpers;
+    _Atomic uint64_t ticket;
+    _Atomic int done;
+    _Atomic int sleepers;
+    _Atomic(chunk_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int n;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+} pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static int pool_wanted = 1;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Claim and run chunks of the current job until none is left; returns how many ran. */
+static int run_chunks(void) {
+    int ran = 0;
+    for (;;) {
+        uint64_t t = atomic_load(&pool.ticket);
+        chunk_fn fn = atomic_load(&pool.fn);
+        void *ctx = atomic_load(&pool.ctx);
+        int n = atomic_load(&pool.n);
+        uint32_t next = (uint32_t)t;
+        if (next >= (uint32_t)n) return ran;
+        if (!atomic_compare_exchange_weak(&pool.ticket, &t, t + 1)) continue;
+        fn(ctx, (int)next);
+        atomic_fetch_add(&pool.done, 1);
+        ran++;
+    }
+}
+
+static void *helper_main(void *arg) {
+    (void)arg;
+    uint64_t seen = atomic_load(&pool.ticket) >> 32;
+    int64_t idle_since = now_ns();
+    for (;;) {
+        uint64_t gen = atomic_load(&pool.ticket) >> 32;
+        if (gen != seen) {
+            seen = gen;
+            run_chunks();
+            idle_since = now_ns();
+            continue;
+        }
+        _mm_pause();
+        if (now_ns() - idle_since > SPIN_BEFORE_SLEEP_NS) {
+            pthread_mutex_lock(&pool.lock);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while ((atomic_load(&pool.ticket) >> 32) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.lock);
+            idle_since = now_ns();
+        }
+    }
+    return NULL;
+}
+
+static void pool_start(void) {
+    pool.helpers = 0;
+    for (int i = 0; i < pool_wanted - 1; i++) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, helper_main, NULL) == 0) pool.helpers++;
+        pthread_attr_destroy(&attr);
+    }
+}
+
+/* Run fn over chunks 0..n-1 with the helpers; returns when every chunk is done. Only one
+ * caller at a time (the planner's scheduler thread). threads <= 1: the caller alone. */
+static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
+    if (threads <= 1 || n <= 1) {
+        for (int i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    pool_wanted = threads;
+    pthread_once(&pool.once, pool_start);
+    /* Close the finished job first (next = UINT32_MAX under a new generation), so a helper
+     * that read the old ticket cannot claim a chunk while the descriptor is rewritten. */
+    uint64_t gen = (atomic_load(&pool.ticket) >> 32) + 1;
+    atomic_store(&pool.ticket, (gen << 32) | UINT32_MAX);
+    atomic_store(&pool.fn, fn);
+    atomic_store(&pool.ctx, ctx);
+    atomic_store(&pool.n, n);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.ticket, (gen + 1) << 32);
+    if (atomic_load(&pool.sleepers)) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+    run_chunks();
+    /* A helper is still in its last chunk. If it got preempted there, spinning only keeps its
+     * core busy: yield after a short spin so it can finish. */
+    for (int spins = 0; atomic_load(&pool.done) < n; spins++) {
+        if (spins < 2000)
+            _mm_pause();
+        else
+            sched_yield();
+    }
+}
+
+/* -- quantisation ----------------------------------------------------------------------- */
+
+void rp_quantize_q8_0(const float *src, int64_t n, int8_t *q, uint16_t *d) {
+    for (int64_t b = 0; b < n / QK; b++) {
+        const float *x = src + b * QK;
+        float amax = 0.f;
+        for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float scale = amax / 127.f;
+        d[b] = f32_to_fp16(scale);
+        /* Quantise against the stored (fp16-rounded) scale, so d * q is what was meant. */
+        float s = fp16_to_f32(d[b]);
+        float inv = s > 0.f ? 1.f / s : 0.f;
+        for (int i = 0; i < QK; i++) {
+            float v = nearbyintf(x[i] * inv);
+            q[b * QK + i] = (int8_t)fmaxf(-127.f, fminf(127.f, v));
+        }
+    }
+}
+
+void rp_quantize_q4_1(const float *src, int64_t n, uint8_t *q, uint16_t *d, uint16_t *m) {
+    for (int64_t b = 0; b < n / QK; b++) {
+        const float *x = src + b * QK;
+        float lo = x[0], hi = x[0];
+        for (int i = 1; i < QK; i++) {
+            lo = fminf(lo, x[i]);
+            hi = fmaxf(hi, x[i]);
+        }
+        d[b] = f32_to_fp16((hi - lo) / 15.f);
+        m[b] = f32_to_fp16(lo);
+        float s = fp16_to_f32(d[b]), mn = fp16_to_f32(m[b]);
+        float inv = s > 0.f ? 1.f / s : 0.f;
+        uint8_t *out = q + b * (QK / 2);
+        for (int j = 0; j < QK / 2; j++) {
+            float a = nearbyintf((x[j] - mn) * inv), c = nearbyintf((x[j + QK / 2] - mn) * inv);
+            uint8_t qa = (uint8_t)fmaxf(0.f, fminf(15.f, a));
+            uint8_t qc = (uint8_t)fmaxf(0.f, fminf(15.f, c));
+            out[j] = (uint8_t)(qa | (qc << 4));
+        }
+    }
+}
+
+/* Row `r` of a quantised matrix back to fp32 (the embedding lookup). */
+void rp_dequantize_row(const rp_matrix *w, int64_t r, float *out) {
+    int nb = w->cols / QK;
+    for (int b = 0; b < nb; b++) {
+        int64_t blk = r * nb + b;
+        float d = fp16_to_f32(w->d[blk]);
+        if (w->type == RP_Q8_0) {
+            const int8_t *q = (const int8_t *)w->q + blk * QK;
+            for (int i = 0; i < QK; i++) out[b * QK + i] = d * q[i];
+        } else {
+            const uint8_t *q = (const uint8_t *)w->q + blk * (QK / 2);
+            float m = fp16_to_f32(w->m[blk]);
+            for (int j = 0; j < QK / 2; j++) {
+                out[b * QK + j] = d * (q[j] & 15) + m;
+                out[b * QK + j + QK / 2] = d * (q[j] >> 4) + m;
+            }
+        }
+    }
+}
+
+/* One row of activations to int8 blocks. */
+static void quantize_row(const float *x, int K, int8_t *q, float *d, float *s) {
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int b = 0; b < K / QK; b++) {
+        const float *v = x + b * QK;
+        __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+        __m256 v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+        __m256 amax = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                    _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float mx = _mm_cvtss_f32(m4);
+        float scale = mx / 127.f;
+        float inv = mx > 0.f ? 127.f / mx : 0.f;
+        __m256 mul = _mm256_set1_ps(inv);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, mul));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, mul));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, mul));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
+        /* sum of the quantised values */
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        int total = _mm_cvtsi128_si32(s4);
+        /* pack 32 x int32 to int8 in order: packs interleave 128-bit lanes, permute fixes it */
+        __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * QK), p);
+        d[b] = scale;
+        s[b] = scale * (float)total;
+    }
+}
+
+static void quantize_rows(const float *x, int T, int K, qacts *a) {
+    int nb = K / QK;
+    a->K = K;
+    for (int t = 0; t < T; t++) quantize_row(x + (int64_t)t * K, K, a->q + (int64_t)t * K, a->d + (int64_t)t * nb, a->s + (int64_t)t * nb);
+}
+
+/* -- matmul: y[t, n] (+)= sum_k x[t, k] * W[n, k] ---------------------------------------------- */
+
+static inline __m256i load_q4(const uint8_t *p) {
+    const __m128i low = _mm_set1_epi8(15);
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+    return _mm256_set_m128i(hi, lo);
+}
+
+/* TB activation rows against weight row n; always inlined with a constant TB so the
+ * accumulators stay in registers. */
+static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, int64_t n, const qacts *a, int t0,
+                                                          const int TB, float *out) {
+    const int nb = w->cols / QK;
+    const int K = w->cols;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[ROW_TILE];
+    for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
+    const uint16_t *dp = w->d + n * nb;
+    const int8_t *xq = a->q + (int64_t)t0 * K;
+    const float *xd = a->d + (int64_t)t0 * nb;
+    if (w->type == RP_Q4_1) {
+        const uint8_t *wq = (const uint8_t *)w->q + n * (K / 2);
+        for (int blk = 0; blk < nb; blk++) {
+            __m256i wv = load_q4(wq + blk * (QK / 2));
+            __m256 d = _mm256_set1_ps(fp16_to_f32(dp[blk]));
+            for (int b = 0; b < TB; b++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
+                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
+                __m256 scale = _mm256_mul_ps(d, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
+                acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[b]);
+            }
+        }
+        /* the blocks' minimums: sum_blk m[blk] * a[blk] * sum(xq[blk]) */
+        const uint16_t *mp = w->m + n * nb;
+        float m[64 * QK / QK];
+        int nbm = nb;
+        for (int blk = 0; blk < nbm; blk++) m[blk] = fp16_to_f32(mp[blk]);
+        for (int b = 0; b < TB; b++) {
+            const float *xs = a->s + (int64_t)(t0 + b) * nb;
+            float sum = 0.f;
+            for (int blk = 0; blk < nbm; blk++) sum += m[blk] * xs[blk];
+            out[b] = hsum8(acc[b]) + sum;
+        }
+    } else {
+        const int8_t *wq = (const int8_t *)w->q + n * K;
+        for (int blk = 0; blk < nb; blk++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
+            __m256i wabs = _mm256_sign_epi8(wv, wv);
+            __m256 d = _mm256_set1_ps(fp16_to_f32(dp[blk]));
+            for (int b = 0; b < TB; b++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
+                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, wv)), ones);
+                __m256 scale = _mm256_mul_ps(d, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
+                acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[b]);
+            }
+        }
+        for (int b = 0; b < TB; b++) out[b] = hsum8(acc[b]);
+    }
+}
+
+static void dot_tile(const rp_matrix *w, int64_t n, const qacts *a, int t0, int tb, float *out) {
+    switch (tb) {
+    case 1: dot_rows(w, n, a, t0, 1, out); break;
+    case 2: dot_rows(w, n, a, t0, 2, out); break;
+    case 3: dot_rows(w, n, a, t0, 3, out); break;
+    case 4: dot_rows(w, n, a, t0, 4, out); break;
+    case 5: dot_rows(w, n, a, t0, 5, out); break;
+    case 6: dot_rows(w, n, a, t0, 6, out); break;
+    case 7: dot_rows(w, n, a, t0, 7, out); break;
+    default: dot_rows(w, n, a, t0, 8, out); break;
+    }
+}
+
+typedef struct {
+    const rp_matrix *w;
+    const qacts *a;
+    int T, rows_per_chunk, add;
+    float *y;
+} matmul_job;
+
+static void matmul_chunk(void *ctx, int chunk) {
+    const matmul_job *j = ctx;
+    const int N = j->w->rows;
+    int n0 = chunk * j->rows_per_chunk, n1 = n0 + j->rows_per_chunk < N ? n0 + j->rows_per_chunk : N;
+    for (int n = n0; n < n1; n++) {
+        for (int t0 = 0; t0 < j->T; t0 += ROW_TILE) {
+            int tb = j->T - t0 < ROW_TILE ? j->T - t0 : ROW_TILE;
+            float out[ROW_TILE];
+            dot_tile(j->w, n, j->a, t0, tb, out);
+            for (int b = 0; b < tb; b++) {
+                float *dst = j->y + (int64_t)(t0 + b) * N + n;
+                *dst = j->add ? *dst + out[b] : out[b];
+            }
+        }
+    }
+}
+
+#define MATMUL_CHUNKS 48 /* per matmul: small enough that a preempted helper holds little */
+
+/* y[T, N] (+)= W[N, K] . x[T, K]^T, rows of W shared out among the threads. */
+static void matmul(int threads, const rp_matrix *w, const qacts *a, int T, float *y, int add) {
+    int per = (w->rows + MATMUL_CHUNKS - 1) / MATMUL_CHUNKS;
+    per = (per + 7) & ~7;
+    matmul_job j = {w, a, T, per, add, y};
+    parallel_for(threads, (w->rows + per - 1) / per, matmul_chunk, &j);
+}
+
+static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Exported for tests: y[T, N] = x[T, K] . W^T with x quantised like the forward pass does. */
+void rp_matmul(const rp_matrix *w, const float *x, int T, float *y, int threads) {
+    int K = w->cols, nb = K / QK;
+    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nb), malloc(sizeof(float) * T * nb), K};
+    quantize_rows(x, T, K, &a);
+    pthread_mutex_lock(&call_lock);
+    matmul(threads, w, &a, T, y, 0);
+    pthread_mutex_unlock(&call_lock);
+    free(a.q);
+    free(a.d);
+    free(a.s);
+}
+
+/* -- the forward pass --------------------------------------------------------------------- */
+
+static void rms_norm_rows(const float *x, const float *weight, int T, int H, float eps, float *out) {
+    for (int t = 0; t < T; t++) {
+        const float *v = x + (int64_t)t * H;
+        float ss = 0.f;
+        for (int i = 0; i < H; i++) ss += v[i] * v[i];
+        float r = 1.f / sqrtf(ss / H + eps);
+        for (int i = 0; i < H; i++) out[(int64_t)t * H + i] = weight[i] * (v[i] * r);
+    }
+}
+
+static inline float *cache_at(const rp_model *M, float *base, int layer, int slot, int kvh, int pos) {
+    return base + ((((int64_t)layer * M->slots + slot) * M->kv_heads + kvh) * M->capacity + pos) * M->head_dim;
+}
+
+static void rope(float *v, const float *cos, const float *sin, int D) {
+    int half = D / 2;
+    for (int i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos[i] - b * sin[i];
+        v[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+typedef struct {
+    const rp_model *M;
+    int layer, T;
+    const int32_t *slots, *pos;
+    const float *qkv;
+    float *att, *scores; /* scores: [T * heads, maxpos + 1], one row per task */
+    int score_stride;
+} attention_job;
+
+/* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache. */
+static void attention_chunk(void *ctx, int th) {
+    const attention_job *j = ctx;
+    const rp_model *M = j->M;
+    const int D = M->head_dim, NH = M->heads, KVH = M->kv_heads, QKV = (NH + 2 * KVH) * D;
+    const int t = th / NH, hh = th % NH, kh = hh / (NH / KVH), P = j->pos[t] + 1;
+    const float scale = 1.f / sqrtf((float)D);
+    const float *q = j->qkv + (int64_t)t * QKV + hh * D;
+    const float *keys = cache_at(M, M->k_cache, j->layer, j->slots[t], kh, 0);
+    const float *vals = cache_at(M, M->v_cache, j->layer, j->slots[t], kh, 0);
+    float *sc = j->scores + (int64_t)th * j->score_stride;
+    float mx = -INFINITY;
+    for (int p = 0; p < P; p++) {
+        const float *k = keys + (int64_t)p * D;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < D; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+        float v = hsum8(acc) * scale;
+        sc[p] = v;
+        mx = v > mx ? v : mx;
+    }
+    float sum = 0.f;
+    for (int p = 0; p < P; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = 1.f / sum;
+    float *out = j->att + (int64_t)t * NH * D + hh * D;
+    for (int i = 0; i < D; i++) out[i] = 0.f;
+    for (int p = 0; p < P; p++) {
+        const float *v = vals + (int64_t)p * D;
+        __m256 w = _mm256_set1_ps(sc[p] * inv);
+        for (int i = 0; i < D; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_fmadd_ps(w, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
+    }
+}
+
+typedef struct {
+    const float *gu;
+    float *act;
+    int I;
+} silu_job;
+
+static void silu_chunk(void *ctx, int t) {
+    const silu_job *j = ctx;
+    const float *g = j->gu + (int64_t)t * 2 * j->I, *u = g + j->I;
+    float *o = j->act + (int64_t)t * j->I;
+    for (int i = 0; i < j->I; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
+/* Returns 0, or -1 when out of memory. */
+int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *slots, const int32_t *pos,
+               const int32_t *logit_rows, int n_logits, float *logits) {
+    const int H = M->hidden, D = M->head_dim, NH = M->heads, KVH = M->kv_heads, I = M->inter;
+    const int QKV = (NH + 2 * KVH) * D;
+    const int maxK = I > H ? I : H;
+    const int threads = M->threads > 0 ? M->threads : 1;
+    int maxpos = 0;
+    for (int t = 0; t < T; t++) maxpos = pos[t] > maxpos ? pos[t] : maxpos;
+    int n_out = n_logits > 0 ? n_logits : 0;
+    int rowsq = T > n_out ? T : n_out;
+
+    float *x = malloc(sizeof(float) * T * H);
+    float *h = malloc(sizeof(float) * T * H);
+    float *qkv = malloc(sizeof(float) * T * QKV);
+    float *att = malloc(sizeof(float) * T * NH * D);
+    float *gu = malloc(sizeof(float) * T * 2 * I);
+    float *act = malloc(sizeof(float) * T * I);
+    qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * (maxK / QK)),
+               malloc(sizeof(float) * rowsq * (maxK / QK)), 0};
+    float *scores = malloc(sizeof(float) * T * NH * (maxpos + 1));
+    float *last = malloc(sizeof(float) * (n_out ? n_out : 1) * H);
+    int ok = x && h && qkv && att && gu && act && a.q && a.d && a.s && scores && last;
+    if (ok) {
+        pthread_mutex_lock(&call_lock);
+        for (int t = 0; t < T; t++) rp_dequantize_row(M->embed, tokens[t], x + (int64_t)t * H);
+        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, maxpos + 1};
+        silu_job sj = {gu, act, I};
+        for (int l = 0; l < M->layers; l++) {
+            rms_norm_rows(x, M->norm1 + (int64_t)l * H, T, H, M->eps, h);
+            quantize_rows(h, T, H, &a);
+            matmul(threads, &M->qkv[l], &a, T, qkv, 0);
+            /* rope, then this step's keys/values into the cache */
+            for (int t = 0; t < T; t++) {
+                float *row = qkv + (int64_t)t * QKV;
+                const float *c = M->cos + (int64_t)pos[t] * D, *s = M->sin + (int64_t)pos[t] * D;
+                for (int hh = 0; hh < NH + KVH; hh++) rope(row + hh * D, c, s, D);
+                for (int kh = 0; kh < KVH; kh++) {
+                    memcpy(cache_at(M, M->k_cache, l, slots[t], kh, pos[t]), row + (NH + kh) * D, sizeof(float) * D);
+                    memcpy(cache_at(M, M->v_cache, l, slots[t], kh, pos[t]), row + (NH + KVH + kh) * D, sizeof(float) * D);
+                }
+            }
+            aj.layer = l;
+            parallel_for(threads, T * NH, attention_chunk, &aj);
+            quantize_rows(att, T, NH * D, &a);
+            matmul(threads, &M->o[l], &a, T, x, 1);
+            rms_norm_rows(x, M->norm2 + (int64_t)l * H, T, H, M->eps, h);
+            quantize_rows(h, T, H, &a);
+            matmul(threads, &M->gate_up[l], &a, T, gu, 0);
+            parallel_for(threads, T, silu_chunk, &sj);
+            quantize_rows(act, T, I, &a);
+            matmul(threads, &M->down[l], &a, T, x, 1);
+        }
+        if (n_out) {
+            for (int r = 0; r < n_out; r++) rms_norm_rows(x + (int64_t)logit_rows[r] * H, M->final_norm, 1, H, M->eps, last + (int64_t)r * H);
+            quantize_rows(last, n_out, H, &a);
+            matmul(threads, M->lm_head, &a, n_out, logits, 0);
+        }
+        pthread_mutex_unlock(&call_lock);
+    }
+    free(x);
+    free(h);
+    free(qkv);
+    free(att);
+    free(gu);
+    free(act);
+    free(a.q);
+    free(a.d);
+    free(a.s);
+    free(scores);
+    free(last);
+    return ok ? 0 : -1;
+}
