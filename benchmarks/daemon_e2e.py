@@ -172,7 +172,7 @@ def check_traces(out: Path) -> dict[str, Any]:
         task_spans = {
             (s["attributes"].get("remed.host"), s["attributes"].get("remed.task"))
             for s in by_trace.get(trace_id, [])
-            if s["name"].startswith("task ")
+            if s["name"].startswith(("task ", "check task "))
         }
         for attempt in outcome.get("attempts", []):
             for task in attempt.get("tasks", []):

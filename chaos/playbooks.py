@@ -31,7 +31,10 @@ def _restart(program: str) -> str:
     - name: restart {program} under supervisord
       ansible.builtin.command: supervisorctl restart {program}
       register: restart_result
-      failed_when: "'ERROR' in restart_result.stdout or restart_result.rc != 0"
+      # A program that was down prints "ERROR (not running)" for the stop half, then "started".
+      failed_when: >-
+        restart_result.rc != 0 or
+        (not ansible_check_mode and 'started' not in restart_result.stdout)
 """
 
 
@@ -65,6 +68,7 @@ def _wait_gone(pattern: str, what: str) -> str:
       delay: 1
       changed_when: false
       failed_when: still_there.rc > 1
+      when: not ansible_check_mode  # a dry run skips commands, so there is nothing to wait for
 """
 
 
