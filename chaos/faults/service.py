@@ -392,8 +392,9 @@ class ConnectionExhaustion(_ServiceFault):
         )
 
     def check(self) -> Check:
-        # A slot freed for a moment can let one request through; three in a row must pass.
-        for _ in range(3):
+        # A slot another client frees can let a request through before the leak takes it back
+        # (more often on a loaded host); recovered means five requests in a row succeed.
+        for _ in range(5):
             result = self.functional()
             if not result.ok:
                 return result
