@@ -76,7 +76,7 @@ def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ds, ms = d.astype(np.float32), m.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint((blocks - ms[:, None]) * inv[:, None]), 0, 15).astype(np.uint8)
-    packed = q[:, : QK // 2] | (q[:, QK // 2 :] << 4)
+    packed = q[0::2] | (q[1::2] << 4)  # pairs of blocks: the first in the low nibbles
     return packed.reshape(-1), d.view(np.uint16), m.view(np.uint16)
 
 
@@ -85,8 +85,8 @@ def ref_dequant(qm: Any) -> np.ndarray:
     if qm.m is None:
         w = qm.q.reshape(-1, QK).astype(np.float64) * d
     else:
-        packed = qm.q.reshape(-1, QK // 2)
-        q = np.concatenate([packed & 15, packed >> 4], axis=1).astype(np.float64)
+        packed = qm.q.reshape(-1, QK)
+        q = np.stack([packed & 15, packed >> 4], axis=1).reshape(-1, QK).astype(np.float64)
         w = q * d + qm.m.view(np.float16).astype(np.float64)[:, None]
     return w.reshape(qm.rows, qm.cols)
 
@@ -118,6 +118,9 @@ def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: 
         # x * (1/d) rounds like numpy's; allow a rare half-way case to land on the other side.
         assert got.shape == want.shape
         assert np.mean(got != want) < 1e-3
+    row, st = np.empty(576, np.float32), qm.struct()
+    lib.rp_dequantize_row(ctypes.byref(st), 1, row.ctypes.data)  # the embedding lookup
+    np.testing.assert_allclose(row, ref_dequant(qm)[1], rtol=1e-6, atol=1e-7)
     step = 1 / 127 if kind == "q8" else 2 / 15  # a grid step, relative to the block max abs
     err = np.abs(ref_dequant(qm) - w).reshape(-1, QK).max(axis=1)
     span = np.abs(w).reshape(-1, QK).max(axis=1)

@@ -29,6 +29,7 @@ import numpy as np
 from engine import CACHE_GROW_TOKENS, LlamaShape, rope_tables
 
 QK = 32
+MAX_COLS = 4096  # MAX_BLOCKS * QK in planner_kernels.c
 Q8_0, Q4_1 = 1, 2
 FORMATS = ("q8", "q4")
 PREFILL_CHUNK_TOKENS = 256  # bounds the scratch memory of one native call
@@ -111,8 +112,11 @@ class QMatrix:
     def quantize(cls, lib: ctypes.CDLL, w: np.ndarray, kind: int) -> QMatrix:
         w = np.ascontiguousarray(w, dtype=np.float32)
         rows, cols = w.shape
-        if cols % QK:
-            raise ValueError(f"matrix columns ({cols}) must be a multiple of {QK}")
+        multiple = QK if kind == Q8_0 else 2 * QK  # Q4_1 blocks are stored in pairs
+        if cols % multiple or cols > MAX_COLS:
+            raise ValueError(
+                f"matrix columns ({cols}) must be a multiple of {multiple} and at most {MAX_COLS}"
+            )
         blocks = w.size // QK
         d = np.empty(blocks, np.uint16)
         if kind == Q8_0:
@@ -155,7 +159,8 @@ class QuantEngine:
         sd = hf_model.state_dict()
 
         def f32(name: str) -> np.ndarray:
-            return np.ascontiguousarray(sd[name].detach().float().numpy())
+            # A copy: a view would keep HF's tensor, and with it the mmapped checkpoint, alive.
+            return np.array(sd[name].detach().float().numpy(), dtype=np.float32, copy=True)
 
         def quant(names: list[str], kind: int) -> QMatrix:
             return QMatrix.quantize(lib, np.concatenate([f32(n) for n in names], axis=0), kind)

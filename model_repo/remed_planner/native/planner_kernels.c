@@ -7,8 +7,10 @@
  *
  * Formats (blocks of QK = 32 weights along a row; scales are IEEE fp16):
  *   Q8_0: w = d * q,       q int8 in [-127, 127]; one d per block.
- *   Q4_1: w = d * q + m,   q in [0, 15]; byte j of a block holds q[j] (low nibble) and
- *                          q[j + 16] (high nibble); one d and one m per block.
+ *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block. Blocks go in pairs
+ *                          (rows are a multiple of 64 long): byte j of a pair's 32 bytes holds
+ *                          q[j] of the first block (low nibble) and of the second (high), so
+ *                          one 32-byte load and two masks unpack 64 weights.
  * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
  * matmul, so the inner product is integer (maddubs + madd) with one float FMA per block, and
  * the Q4_1 offset contributes m * a * sum(xq) per block.
@@ -108,6 +110,14 @@ static struct {
 
 static int pool_wanted = 1;
 
+/* When the helpers keep the caller waiting (their core is busy with other processes and they
+ * get preempted holding a chunk), the caller runs alone for a while and then tries again. */
+#define STALL_NS 100000L      /* a wait this long for a helper's last chunk is a stall */
+#define STALL_WINDOW_JOBS 512 /* about 3 decode steps */
+#define STALLS_TOLERATED 16   /* per window; more, and the caller goes solo */
+#define SOLO_JOBS 8192        /* about 50 decode steps */
+static int solo_jobs_left, window_jobs, window_stalls;
+
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -171,7 +181,8 @@ static void pool_start(void) {
 /* Run fn over chunks 0..n-1 with the helpers; returns when every chunk is done. Only one
  * caller at a time (the planner's scheduler thread). threads <= 1: the caller alone. */
 static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
-    if (threads <= 1 || n <= 1) {
+    if (threads <= 1 || n <= 1 || solo_jobs_left > 0) {
+        if (solo_jobs_left > 0) solo_jobs_left--;
         for (int i = 0; i < n; i++) fn(ctx, i);
         return;
     }
@@ -194,13 +205,23 @@ static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
     run_chunks();
     /* A helper is still in its last chunk. If it got preempted there, spinning only keeps its
      * core busy: yield after a short spin so it can finish. */
+    int64_t waiting_since = 0;
     for (int spins = 0; atomic_load(&pool.done) < n; spins++) {
+        if (spins == 0) waiting_since = now_ns();
         if (spins < 2000)
             _mm_pause();
         else
             sched_yield();
     }
+    if (waiting_since && now_ns() - waiting_since > STALL_NS) window_stalls++;
+    if (++window_jobs == STALL_WINDOW_JOBS) {
+        if (window_stalls > STALLS_TOLERATED) solo_jobs_left = SOLO_JOBS;
+        window_jobs = window_stalls = 0;
+    }
 }
+
+/* For tests and benchmarks: how many of the next jobs run without helpers. */
+int rp_solo_jobs_left(void) { return solo_jobs_left; }
 
 /* -- quantisation ----------------------------------------------------------------------- */
 
@@ -233,12 +254,13 @@ void rp_quantize_q4_1(const float *src, int64_t n, uint8_t *q, uint16_t *d, uint
         m[b] = f32_to_fp16(lo);
         float s = fp16_to_f32(d[b]), mn = fp16_to_f32(m[b]);
         float inv = s > 0.f ? 1.f / s : 0.f;
-        uint8_t *out = q + b * (QK / 2);
-        for (int j = 0; j < QK / 2; j++) {
-            float a = nearbyintf((x[j] - mn) * inv), c = nearbyintf((x[j + QK / 2] - mn) * inv);
-            uint8_t qa = (uint8_t)fmaxf(0.f, fminf(15.f, a));
-            uint8_t qc = (uint8_t)fmaxf(0.f, fminf(15.f, c));
-            out[j] = (uint8_t)(qa | (qc << 4));
+        /* block b of pair b / 2: the low nibbles for even b, the high ones for odd b */
+        uint8_t *out = q + (b / 2) * QK;
+        int shift = (b & 1) * 4;
+        for (int i = 0; i < QK; i++) {
+            float v = nearbyintf((x[i] - mn) * inv);
+            uint8_t c = (uint8_t)fmaxf(0.f, fminf(15.f, v));
+            out[i] = (uint8_t)((shift ? out[i] & 15 : 0) | (c << shift));
         }
     }
 }
@@ -253,12 +275,10 @@ void rp_dequantize_row(const rp_matrix *w, int64_t r, float *out) {
             const int8_t *q = (const int8_t *)w->q + blk * QK;
             for (int i = 0; i < QK; i++) out[b * QK + i] = d * q[i];
         } else {
-            const uint8_t *q = (const uint8_t *)w->q + blk * (QK / 2);
+            const uint8_t *q = (const uint8_t *)w->q + (blk / 2) * QK;
             float m = fp16_to_f32(w->m[blk]);
-            for (int j = 0; j < QK / 2; j++) {
-                out[b * QK + j] = d * (q[j] & 15) + m;
-                out[b * QK + j + QK / 2] = d * (q[j] >> 4) + m;
-            }
+            int shift = (blk & 1) * 4;
+            for (int i = 0; i < QK; i++) out[b * QK + i] = d * ((q[i] >> shift) & 15) + m;
         }
     }
 }
@@ -307,12 +327,37 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
 
 /* -- matmul: y[t, n] (+)= sum_k x[t, k] * W[n, k] ---------------------------------------------- */
 
-static inline __m256i load_q4(const uint8_t *p) {
-    const __m128i low = _mm_set1_epi8(15);
-    __m128i raw = _mm_loadu_si128((const __m128i *)p);
-    __m128i lo = _mm_and_si128(raw, low), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-    return _mm256_set_m128i(hi, lo);
+#define MAX_BLOCKS 128 /* blocks per row the kernels take: rows of up to 4096 */
+
+/* scale[b][blk] = d[blk] * a_b[blk]: the weight block's scale times the activation block's,
+ * eight blocks per instruction (F16C converts the fp16 scales). */
+static inline __attribute__((always_inline)) void block_scales(const uint16_t *dp, const float *xd, int nb,
+                                                              const int TB, float scale[][MAX_BLOCKS]) {
+    int blk = 0;
+    for (; blk + 8 <= nb; blk += 8) {
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + blk)));
+        for (int b = 0; b < TB; b++)
+            _mm256_storeu_ps(scale[b] + blk, _mm256_mul_ps(d, _mm256_loadu_ps(xd + (int64_t)b * nb + blk)));
+    }
+    for (; blk < nb; blk++) {
+        float d = fp16_to_f32(dp[blk]);
+        for (int b = 0; b < TB; b++) scale[b][blk] = d * xd[(int64_t)b * nb + blk];
+    }
 }
+
+/* sum over blocks of m[blk] * a_b[blk] * sum(xq_b[blk]): the Q4_1 minimums' share. */
+static inline float min_term(const uint16_t *mp, const float *xs, int nb) {
+    __m256 acc = _mm256_setzero_ps();
+    int blk = 0;
+    for (; blk + 8 <= nb; blk += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + blk))), _mm256_loadu_ps(xs + blk), acc);
+    float sum = hsum8(acc);
+    for (; blk < nb; blk++) sum += fp16_to_f32(mp[blk]) * xs[blk];
+    return sum;
+}
+
+#define DOT_BLOCK(wv, xv, sc, acc) \
+    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(sc), _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)), acc)
 
 /* TB activation rows against weight row n; always inlined with a constant TB so the
  * accumulators stay in registers. */
@@ -322,44 +367,32 @@ static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, i
     const int K = w->cols;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[ROW_TILE];
+    float scale[ROW_TILE][MAX_BLOCKS];
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
-    const uint16_t *dp = w->d + n * nb;
     const int8_t *xq = a->q + (int64_t)t0 * K;
-    const float *xd = a->d + (int64_t)t0 * nb;
+    block_scales(w->d + n * nb, a->d + (int64_t)t0 * nb, nb, TB, scale);
     if (w->type == RP_Q4_1) {
+        const __m256i low = _mm256_set1_epi8(15);
         const uint8_t *wq = (const uint8_t *)w->q + n * (K / 2);
-        for (int blk = 0; blk < nb; blk++) {
-            __m256i wv = load_q4(wq + blk * (QK / 2));
-            __m256 d = _mm256_set1_ps(fp16_to_f32(dp[blk]));
+        for (int blk = 0; blk < nb; blk += 2) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
+            __m256i w0 = _mm256_and_si256(raw, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
             for (int b = 0; b < TB; b++) {
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
-                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
-                __m256 scale = _mm256_mul_ps(d, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
-                acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[b]);
+                const int8_t *x = xq + (int64_t)b * K + blk * QK;
+                DOT_BLOCK(w0, _mm256_loadu_si256((const __m256i *)x), &scale[b][blk], acc[b]);
+                DOT_BLOCK(w1, _mm256_loadu_si256((const __m256i *)(x + QK)), &scale[b][blk + 1], acc[b]);
             }
         }
-        /* the blocks' minimums: sum_blk m[blk] * a[blk] * sum(xq[blk]) */
-        const uint16_t *mp = w->m + n * nb;
-        float m[64 * QK / QK];
-        int nbm = nb;
-        for (int blk = 0; blk < nbm; blk++) m[blk] = fp16_to_f32(mp[blk]);
-        for (int b = 0; b < TB; b++) {
-            const float *xs = a->s + (int64_t)(t0 + b) * nb;
-            float sum = 0.f;
-            for (int blk = 0; blk < nbm; blk++) sum += m[blk] * xs[blk];
-            out[b] = hsum8(acc[b]) + sum;
-        }
+        for (int b = 0; b < TB; b++)
+            out[b] = hsum8(acc[b]) + min_term(w->m + n * nb, a->s + (int64_t)(t0 + b) * nb, nb);
     } else {
         const int8_t *wq = (const int8_t *)w->q + n * K;
         for (int blk = 0; blk < nb; blk++) {
             __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
             __m256i wabs = _mm256_sign_epi8(wv, wv);
-            __m256 d = _mm256_set1_ps(fp16_to_f32(dp[blk]));
             for (int b = 0; b < TB; b++) {
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
-                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, wv)), ones);
-                __m256 scale = _mm256_mul_ps(d, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
-                acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[b]);
+                DOT_BLOCK(wabs, _mm256_sign_epi8(xv, wv), &scale[b][blk], acc[b]);
             }
         }
         for (int b = 0; b < TB; b++) out[b] = hsum8(acc[b]);
