@@ -20,6 +20,10 @@ ratios (e.g. single / naive) are what compare across runs. The RSS is read after
 Prints a table, then one JSON line:
 {"single_tok_s", "concurrent8_tok_s", "naive_tok_s", "llamacpp_tok_s", "ttft_ms", "p99_ms",
  "rss_mb"}
+
+`--agreement N` measures quality instead, in this process and without the stack: how often the
+q8 and q4 engines pick the fp32 engine's greedy token on N chaos planner prompts (see
+`agreement`), as one JSON line per format.
 """
 
 from __future__ import annotations
