@@ -336,11 +336,13 @@ static inline __attribute__((always_inline)) void block_scales(const uint16_t *d
     int blk = 0;
     for (; blk + 8 <= nb; blk += 8) {
         __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + blk)));
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++)
             _mm256_storeu_ps(scale[b] + blk, _mm256_mul_ps(d, _mm256_loadu_ps(xd + (int64_t)b * nb + blk)));
     }
     for (; blk < nb; blk++) {
         float d = fp16_to_f32(dp[blk]);
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) scale[b][blk] = d * xd[(int64_t)b * nb + blk];
     }
 }
@@ -368,6 +370,7 @@ static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, i
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[ROW_TILE];
     float scale[ROW_TILE][MAX_BLOCKS];
+    _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
     const int8_t *xq = a->q + (int64_t)t0 * K;
     block_scales(w->d + n * nb, a->d + (int64_t)t0 * nb, nb, TB, scale);
@@ -377,12 +380,14 @@ static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, i
         for (int blk = 0; blk < nb; blk += 2) {
             __m256i raw = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
             __m256i w0 = _mm256_and_si256(raw, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+            _Pragma("GCC unroll 8")
             for (int b = 0; b < TB; b++) {
                 const int8_t *x = xq + (int64_t)b * K + blk * QK;
                 DOT_BLOCK(w0, _mm256_loadu_si256((const __m256i *)x), &scale[b][blk], acc[b]);
                 DOT_BLOCK(w1, _mm256_loadu_si256((const __m256i *)(x + QK)), &scale[b][blk + 1], acc[b]);
             }
         }
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++)
             out[b] = hsum8(acc[b]) + min_term(w->m + n * nb, a->s + (int64_t)(t0 + b) * nb, nb);
     } else {
@@ -390,11 +395,13 @@ static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, i
         for (int blk = 0; blk < nb; blk++) {
             __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
             __m256i wabs = _mm256_sign_epi8(wv, wv);
+            _Pragma("GCC unroll 8")
             for (int b = 0; b < TB; b++) {
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
                 DOT_BLOCK(wabs, _mm256_sign_epi8(xv, wv), &scale[b][blk], acc[b]);
             }
         }
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) out[b] = hsum8(acc[b]);
     }
 }
