@@ -9,8 +9,8 @@ ready, then unloads the old one (after its in-flight requests finish): no downti
 that fails to load leaves the old one serving, and the load call reports Triton's reason.
 
 The order of versions served is kept in `<run>/triton/model_versions.json` so `rollback()` can
-return to the one before. (A restarted server loads by its config file again: the latest
-version directory.)
+return to the one before. A restarted server loads by its config file (the latest version
+directory); `remed stack up` then loads the last version chosen here again (`pinned()`).
 """
 
 from __future__ import annotations
@@ -93,6 +93,13 @@ class ModelVersions:
             key=lambda v: v.version,
         )
 
+    def pinned(self) -> int | None:
+        """The version last chosen with `load`/`rollback`, if its directory still exists."""
+        history = self._history()
+        if history and history[-1] in self.on_disk():
+            return history[-1]
+        return None
+
     def served(self) -> list[int]:
         return [v.version for v in self.versions() if v.state == "READY"]
 
@@ -116,7 +123,7 @@ class ModelVersions:
                 f"versions on disk are {self.on_disk()}"
             )
         before = self.served()
-        config = self._call("GET", f"/v2/models/{self.model}/config", None, QUERY_TIMEOUT_S)
+        config = self._config()
         config["version_policy"] = {"specific": {"versions": [version]}}
         body = {"parameters": {"config": json.dumps(config)}}
         try:
@@ -131,6 +138,25 @@ class ModelVersions:
         if not history or history[-1] != version:
             history.append(version)
         self._save_history(history[-HISTORY_LIMIT:])
+
+    def load_default(self) -> None:
+        """Load by the config file as it is (its version policy: the newest directory)."""
+        self._call("POST", f"/v2/repository/models/{self.model}/load", {}, LOAD_TIMEOUT_S)
+
+    def _config(self) -> dict[str, Any]:
+        """The served model's config; when nothing is loaded yet (a server started without the
+        model, to load a pinned version), the config file's, as Triton's JSON."""
+        if self.served():
+            config: dict[str, Any] = self._call(
+                "GET", f"/v2/models/{self.model}/config", None, QUERY_TIMEOUT_S
+            )
+            return config
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        text = (self.model_dir / "config.pbtxt").read_text()
+        message = text_format.Parse(text, model_config_pb2.ModelConfig())
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
     def rollback(self) -> int:
         """Serve the version that was served before the current one; returns it."""

@@ -9,7 +9,9 @@ torch and transformers from this virtual environment, which the server's environ
 at (PATH, LD_LIBRARY_PATH).
 
 State under `.run/triton/`: `state.json` (the ports chosen on first start and reused after),
-`tritonserver.pid`, `tritonserver.log` (this run; the previous one is `tritonserver.log.1`).
+`tritonserver.pid`, `tritonserver.log` (this run; the previous one is `tritonserver.log.1`),
+`model_versions.json` (versions chosen with `remed model load`; the last is served again after a
+restart).
 """
 
 from __future__ import annotations
@@ -78,9 +80,17 @@ class Triton:
         if proc is not None and self._ready():
             return
         started = proc is None
+        pinned = self._versions().pinned() if started else None
         if started:
-            proc = self._start()
+            proc = self._start(load_model=pinned is None)
         try:
+            if pinned is not None:
+                procs.wait_until(
+                    lambda: self._get_ok("/v2/health/live"), what="tritonserver (live)",
+                    timeout_s=READY_TIMEOUT_S, proc=proc, logfile=self.logfile,
+                    interval_s=READY_POLL_INTERVAL_S,
+                )  # fmt: skip
+                self._load_pinned(pinned)
             procs.wait_until(
                 self._ready,
                 what=f"tritonserver ({MODEL_NAME})",
@@ -97,6 +107,30 @@ class Triton:
                 self._remove_stale_shm()
             reason = self._last_error()
             raise procs.StackError(f"{exc}\n  {reason}" if reason else str(exc)) from None
+
+    def _versions(self) -> Any:
+        from remed_daemon.model_versions import ModelVersions
+
+        return ModelVersions(
+            self.http_url, self.paths.model_repo / MODEL_NAME, self.dir / "model_versions.json"
+        )
+
+    def _load_pinned(self, pinned: int) -> None:
+        """Serve the version last chosen with `remed model load`/`rollback` rather than the
+        newest directory, so a restart does not change (or break) what is served. If it no
+        longer loads, load by the config file (the newest) and say so."""
+        from remed_daemon.model_versions import ModelVersionError
+
+        versions = self._versions()
+        try:
+            versions.load(pinned)
+        except ModelVersionError as exc:
+            print(f"triton: version {pinned} chosen earlier did not load ({exc}); loading the "
+                  "newest version directory instead", file=sys.stderr)  # fmt: skip
+            try:
+                versions.load_default()
+            except ModelVersionError as again:
+                raise procs.StackError(f"{MODEL_NAME} did not load: {again}") from None
 
     def down(self) -> None:
         procs.stop(self.pidfile, timeout_s=STOP_TIMEOUT_S)
@@ -152,7 +186,7 @@ class Triton:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _start(self) -> procs.TrackedProcess:
+    def _start(self, *, load_model: bool = True) -> procs.TrackedProcess:
         server, env = self._runtime()
         self._ensure_base_model()
         self._remove_stale_shm()
@@ -161,7 +195,6 @@ class Triton:
             str(server),
             f"--model-repository={self.paths.model_repo}",
             "--model-control-mode=explicit",
-            f"--load-model={MODEL_NAME}",
             f"--backend-directory={self.backends}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--http-address={HOST}",
@@ -180,6 +213,8 @@ class Triton:
             "--strict-readiness=true",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         ]
+        if load_model:
+            argv.insert(3, f"--load-model={MODEL_NAME}")
         if self.logfile.exists():
             self.logfile.replace(self.logfile.with_name(self.logfile.name + ".1"))
         self.logfile.write_text(f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(argv)}\n")

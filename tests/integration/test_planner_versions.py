@@ -1,4 +1,5 @@
-"""remed_planner versions: swap under load, a broken version keeps the old one, rollback.
+"""remed_planner versions: swap under load, a broken version keeps the old one, rollback, and
+a restart keeps serving the version chosen last.
 
 Runs its own Triton (the stack's `Triton` class) on a copy of the model repository in a temp
 directory, so adding version directories never touches the shared stack. Clients keep sending
@@ -8,55 +9,26 @@ requests through the generate endpoint the whole time; none may fail.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
+import planner_repo
 import pytest
 
 from remed_daemon.model_versions import ModelVersionError, ModelVersions
-from remed_stack.paths import REPO_ROOT, StackPaths
 from remed_stack.triton import MODEL_NAME, Triton
 
 pytestmark = pytest.mark.integration
 
-SOURCE = REPO_ROOT / "model_repo" / MODEL_NAME
 CLIENTS = 3
 REQUEST_TIMEOUT_S = 120
-BROKEN_MODEL = """
-class TritonPythonModel:
-    def initialize(self, args):
-        raise RuntimeError("version 3 is broken on purpose")
-"""
-
-
-def _add_version(model_dir: Path, version: int, broken: bool = False) -> None:
-    target = model_dir / str(version)
-    target.mkdir()
-    if broken:
-        (target / "model.py").write_text(BROKEN_MODEL)
-        return
-    for src in (SOURCE / "1").glob("*.py"):
-        shutil.copy2(src, target / src.name)
 
 
 @pytest.fixture(scope="module")
 def own_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Triton, ModelVersions]]:
-    root = tmp_path_factory.mktemp("versions")
-    model_dir = root / "repo" / "model_repo" / MODEL_NAME
-    model_dir.mkdir(parents=True)
-    shutil.copy2(SOURCE / "config.pbtxt", model_dir / "config.pbtxt")
-    _add_version(model_dir, 1)
-    stack = StackPaths.from_env()
-    paths = StackPaths(repo=root / "repo", cache=stack.cache, run=root / "run")
-    triton = Triton(paths)
-    triton.up()
-    try:
-        yield triton, ModelVersions(triton.http_url, model_dir, triton.dir / "model_versions.json")
-    finally:
-        triton.down()
+    with planner_repo.own_triton(tmp_path_factory.mktemp("versions")) as served:
+        yield served
 
 
 async def _load_clients(url: str, stop: asyncio.Event, seen: list[tuple[int, Any]]) -> None:
@@ -93,12 +65,12 @@ async def test_swap_under_load_failed_load_and_rollback(
     try:
         await _until(lambda: len(seen) >= CLIENTS)
 
-        _add_version(versions.model_dir, 2)
+        planner_repo.add_version(versions.model_dir, 2)
         await asyncio.to_thread(versions.load, 2)
         assert versions.served() == [2]
         swapped_at = len(seen)
 
-        _add_version(versions.model_dir, 3, broken=True)
+        planner_repo.add_version(versions.model_dir, 3, broken=True)
         after_failed_load = len(seen)
         with pytest.raises(ModelVersionError, match="still serving 2"):
             await asyncio.to_thread(versions.load, 3)
@@ -121,3 +93,9 @@ async def test_swap_under_load_failed_load_and_rollback(
     assert served_by[-1] == "1"
     status = versions.status()
     assert status.served == [1] and status.history == [1]
+
+    # A restart serves the version chosen last (1), not the newest directory (3, broken, which
+    # would not even let the server start).
+    await asyncio.to_thread(triton.down)
+    await asyncio.to_thread(triton.up)
+    assert versions.served() == [1]
