@@ -112,7 +112,8 @@ static int pool_wanted = 1;
 
 /* When the helpers keep the caller waiting (their core is busy with other processes and they
  * get preempted holding a chunk), the caller runs alone for a while and then tries again. */
-#define STALL_NS 100000L      /* a wait this long for a helper's last chunk is a stall */
+#define STALL_NS 50000L       /* a stall: waiting this long for the helpers' last chunks, */
+#define STALL_CHUNKS 3        /* and longer than this many of the caller's own chunks took */
 #define STALL_WINDOW_JOBS 512 /* about 3 decode steps */
 #define STALLS_TOLERATED 16   /* per window; more, and the caller goes solo */
 #define SOLO_JOBS 8192        /* about 50 decode steps */
@@ -202,7 +203,9 @@ static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
-    run_chunks();
+    int64_t started = now_ns();
+    int ran = run_chunks();
+    int64_t chunk_ns = (now_ns() - started) / (ran > 0 ? ran : 1);
     /* A helper is still in its last chunk. If it got preempted there, spinning only keeps its
      * core busy: yield after a short spin so it can finish. */
     int64_t waiting_since = 0;
@@ -213,7 +216,10 @@ static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
         else
             sched_yield();
     }
-    if (waiting_since && now_ns() - waiting_since > STALL_NS) window_stalls++;
+    if (waiting_since) {
+        int64_t waited = now_ns() - waiting_since;
+        if (waited > STALL_NS && waited > STALL_CHUNKS * chunk_ns) window_stalls++;
+    }
     if (++window_jobs == STALL_WINDOW_JOBS) {
         if (window_stalls > STALLS_TOLERATED) solo_jobs_left = SOLO_JOBS;
         window_jobs = window_stalls = 0;
