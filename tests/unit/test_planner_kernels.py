@@ -257,3 +257,29 @@ def test_bad_token_ids_are_refused(qeng: Any) -> None:
     qeng.reserve(0, 4)
     with pytest.raises(ValueError, match="token ids"):
         qeng.prefill(0, [1, 2, qeng.vocab])
+
+
+def test_missing_kernels_fall_back_to_fp32_with_a_warning(
+    hf: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import types
+
+    warnings: list[str] = []
+    stand_in = types.ModuleType("pb_utils_stand_in")
+    stand_in.Logger = types.SimpleNamespace(log_warn=warnings.append)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in)
+    spec = importlib.util.spec_from_file_location(
+        "remed_planner_model_fb", VERSION_DIR / "model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    model = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, model)
+    spec.loader.exec_module(model)
+    try:
+        # A model directory without native/: no build script, so no kernels.
+        engine, served = model._make_engine(hf[1], 2, "q4", 2, tmp_path)
+    finally:
+        sys.path.remove(str(VERSION_DIR))  # model.py put its directory first on sys.path
+    assert served == "fp32" and type(engine).__name__ == "Engine"
+    assert len(warnings) == 1 and "serving fp32" in warnings[0] and "make native" in warnings[0]
