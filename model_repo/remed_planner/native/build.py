@@ -66,6 +66,7 @@ def ensure_built(cache_dir: Path | None = None) -> Path:
             raise NativeBuildError(
                 f"compiling the planner kernels failed ({' '.join(cmd)}):\n{proc.stderr.strip()}"
             )
+        os.chmod(tmp, 0o755)  # mkstemp made it private to this user
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
