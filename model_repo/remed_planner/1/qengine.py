@@ -153,6 +153,8 @@ class QuantEngine:
             hf_model.config, "mlp_bias", False
         ):
             raise ValueError("biased attention/MLP projections are not supported by the engine")
+        if s.head_dim % 8:
+            raise ValueError(f"head_dim {s.head_dim} is not a multiple of 8 (AVX2 lanes)")
         self.lib = lib
         self.weights = weights
         layer_kind = Q4_1 if weights == "q4" else Q8_0

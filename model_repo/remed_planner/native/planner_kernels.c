@@ -508,7 +508,9 @@ typedef struct {
     int score_stride;
 } attention_job;
 
-/* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache. */
+/* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache. Four positions at a time
+ * with independent accumulators (one FMA chain per position is latency-bound), and the output
+ * row kept in registers across positions for the usual head size of 64. */
 static void attention_chunk(void *ctx, int th) {
     const attention_job *j = ctx;
     const rp_model *M = j->M;
@@ -520,23 +522,62 @@ static void attention_chunk(void *ctx, int th) {
     const float *vals = cache_at(M, M->v_cache, j->layer, j->slots[t], kh, 0);
     float *sc = j->scores + (int64_t)th * j->score_stride;
     float mx = -INFINITY;
-    for (int p = 0; p < P; p++) {
+    int p = 0;
+    for (; p + 4 <= P; p += 4) {
+        const float *k0 = keys + (int64_t)p * D;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < D; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + D + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * D + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * D + i), a3);
+        }
+        sc[p] = hsum8(a0) * scale;
+        sc[p + 1] = hsum8(a1) * scale;
+        sc[p + 2] = hsum8(a2) * scale;
+        sc[p + 3] = hsum8(a3) * scale;
+    }
+    for (; p < P; p++) {
         const float *k = keys + (int64_t)p * D;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < D; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
-        float v = hsum8(acc) * scale;
-        sc[p] = v;
-        mx = v > mx ? v : mx;
+        sc[p] = hsum8(acc) * scale;
     }
+    for (p = 0; p < P; p++) mx = sc[p] > mx ? sc[p] : mx;
     float sum = 0.f;
-    for (int p = 0; p < P; p++) {
+    for (p = 0; p < P; p++) {
         sc[p] = expf(sc[p] - mx);
         sum += sc[p];
     }
     float inv = 1.f / sum;
     float *out = j->att + (int64_t)t * NH * D + hh * D;
+    if (D == 64) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
+        for (p = 0; p < P; p++) {
+            const float *v = vals + (int64_t)p * 64;
+            __m256 w = _mm256_set1_ps(sc[p] * inv);
+            o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), o0);
+            o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), o1);
+            o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), o2);
+            o3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), o3);
+            o4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 32), o4);
+            o5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 40), o5);
+            o6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 48), o6);
+            o7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 56), o7);
+        }
+        _mm256_storeu_ps(out, o0);
+        _mm256_storeu_ps(out + 8, o1);
+        _mm256_storeu_ps(out + 16, o2);
+        _mm256_storeu_ps(out + 24, o3);
+        _mm256_storeu_ps(out + 32, o4);
+        _mm256_storeu_ps(out + 40, o5);
+        _mm256_storeu_ps(out + 48, o6);
+        _mm256_storeu_ps(out + 56, o7);
+        return;
+    }
     for (int i = 0; i < D; i++) out[i] = 0.f;
-    for (int p = 0; p < P; p++) {
+    for (p = 0; p < P; p++) {
         const float *v = vals + (int64_t)p * D;
         __m256 w = _mm256_set1_ps(sc[p] * inv);
         for (int i = 0; i < D; i += 8)
