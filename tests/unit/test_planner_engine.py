@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from remed_stack.paths import REPO_ROOT, StackPaths
+from remed_stack.paths import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -27,19 +27,6 @@ PROMPTS = (
 )
 MAX_NEW_TOKENS = 16
 EOS = 2
-
-
-@pytest.fixture(scope="module")
-def hf() -> Any:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = StackPaths.from_env().base_model
-    if not (base / "config.json").is_file():
-        pytest.fail(f"no base model at {base}: run `make setup`")
-    torch.set_num_threads(2)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    return tokenizer, model
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
-from remed_stack.paths import REPO_ROOT, StackPaths
+from remed_stack.paths import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -160,19 +159,6 @@ def test_matmul_rows_and_threads_do_not_change_results(modules: Any, lib: Any) -
 
 
 # -- the quantised engine on the base model ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hf() -> Any:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = StackPaths.from_env().base_model
-    if not (base / "config.json").is_file():
-        pytest.fail(f"no base model at {base}: run `make setup`")
-    torch.set_num_threads(2)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    return tokenizer, model
 
 
 @pytest.fixture(scope="module")

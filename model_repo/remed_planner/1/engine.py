@@ -73,7 +73,47 @@ class Layer:
     down: torch.Tensor
 
 
-class Engine:
+class SlotCache:
+    """The KV cache's slot bookkeeping and growth policy, shared by both engines: one slot per
+    concurrent request; capacity grows in CACHE_GROW_TOKENS steps up to the model's context
+    and shrinks back once the long requests have left. Subclasses own the storage
+    (`_resize(cap)`, `copy_prefix`)."""
+
+    shape: LlamaShape
+    slots: int
+    capacity: int
+    lengths: list[int]
+
+    def _resize(self, cap: int) -> None:
+        raise NotImplementedError
+
+    def _grow(self, needed: int) -> None:
+        if needed > self.capacity:
+            self._resize(self._rounded(needed))
+
+    def _rounded(self, needed: int) -> int:
+        return min(self.shape.max_positions, -(-needed // CACHE_GROW_TOKENS) * CACHE_GROW_TOKENS)
+
+    def shrink(self) -> None:
+        """Give back the memory a long request grew the cache to, keeping what slots hold."""
+        needed = max(CACHE_GROW_TOKENS, *self.lengths)
+        if needed + CACHE_GROW_TOKENS <= self.capacity:
+            self._resize(self._rounded(needed))
+
+    def reserve(self, slot: int, total_tokens: int) -> None:
+        """Make room for `total_tokens` positions in `slot` before its request starts."""
+        if total_tokens > self.shape.max_positions:
+            raise ValueError(
+                f"{total_tokens} tokens exceed the model's context of {self.shape.max_positions}"
+            )
+        self.lengths[slot] = 0
+        self._grow(total_tokens)
+
+    def release(self, slot: int) -> None:
+        self.lengths[slot] = 0
+
+
+class Engine(SlotCache):
     """Weights, rope tables and the KV cache of `slots` concurrent sequences."""
 
     def __init__(self, hf_model: Any, slots: int) -> None:
@@ -119,13 +159,8 @@ class Engine:
 
     # -- cache ------------------------------------------------------------------------------
 
-    def _grow(self, needed: int) -> None:
-        if needed > self.capacity:
-            self._resize(needed)
-
-    def _resize(self, needed: int) -> None:
+    def _resize(self, cap: int) -> None:
         s = self.shape
-        cap = min(s.max_positions, -(-needed // CACHE_GROW_TOKENS) * CACHE_GROW_TOKENS)
         shape = (self.slots, s.kv_heads, cap, s.head_dim)
         new_k = [torch.zeros(shape) for _ in range(s.layers)]
         new_v = [torch.zeros(shape) for _ in range(s.layers)]
@@ -135,29 +170,11 @@ class Engine:
                 new[:, :, :keep].copy_(old[:, :, :keep])
         self.k_cache, self.v_cache, self.capacity = new_k, new_v, cap
 
-    def shrink(self) -> None:
-        """Give back the memory a long request grew the cache to, keeping what slots hold."""
-        needed = max(CACHE_GROW_TOKENS, *self.lengths)
-        if needed + CACHE_GROW_TOKENS <= self.capacity:
-            self._resize(needed)
-
-    def reserve(self, slot: int, total_tokens: int) -> None:
-        """Make room for `total_tokens` positions in `slot` before its request starts."""
-        if total_tokens > self.shape.max_positions:
-            raise ValueError(
-                f"{total_tokens} tokens exceed the model's context of {self.shape.max_positions}"
-            )
-        self.lengths[slot] = 0
-        self._grow(total_tokens)
-
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Reuse the first `length` cached positions of slot `src` as slot `dst`'s prefix."""
         for cache in (*self.k_cache, *self.v_cache):
             cache[dst, :, :length].copy_(cache[src, :, :length])
         self.lengths[dst] = length
-
-    def release(self, slot: int) -> None:
-        self.lengths[slot] = 0
 
     # -- forward ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from engine import CACHE_GROW_TOKENS, LlamaShape, rope_tables
+from engine import CACHE_GROW_TOKENS, LlamaShape, SlotCache, rope_tables
 
 QK = 32
 MAX_COLS = 4096  # MAX_BLOCKS * QK in planner_kernels.c
@@ -140,7 +140,7 @@ def _matrices(lib: ctypes.CDLL, mats: list[QMatrix]) -> Any:
     return (RpMatrix * len(mats))(*(m.struct() for m in mats))
 
 
-class QuantEngine:
+class QuantEngine(SlotCache):
     """Quantised weights, rope tables and the fp32 KV cache of `slots` concurrent sequences."""
 
     def __init__(
@@ -229,15 +229,10 @@ class QuantEngine:
         self.vocab = lm_head.rows
         self._grow(CACHE_GROW_TOKENS)
 
-    # -- cache (same policy as engine.Engine) -------------------------------------------------
+    # -- cache (storage; the policy is SlotCache's) --------------------------------------
 
-    def _grow(self, needed: int) -> None:
-        if needed > self.capacity:
-            self._resize(needed)
-
-    def _resize(self, needed: int) -> None:
+    def _resize(self, cap: int) -> None:
         s = self.shape
-        cap = min(s.max_positions, -(-needed // CACHE_GROW_TOKENS) * CACHE_GROW_TOKENS)
         shape = (s.layers, self.slots, s.kv_heads, cap, s.head_dim)
         new_k, new_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         keep = min(cap, self.capacity)
@@ -248,26 +243,10 @@ class QuantEngine:
         self.model.k_cache, self.model.v_cache = _ptr(new_k), _ptr(new_v)
         self.model.capacity = cap
 
-    def shrink(self) -> None:
-        needed = max(CACHE_GROW_TOKENS, *self.lengths)
-        if needed + CACHE_GROW_TOKENS <= self.capacity:
-            self._resize(needed)
-
-    def reserve(self, slot: int, total_tokens: int) -> None:
-        if total_tokens > self.shape.max_positions:
-            raise ValueError(
-                f"{total_tokens} tokens exceed the model's context of {self.shape.max_positions}"
-            )
-        self.lengths[slot] = 0
-        self._grow(total_tokens)
-
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         for cache in (self.k_cache, self.v_cache):
             cache[:, dst, :, :length] = cache[:, src, :, :length]
         self.lengths[dst] = length
-
-    def release(self, slot: int) -> None:
-        self.lengths[slot] = 0
 
     # -- forward ----------------------------------------------------------------------------
 
