@@ -22,6 +22,7 @@ top two logits could in principle resolve differently.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ class Layer:
     down: torch.Tensor
 
 
-class SlotCache:
+class SlotCache(ABC):
     """The KV cache's slot bookkeeping and growth policy, shared by both engines: one slot per
     concurrent request; capacity grows in CACHE_GROW_TOKENS steps up to the model's context
     and shrinks back once the long requests have left. Subclasses own the storage
@@ -84,8 +85,9 @@ class SlotCache:
     capacity: int
     lengths: list[int]
 
+    @abstractmethod
     def _resize(self, cap: int) -> None:
-        raise NotImplementedError
+        """Reallocate the cache to `cap` positions per slot, keeping what the slots hold."""
 
     def _grow(self, needed: int) -> None:
         if needed > self.capacity:
