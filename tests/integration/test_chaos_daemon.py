@@ -6,50 +6,25 @@ test never touches the lab."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from daemon_harness import daemon_on_private_topics
 
 from chaos.faults import Target, make_fault
 from chaos.lab.hosts import Lab
 from chaos.remediators import DaemonRemediator
 from chaos.scenario import Scenario, diagnosis
-from remed_daemon.app import Daemon
-from remed_daemon.config import load
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def daemon_topics(kafka: Any, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    base = f"remed.t{uuid.uuid4().hex[:10]}"
-    topics = {
-        "diagnoses_topic": f"{base}.diagnoses",
-        "outcomes_topic": f"{base}.outcomes",
-        "dlt_topic": f"{base}.diagnoses.DLT",
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, 3, 1) for t in topics.values()])
-    finally:
-        await admin.close()
-    env = {
-        "REMED_STATE_DIR": str(tmp_path / "state"),
-        "REMED_HTTP_ENABLED": "false",
-        "REMED_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "REMED_KAFKA_GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
-        **{f"REMED_KAFKA_{k.upper()}": v for k, v in topics.items()},
-    }
-    daemon = Daemon(load(None, env))
-    task = asyncio.create_task(daemon.run())
-    yield topics
-    daemon.request_stop()
-    await asyncio.wait_for(task, timeout=60)
+    async with daemon_on_private_topics(kafka.bootstrap, tmp_path / "state", "t") as (_, topics):
+        yield topics
 
 
 # Targets whose keys land on different partitions of the outcomes topic: the bench must read

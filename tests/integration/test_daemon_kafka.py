@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from daemon_harness import daemon_on_private_topics
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from remed_daemon.app import Daemon
-from remed_daemon.config import load
 from remed_daemon.journal import State
 from remed_daemon.outcomes import validate
 from remed_stack.kafka import create_private_topics
@@ -47,19 +47,11 @@ class Running:
 
 @pytest.fixture
 async def running(kafka: Any, tmp_path: Path) -> AsyncIterator[Running]:
-    topics = await create_private_topics(kafka.bootstrap, "t")
-    env = {
-        "REMED_STATE_DIR": str(tmp_path / "state"),
-        "REMED_HTTP_ENABLED": "false",
-        "REMED_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "REMED_KAFKA_GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
-        **{f"REMED_KAFKA_{k.upper()}": v for k, v in topics.items()},
-    }
-    daemon = Daemon(load(None, env))
-    task = asyncio.create_task(daemon.run())
-    yield Running(daemon, topics, kafka.bootstrap)
-    daemon.request_stop()
-    await asyncio.wait_for(task, timeout=60)
+    async with daemon_on_private_topics(kafka.bootstrap, tmp_path / "state", "t") as (
+        daemon,
+        topics,
+    ):
+        yield Running(daemon, topics, kafka.bootstrap)
 
 
 async def produce(
