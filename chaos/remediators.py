@@ -177,9 +177,8 @@ class ModelRemediator:
             text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
             limit = httpclient.InferInput("max_tokens", [1], "INT32")
             limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
-            response = await asyncio.wait_for(
-                client.infer("remed_planner", [text, limit]), MODEL_TIMEOUT_S
-            )
+            async with asyncio.timeout(MODEL_TIMEOUT_S):
+                response = await client.infer("remed_planner", [text, limit])
             out = response.as_numpy("text_output")
             completion = out.reshape(-1)[0]
             completion = completion.decode() if isinstance(completion, bytes) else str(completion)

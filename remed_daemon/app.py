@@ -267,7 +267,8 @@ class Daemon:
                 if now - at > stall
             ]
             try:
-                await asyncio.wait_for(self.journal.open_count(), timeout=stall)
+                async with asyncio.timeout(stall):
+                    await self.journal.open_count()
             except TimeoutError:
                 stalled.append("journal")
             if stalled:

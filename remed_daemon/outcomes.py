@@ -294,7 +294,8 @@ class OutcomeProducer:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.outbox_retry_max_s)
+                async with asyncio.timeout(self.cfg.outbox_retry_max_s):
+                    await self._wake.wait()
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -307,7 +308,8 @@ class OutcomeProducer:
     async def stop(self, flush_timeout_s: float) -> None:
         """Try once more to send what is waiting (bounded), then close. Idempotent."""
         try:
-            await asyncio.wait_for(self.drain_once(), timeout=flush_timeout_s)
+            async with asyncio.timeout(flush_timeout_s):
+                await self.drain_once()
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("outcomes left in the outbox for the next start", error=str(exc))
         await self._close_producer()

@@ -158,10 +158,8 @@ class TritonPlanner:
             text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
             max_tokens = httpclient.InferInput("max_tokens", [1], "INT32")
             max_tokens.set_data_from_numpy(np.array([self.cfg.planner_max_tokens], dtype=np.int32))
-            result = await asyncio.wait_for(
-                client.infer(self.cfg.triton_model, [text, max_tokens]),
-                timeout=self.cfg.planner_timeout_s,
-            )
+            async with asyncio.timeout(self.cfg.planner_timeout_s):
+                result = await client.infer(self.cfg.triton_model, [text, max_tokens])
             meta = await client.get_model_metadata(self.cfg.triton_model)
         except (InferenceServerException, OSError, TimeoutError) as exc:
             raise PlannerUnavailable(
@@ -284,10 +282,8 @@ class AnsibleRemediator:
                 known_hosts=self.cfg.known_hosts or (),
                 connect_timeout=self.cfg.verify_timeout_s,
             ) as conn:
-                res = await asyncio.wait_for(
-                    conn.run(self.cfg.verify_command, check=False),
-                    timeout=self.cfg.verify_timeout_s,
-                )
+                async with asyncio.timeout(self.cfg.verify_timeout_s):
+                    res = await conn.run(self.cfg.verify_command, check=False)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             check = {"name": "verify-command", "passed": False, "detail": str(exc)[:4000]}
             return {"passed": False, "checks": [check]}

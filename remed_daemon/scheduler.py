@@ -110,8 +110,11 @@ class Scheduler:
             elif self._accepting:
                 self._dispatch()
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives
+            # as the event is set, and this loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=KILL_SWITCH_POLL_S)
+                async with asyncio.timeout(KILL_SWITCH_POLL_S):
+                    await self._wake.wait()
 
     async def drain(self, budget_s: float, reason: str) -> None:
         """Stop starting work; give running remediations `budget_s`, then cancel them."""

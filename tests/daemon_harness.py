@@ -33,4 +33,5 @@ async def daemon_on_private_topics(
         yield daemon, topics
     finally:
         daemon.request_stop()
-        await asyncio.wait_for(task, timeout=60)
+        async with asyncio.timeout(60):
+            await task

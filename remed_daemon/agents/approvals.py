@@ -114,7 +114,8 @@ class ApprovalBook:
         )  # fmt: skip
         self._pending[incident_id] = pending
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(pending.future)
         except TimeoutError:
             return Decision("expired", at=self._clock())
         finally:

@@ -221,10 +221,8 @@ class TritonPlanner:
             max_tokens.set_data_from_numpy(np.array([self.s.max_tokens], dtype=np.int32))
             temperature = httpclient.InferInput("temperature", [1], "FP32")
             temperature.set_data_from_numpy(np.array([self.s.temperature], dtype=np.float32))
-            result = await asyncio.wait_for(
-                client.infer(self.s.model, [text, max_tokens, temperature]),
-                timeout=self.s.timeout_s,
-            )
+            async with asyncio.timeout(self.s.timeout_s):
+                result = await client.infer(self.s.model, [text, max_tokens, temperature])
         except (InferenceServerException, OSError, TimeoutError) as exc:
             raise PlannerUnavailable(
                 f"Triton at {self.s.url} did not plan: {exc or type(exc).__name__}; will retry"

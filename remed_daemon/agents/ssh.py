@@ -163,10 +163,8 @@ class HostAccess:
         for retry in (True, False):
             conn = await self.connection(host)
             try:
-                res = await asyncio.wait_for(
-                    conn.run(command, input=stdin, encoding=None, check=False),
-                    timeout=timeout_s,
-                )
+                async with asyncio.timeout(timeout_s):
+                    res = await conn.run(command, input=stdin, encoding=None, check=False)
             except TimeoutError:
                 return CommandResult(124, b"", f"timed out after {timeout_s}s".encode(), True)
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, BrokenPipeError) as exc:

@@ -173,15 +173,16 @@ class HostVerifier:
                     ok = resp.status == 200
                     detail = f"GET {facts.health_url} → {resp.status} {body}"
             else:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(facts.address, int(facts.port or 0)),
-                    timeout=self.timeout_s / 2,
-                )
+                async with asyncio.timeout(self.timeout_s / 2):
+                    reader, writer = await asyncio.open_connection(
+                        facts.address, int(facts.port or 0)
+                    )
                 try:
                     if facts.health == "redis":
                         writer.write(b"PING\r\n")
                         await writer.drain()
-                        reply = await asyncio.wait_for(reader.read(64), self.timeout_s / 2)
+                        async with asyncio.timeout(self.timeout_s / 2):
+                            reply = await reader.read(64)
                         ok, detail = reply.startswith(b"+PONG"), f"redis PING → {reply!r}"
                     else:
                         ok, detail = True, f"{facts.address}:{facts.port} accepts connections"

@@ -139,4 +139,5 @@ async def test_outbox_drains_in_order_after_broker_restart(
         assert await daemon.journal.unsent_count() == 0
     finally:
         daemon.request_stop()
-        await asyncio.wait_for(task, timeout=90)
+        async with asyncio.timeout(90):
+            await task

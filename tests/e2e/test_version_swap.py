@@ -103,7 +103,8 @@ async def test_outcomes_name_the_version_that_planned_them(tmp_path: Path, kafka
             await consumer.stop()
             await producer.stop()
             daemon.terminate()
-            await asyncio.wait_for(daemon.wait(), timeout=60)
+            async with asyncio.timeout(60):
+                await daemon.wait()
             log.close()
 
     statuses = {rid: doc["status"] for rid, doc in seen.items()}

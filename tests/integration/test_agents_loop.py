@@ -408,7 +408,8 @@ async def test_high_risk_plan_waits_for_approval(
         sha = plan_digest(pending["playbook"])
         answer = await asyncio.to_thread(post, APPROVAL_TOKEN, {"by": "alice", "plan_sha256": sha})
         assert answer == 200
-        result, doc = await asyncio.wait_for(task, 120)
+        async with asyncio.timeout(120):
+            result, doc = await task
     finally:
         task.cancel()
         await runner.cleanup()
@@ -576,5 +577,6 @@ verify_stable_s = 0.6
         assert health_status() == 200
     finally:
         proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
+        async with asyncio.timeout(30):
+            await proc.wait()
         log.close()

@@ -178,7 +178,8 @@ async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: An
             Metrics.create(),
         )
         with pytest.raises(Exception):  # noqa: B017 - any client error: nothing is reachable
-            await asyncio.wait_for(dead.drain_once(), timeout=10)
+            async with asyncio.timeout(10):
+                await dead.drain_once()
         assert await journal.unsent_count() == 5
         live = OutcomeProducer(
             KafkaConfig(bootstrap=kafka.bootstrap, outcomes_topic=topics["outcomes_topic"]),

@@ -48,14 +48,11 @@ class FakeRemediator:
             self.active -= 1
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[Scheduler, FakeRemediator, list[Incident]]]:
-    journal = Journal(tmp_path / "j.sqlite3")
-    await journal.open()
-    fake = FakeRemediator()
-    finished: list[Incident] = []
+def make_scheduler(
+    journal: Journal, fake: FakeRemediator, finished: list[Incident], tmp_path: Path
+) -> Scheduler:
     tracer, _ = make_tracer(TelemetryConfig())
-    sched = Scheduler(
+    return Scheduler(
         cfg=SchedulerConfig(max_concurrency=2, per_target_budget_per_hour=3, breaker_failures=2),
         remediation=RemediationConfig(planner_retry_initial_s=0.01, planner_max_attempts=3),
         journal=journal,
@@ -66,6 +63,15 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Scheduler, FakeRemediator, 
         kill_switch_path=tmp_path / "KILL",
         on_terminal=finished.append,
     )
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[Scheduler, FakeRemediator, list[Incident]]]:
+    journal = Journal(tmp_path / "j.sqlite3")
+    await journal.open()
+    fake = FakeRemediator()
+    finished: list[Incident] = []
+    sched = make_scheduler(journal, fake, finished, tmp_path)
     task = asyncio.create_task(sched.run())
     yield sched, fake, finished
     task.cancel()
@@ -192,3 +198,20 @@ async def test_retry_of_older_report_never_displaces_newer(env: tuple) -> None:
     await until(lambda: len(finished) == 3)
     assert fake.started == ["r1", "r3"]
     assert (await sched.journal.get(newer.id)).state is State.RECOVERED  # type: ignore[union-attr]
+
+
+async def test_stop_arriving_with_a_wakeup_still_stops_the_loop(tmp_path: Path) -> None:
+    # On 3.11, asyncio.wait_for drops a cancel that lands as the awaited event is set; the
+    # dispatch loop then ran forever and a CI run hung in this file's teardown.
+    journal = Journal(tmp_path / "j.sqlite3")
+    await journal.open()
+    try:
+        sched = make_scheduler(journal, FakeRemediator(), [], tmp_path)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(0.05)
+        sched.reload(sched.cfg)  # sets the wake event
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=3)
+        assert done and task.cancelled()
+    finally:
+        await journal.close()
