@@ -8,6 +8,8 @@ prompt's prefix taken from the prefix cache. Needs the base model (`make setup`)
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,6 +139,42 @@ def test_cancelled_job_stops_and_frees_its_slot(
     )
     sched.run_until_idle()
     assert len(outcome) == 1 and isinstance(outcome[0], sched_mod.Cancelled)
+    assert sched.free == list(range(engine.slots)) and not sched.active
+
+
+def test_served_scheduler_watches_cancellation_off_the_decode_thread(
+    modules: Any, engine: Any, cases: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sched_mod = modules[1]
+    monkeypatch.setattr(sched_mod, "CANCEL_POLL_S", 0.01)
+    sched = sched_mod.Scheduler(engine, {EOS}, prefix_cache=False)
+    finished = threading.Event()
+    outcome: list[Any] = []
+    asked_from: set[str] = set()
+    asked_after_done: list[bool] = []
+    flag = {"cancel": False}
+
+    def cancelled() -> bool:
+        asked_from.add(threading.current_thread().name)
+        asked_after_done.append(finished.is_set())
+        return flag["cancel"]
+
+    def finish(tokens: Any, error: Any) -> None:
+        outcome.append(error)
+        finished.set()
+
+    sched.start()
+    try:
+        sched.submit(sched_mod.Job(cases[1][0], 2000, 0.0, None, finish, cancelled))
+        time.sleep(0.3)
+        flag["cancel"] = True
+        assert finished.wait(10), "a cancelled request must end"
+        time.sleep(0.1)  # the watcher keeps running; it must not ask about a finished job
+    finally:
+        sched.stop()
+    assert len(outcome) == 1 and isinstance(outcome[0], sched_mod.Cancelled)
+    assert "remed-planner-cancel-watch" in asked_from
+    assert not any(asked_after_done)
     assert sched.free == list(range(engine.slots)) and not sched.active
 
 

@@ -64,13 +64,16 @@ typedef struct {
     float *k_cache, *v_cache;        /* [layers, slots, kv_heads, capacity, head_dim] */
 } rp_model;
 
-/* Activations of T rows quantised per block. */
+/* Activations of T rows quantised per block. The per-block arrays have a row stride of
+ * nbs = K / QK rounded up to 8, zero-padded, so the kernels read them 8 at a time. */
 typedef struct {
     int8_t *q;  /* [T, K] */
-    float *d;   /* [T, K / QK] scale */
-    float *s;   /* [T, K / QK] d * sum(q) */
-    int K;
+    float *d;   /* [T, nbs] scale */
+    float *s;   /* [T, nbs] d * sum(q) */
+    int K, nbs;
 } qacts;
+
+static inline int padded_blocks(int K) { return (K / QK + 7) & ~7; }
 
 static inline float fp16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 static inline uint16_t f32_to_fp16(float f) { return _cvtss_sh(f, 0); }
@@ -326,90 +329,167 @@ static void quantize_row(const float *x, int K, int8_t *q, float *d, float *s) {
 }
 
 static void quantize_rows(const float *x, int T, int K, qacts *a) {
-    int nb = K / QK;
+    const int nb = K / QK, nbs = padded_blocks(K);
     a->K = K;
-    for (int t = 0; t < T; t++) quantize_row(x + (int64_t)t * K, K, a->q + (int64_t)t * K, a->d + (int64_t)t * nb, a->s + (int64_t)t * nb);
+    a->nbs = nbs;
+    for (int t = 0; t < T; t++) {
+        float *d = a->d + (int64_t)t * nbs, *s = a->s + (int64_t)t * nbs;
+        quantize_row(x + (int64_t)t * K, K, a->q + (int64_t)t * K, d, s);
+        for (int b = nb; b < nbs; b++) d[b] = s[b] = 0.f;
+    }
 }
 
 /* -- matmul: y[t, n] (+)= sum_k x[t, k] * W[n, k] ---------------------------------------------- */
 
 #define MAX_BLOCKS 128 /* blocks per row the kernels take: rows of up to 4096 */
 
-/* scale[b][blk] = d[blk] * a_b[blk]: the weight block's scale times the activation block's,
- * eight blocks per instruction (F16C converts the fp16 scales). */
-static inline __attribute__((always_inline)) void block_scales(const uint16_t *dp, const float *xd, int nb,
-                                                              const int TB, float scale[][MAX_BLOCKS]) {
-    int blk = 0;
-    for (; blk + 8 <= nb; blk += 8) {
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + blk)));
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++)
-            _mm256_storeu_ps(scale[b] + blk, _mm256_mul_ps(d, _mm256_loadu_ps(xd + (int64_t)b * nb + blk)));
-    }
-    for (; blk < nb; blk++) {
-        float d = fp16_to_f32(dp[blk]);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) scale[b][blk] = d * xd[(int64_t)b * nb + blk];
-    }
+/* Four floats in both 128-bit lanes (unaligned load). */
+static inline __m256 dup4(const float *p) {
+    __m128 v = _mm_loadu_ps(p);
+    return _mm256_set_m128(v, v);
 }
 
-/* sum over blocks of m[blk] * a_b[blk] * sum(xq_b[blk]): the Q4_1 minimums' share. */
-static inline float min_term(const uint16_t *mp, const float *xs, int nb) {
-    __m256 acc = _mm256_setzero_ps();
-    int blk = 0;
-    for (; blk + 8 <= nb; blk += 8)
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + blk))), _mm256_loadu_ps(xs + blk), acc);
-    float sum = hsum8(acc);
-    for (; blk < nb; blk++) sum += fp16_to_f32(mp[blk]) * xs[blk];
-    return sum;
+/* Four fp16 values as floats in both 128-bit lanes. */
+static inline __m256 dup4_fp16(const uint16_t *p) {
+    __m128 v = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_set_m128(v, v);
+}
+
+/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. */
+static inline __m256 load8_fp16(const uint16_t *p, int n) {
+    if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    uint16_t tail[8] = {0};
+    memcpy(tail, p, sizeof(uint16_t) * (size_t)n);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tail));
+}
+
+/* out[b] = sum of acc[b]'s lanes, for TB accumulators; eight at once with a transpose of
+ * hadds (per row, a separate reduction costs about as much as a short row's products). */
+static inline __attribute__((always_inline)) void hsum_rows(const __m256 *acc, const int TB, float *out) {
+    if (TB == 8) {
+        __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
+        __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
+        __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+        /* lanes: [r0 r1 r2 r3 (low halves) | r0 r1 r2 r3 (high halves)] */
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s0123), _mm256_extractf128_ps(s0123, 1)));
+        _mm_storeu_ps(out + 4, _mm_add_ps(_mm256_castps256_ps128(s4567), _mm256_extractf128_ps(s4567, 1)));
+        return;
+    }
+    /* the same additions in the same order, so a row's result does not depend on its batch */
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < TB; b++) {
+        __m256 h = _mm256_hadd_ps(acc[b], acc[b]);
+        h = _mm256_hadd_ps(h, h);
+        out[b] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    }
 }
 
 #define DOT_BLOCK(wv, xv, sc, acc) \
-    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(sc), _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)), acc)
+    acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)), acc)
 
-/* TB activation rows against weight row n; always inlined with a constant TB so the
- * accumulators stay in registers. */
-static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, int64_t n, const qacts *a, int t0,
-                                                          const int TB, float *out) {
-    const int nb = w->cols / QK;
-    const int K = w->cols;
-    const __m256i ones = _mm256_set1_epi16(1);
+/* TB activation rows against Q4_1 weight row n; always inlined with a constant TB so the
+ * accumulators stay in registers.
+ *
+ * Four blocks at a time: the products of one block are small (u4 * s8, at most 3810 per int16
+ * pair from maddubs), so two rounds of hadd reduce four blocks to int16 partial sums without
+ * overflow, and a single madd / int-to-float / FMA finishes all four against a vector of their
+ * scales. Converting and scaling each block on its own cost as much as the products did, and
+ * a step of 8 concurrent requests is bound by this loop. */
+static inline __attribute__((always_inline)) void dot_rows_q4(const rp_matrix *w, int64_t n, const qacts *a, int t0,
+                                                             const int TB, float *out) {
+    const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(15);
+    const uint16_t *wd = w->d + n * nb, *wm = w->m + n * nb;
+    const uint8_t *wq = (const uint8_t *)w->q + n * (K / 2);
+    const int8_t *xq = a->q + (int64_t)t0 * K;
+    const float *xd = a->d + (int64_t)t0 * nbs, *xs = a->s + (int64_t)t0 * nbs;
     __m256 acc[ROW_TILE];
-    float scale[ROW_TILE][MAX_BLOCKS];
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
-    const int8_t *xq = a->q + (int64_t)t0 * K;
-    block_scales(w->d + n * nb, a->d + (int64_t)t0 * nb, nb, TB, scale);
-    if (w->type == RP_Q4_1) {
-        const __m256i low = _mm256_set1_epi8(15);
-        const uint8_t *wq = (const uint8_t *)w->q + n * (K / 2);
-        for (int blk = 0; blk < nb; blk += 2) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
-            __m256i w0 = _mm256_and_si256(raw, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < TB; b++) {
-                const int8_t *x = xq + (int64_t)b * K + blk * QK;
-                DOT_BLOCK(w0, _mm256_loadu_si256((const __m256i *)x), &scale[b][blk], acc[b]);
-                DOT_BLOCK(w1, _mm256_loadu_si256((const __m256i *)(x + QK)), &scale[b][blk + 1], acc[b]);
-            }
+    int blk = 0;
+    for (; blk + 4 <= nb; blk += 4) {
+        /* lanes of the int sums below: [blk..blk+3 (first halves) | blk..blk+3 (second halves)] */
+        const __m256 dw = dup4_fp16(wd + blk);
+        const __m256i raw0 = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
+        const __m256i raw1 = _mm256_loadu_si256((const __m256i *)(wq + (blk + 2) * (QK / 2)));
+        const __m256i w0 = _mm256_and_si256(raw0, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw0, 4), low);
+        const __m256i w2 = _mm256_and_si256(raw1, low), w3 = _mm256_and_si256(_mm256_srli_epi16(raw1, 4), low);
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < TB; b++) {
+            const int8_t *x = xq + (int64_t)b * K + blk * QK;
+            __m256i p0 = _mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i *)x));
+            __m256i p1 = _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i *)(x + QK)));
+            __m256i p2 = _mm256_maddubs_epi16(w2, _mm256_loadu_si256((const __m256i *)(x + 2 * QK)));
+            __m256i p3 = _mm256_maddubs_epi16(w3, _mm256_loadu_si256((const __m256i *)(x + 3 * QK)));
+            __m256i sums = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3)), ones);
+            __m256 scale = _mm256_mul_ps(dw, dup4(xd + (int64_t)b * nbs + blk));
+            acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
         }
+    }
+    if (blk < nb) { /* rows are a multiple of 64 long: at most one pair is left */
+        const float d0 = fp16_to_f32(wd[blk]), d1 = fp16_to_f32(wd[blk + 1]);
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
+        const __m256i w0 = _mm256_and_si256(raw, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < TB; b++) {
+            const int8_t *x = xq + (int64_t)b * K + blk * QK;
+            const float *sb = xd + (int64_t)b * nbs + blk;
+            DOT_BLOCK(w0, _mm256_loadu_si256((const __m256i *)x), _mm256_set1_ps(d0 * sb[0]), acc[b]);
+            DOT_BLOCK(w1, _mm256_loadu_si256((const __m256i *)(x + QK)), _mm256_set1_ps(d1 * sb[1]), acc[b]);
+        }
+    }
+    /* plus the minimums' share, sum over blocks of m * a * sum(xq), into the same lanes
+     * (the activations' per-block arrays are zero-padded to 8) */
+    for (blk = 0; blk < nb; blk += 8) {
+        const __m256 mv = load8_fp16(wm + blk, nb - blk);
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < TB; b++) acc[b] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xs + (int64_t)b * nbs + blk), acc[b]);
+    }
+    hsum_rows(acc, TB, out);
+}
+
+/* scale[b][blk] = d[blk] * a_b[blk]: the weight block's scale times the activation block's,
+ * eight blocks per instruction (F16C converts the fp16 scales). */
+static inline __attribute__((always_inline)) void block_scales(const uint16_t *dp, const float *xd, int nb, int nbs,
+                                                              const int TB, float scale[][MAX_BLOCKS]) {
+    for (int blk = 0; blk < nb; blk += 8) {
+        __m256 d = load8_fp16(dp + blk, nb - blk);
         _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++)
-            out[b] = hsum8(acc[b]) + min_term(w->m + n * nb, a->s + (int64_t)(t0 + b) * nb, nb);
-    } else {
-        const int8_t *wq = (const int8_t *)w->q + n * K;
-        for (int blk = 0; blk < nb; blk++) {
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
-            __m256i wabs = _mm256_sign_epi8(wv, wv);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < TB; b++) {
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
-                DOT_BLOCK(wabs, _mm256_sign_epi8(xv, wv), &scale[b][blk], acc[b]);
-            }
-        }
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) out[b] = hsum8(acc[b]);
+            _mm256_storeu_ps(scale[b] + blk, _mm256_mul_ps(d, _mm256_loadu_ps(xd + (int64_t)b * nbs + blk)));
     }
+}
+
+/* TB activation rows against Q8_0 weight row n (the sign trick makes maddubs signed). */
+static inline __attribute__((always_inline)) void dot_rows_q8(const rp_matrix *w, int64_t n, const qacts *a, int t0,
+                                                             const int TB, float *out) {
+    const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
+    const __m256i ones = _mm256_set1_epi16(1);
+    float scale[ROW_TILE][MAX_BLOCKS];
+    block_scales(w->d + n * nb, a->d + (int64_t)t0 * nbs, nb, nbs, TB, scale);
+    const int8_t *wq = (const int8_t *)w->q + n * K;
+    const int8_t *xq = a->q + (int64_t)t0 * K;
+    __m256 acc[ROW_TILE];
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
+    for (int blk = 0; blk < nb; blk++) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
+        __m256i wabs = _mm256_sign_epi8(wv, wv);
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < TB; b++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
+            DOT_BLOCK(wabs, _mm256_sign_epi8(xv, wv), _mm256_broadcast_ss(&scale[b][blk]), acc[b]);
+        }
+    }
+    hsum_rows(acc, TB, out);
+}
+
+static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, int64_t n, const qacts *a, int t0,
+                                                          const int TB, float *out) {
+    if (w->type == RP_Q4_1)
+        dot_rows_q4(w, n, a, t0, TB, out);
+    else
+        dot_rows_q8(w, n, a, t0, TB, out);
 }
 
 static void dot_tile(const rp_matrix *w, int64_t n, const qacts *a, int t0, int tb, float *out) {
@@ -463,8 +543,8 @@ static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Exported for tests: y[T, N] = x[T, K] . W^T with x quantised like the forward pass does. */
 void rp_matmul(const rp_matrix *w, const float *x, int T, float *y, int threads) {
-    int K = w->cols, nb = K / QK;
-    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nb), malloc(sizeof(float) * T * nb), K};
+    int K = w->cols, nbs = padded_blocks(K);
+    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nbs), malloc(sizeof(float) * T * nbs), K, nbs};
     quantize_rows(x, T, K, &a);
     pthread_mutex_lock(&call_lock);
     matmul(threads, w, &a, T, y, 0);
@@ -511,11 +591,10 @@ typedef struct {
 /* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache. Four positions at a time
  * with independent accumulators (one FMA chain per position is latency-bound), and the output
  * row kept in registers across positions for the usual head size of 64. */
-static void attention_chunk(void *ctx, int th) {
-    const attention_job *j = ctx;
+static void attention_head(const attention_job *j, int t, int hh) {
     const rp_model *M = j->M;
     const int D = M->head_dim, NH = M->heads, KVH = M->kv_heads, QKV = (NH + 2 * KVH) * D;
-    const int t = th / NH, hh = th % NH, kh = hh / (NH / KVH), P = j->pos[t] + 1;
+    const int th = t * NH + hh, kh = hh / (NH / KVH), P = j->pos[t] + 1;
     const float scale = 1.f / sqrtf((float)D);
     const float *q = j->qkv + (int64_t)t * QKV + hh * D;
     const float *keys = cache_at(M, M->k_cache, j->layer, j->slots[t], kh, 0);
@@ -585,6 +664,23 @@ static void attention_chunk(void *ctx, int th) {
     }
 }
 
+/* One chunk per (token, head): enough chunks for both threads when a step has one token. */
+static void attention_chunk(void *ctx, int th) {
+    const attention_job *j = ctx;
+    attention_head(j, th / j->M->heads, th % j->M->heads);
+}
+
+/* One chunk per (token, key/value head): the query heads that share a key/value head run
+ * back to back on one thread, so its cached keys and values are read from memory once and
+ * then from this core's cache, not once per query head on whichever core took it. */
+static void attention_group_chunk(void *ctx, int tk) {
+    const attention_job *j = ctx;
+    const int KVH = j->M->kv_heads, group = j->M->heads / KVH, t = tk / KVH, kh = tk % KVH;
+    for (int hh = kh * group; hh < (kh + 1) * group; hh++) attention_head(j, t, hh);
+}
+
+#define ATTENTION_GROUP_MIN_TOKENS 4 /* fewer tokens: too few (token, kv head) chunks to share */
+
 typedef struct {
     const float *gu;
     float *act;
@@ -616,8 +712,8 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     float *att = malloc(sizeof(float) * T * NH * D);
     float *gu = malloc(sizeof(float) * T * 2 * I);
     float *act = malloc(sizeof(float) * T * I);
-    qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * (maxK / QK)),
-               malloc(sizeof(float) * rowsq * (maxK / QK)), 0};
+    qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * padded_blocks(maxK)),
+               malloc(sizeof(float) * rowsq * padded_blocks(maxK)), 0, 0};
     float *scores = malloc(sizeof(float) * T * NH * (maxpos + 1));
     float *last = malloc(sizeof(float) * (n_out ? n_out : 1) * H);
     int ok = x && h && qkv && att && gu && act && a.q && a.d && a.s && scores && last;
@@ -641,7 +737,10 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
                 }
             }
             aj.layer = l;
-            parallel_for(threads, T * NH, attention_chunk, &aj);
+            if (T >= ATTENTION_GROUP_MIN_TOKENS)
+                parallel_for(threads, T * KVH, attention_group_chunk, &aj);
+            else
+                parallel_for(threads, T * NH, attention_chunk, &aj);
             quantize_rows(att, T, NH * D, &a);
             matmul(threads, &M->o[l], &a, T, x, 1);
             rms_norm_rows(x, M->norm2 + (int64_t)l * H, T, H, M->eps, h);
