@@ -355,9 +355,16 @@ static inline __m256 dup4_fp16(const uint16_t *p) {
     return _mm256_set_m128(v, v);
 }
 
-/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. */
+/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. Rows hold an even number
+ * of blocks, so a tail is whole 32-bit pairs: a masked load reads it without touching memory
+ * past the row (copying it through the stack instead stalled store-to-load forwarding). */
 static inline __m256 load8_fp16(const uint16_t *p, int n) {
     if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (n % 2 == 0) {
+        const __m128i lanes = _mm_setr_epi32(0, 1, 2, 3);
+        const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(n / 2), lanes);
+        return _mm256_cvtph_ps(_mm_maskload_epi32((const int *)p, mask));
+    }
     uint16_t tail[8] = {0};
     memcpy(tail, p, sizeof(uint16_t) * (size_t)n);
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tail));
