@@ -12,8 +12,9 @@
  *                          q[j] of the first block (low nibble) and of the second (high), so
  *                          one 32-byte load and two masks unpack 64 weights.
  * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
- * matmul, so the inner product is integer (maddubs + madd) with one float FMA per block, and
- * the Q4_1 offset contributes m * a * sum(xq) per block.
+ * matmul, so the inner product is integer (maddubs + madd) with one float FMA per block (per
+ * four blocks for Q4_1, see dot_rows_q4), and the Q4_1 offset contributes m * a * sum(xq) per
+ * block.
  *
  * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
  * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
