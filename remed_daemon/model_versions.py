@@ -2,9 +2,10 @@
 
 A model version is a numbered directory under `model_repo/remed_planner/` (the trainer writes
 new ones: `model.py` and its modules plus `weights/` or `adapter/`). Triton runs in explicit
-model-control mode, so nothing changes until we ask: `load(v)` posts the model's own config
-back to `POST /v2/repository/models/remed_planner/load` with `version_policy` set to exactly
-`[v]`. Triton loads `v` beside the version it is serving, switches new requests to it once it is
+model-control mode, so nothing changes until we ask: `load(v)` posts the model's config file
+(read again at every load, so an edited `config.pbtxt` takes effect) to
+`POST /v2/repository/models/remed_planner/load` with `version_policy` set to exactly `[v]`.
+Triton loads `v` beside the version it is serving, switches new requests to it once it is
 ready, then unloads the old one (after its in-flight requests finish): no downtime. A version
 that fails to load leaves the old one serving, and the load call reports Triton's reason.
 
@@ -144,13 +145,9 @@ class ModelVersions:
         self._call("POST", f"/v2/repository/models/{self.model}/load", {}, LOAD_TIMEOUT_S)
 
     def _config(self) -> dict[str, Any]:
-        """The served model's config; when nothing is loaded yet (a server started without the
-        model, to load a pinned version), the config file's, as Triton's JSON."""
-        if self.served():
-            config: dict[str, Any] = self._call(
-                "GET", f"/v2/models/{self.model}/config", None, QUERY_TIMEOUT_S
-            )
-            return config
+        """The config file as Triton's JSON. Not the served model's config: a load overrides
+        the whole config, so posting the served one back silently kept the old settings after
+        an operator edited config.pbtxt."""
         from google.protobuf import json_format, text_format
         from tritonclient.grpc import model_config_pb2
 

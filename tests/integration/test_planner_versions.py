@@ -99,3 +99,24 @@ async def test_swap_under_load_failed_load_and_rollback(
     await asyncio.to_thread(triton.down)
     await asyncio.to_thread(triton.up)
     assert versions.served() == [1]
+
+
+async def test_load_applies_an_edited_config_file(own_triton: tuple[Triton, ModelVersions]) -> None:
+    triton, versions = own_triton
+    config_file = versions.model_dir / "config.pbtxt"
+    original = config_file.read_text()
+    key = 'key: "default_max_tokens"\n    value: { string_value: "'
+    assert key in original, "the test edits default_max_tokens in config.pbtxt"
+    served = versions.served()[-1]
+    try:
+        config_file.write_text(original.replace(key + "256", key + "77"))
+        await asyncio.to_thread(versions.load, served)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(f"{triton.http_url}/v2/models/{MODEL_NAME}/config") as resp,
+        ):
+            config = await resp.json()
+        assert config["parameters"]["default_max_tokens"]["string_value"] == "77"
+    finally:
+        config_file.write_text(original)
+        await asyncio.to_thread(versions.load, served)
