@@ -7,16 +7,48 @@ host's own /proc: CPU %, resident memory and write rate per process.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chaos.faults.base import Check, Fault, sample_processes, top
+import structlog
 
+from chaos.faults.base import CHAOS_DIR, Check, Fault, sample_processes, top
+from chaos.lab.hosts import HostCommandError
+
+log = structlog.get_logger("remed.chaos")
 HOG_TIMEOUT_S = 300
+HOG_START_WAIT_S = 3.0
 
 
-def _spawn(cmd: str) -> str:
-    return f"setsid nohup {cmd} </dev/null >/dev/null 2>&1 &\nsleep 0.3\n"
+def _spawn(cmd: str, stressor: str) -> str:
+    """Start `stress-ng --<stressor> ...` detached, then wait until it runs; exit 1 with its
+    output when it does not. (Started blind, a hog that exited at once left only a confusing
+    "not confirmed: 0 MB/s" behind.)"""
+    output = f"{CHAOS_DIR}/stress-ng-{stressor}.log"
+    polls = int(HOG_START_WAIT_S / 0.1)
+    return (
+        f"mkdir -p {CHAOS_DIR}\n"
+        f"setsid nohup {cmd} </dev/null >{output} 2>&1 &\n"
+        f"running() {{ pgrep -f -- 'stress-ng --{stressor} ' >/dev/null; }}\n"
+        # still there 0.3 s after it was first seen: not just parsing its options on the way out
+        f"for _ in $(seq {polls}); do\n"
+        "  if running; then sleep 0.3; running && exit 0; fi\n"
+        "  sleep 0.1\n"
+        "done\n"
+        f"echo 'stress-ng --{stressor} is not running; its output:' >&2\n"
+        f"cat {output} >&2\n"
+        "exit 1\n"
+    )
+
+
+def _start_hog(fault: Fault, cmd: str, stressor: str) -> None:
+    """Start the hog; once more if it did not come up (a lab hiccup, not the system under test)."""
+    try:
+        fault.sh(_spawn(cmd, stressor))
+    except HostCommandError as exc:
+        log.warning("hog did not start; trying once more", category=fault.category, error=str(exc))
+        fault.sh(_spawn(cmd, stressor))
 
 
 @dataclass
@@ -29,10 +61,10 @@ class CpuStress(Fault):
     max_host_cpu_pct: float = 25.0
 
     def inject(self) -> None:
-        self.sh(_spawn(
+        _start_hog(self, (
             f"stress-ng --cpu {self.workers} --cpu-load {self.load_pct} "
             f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ))  # fmt: skip
+        ), "cpu")  # fmt: skip
 
     def check(self) -> Check:
         rows = sample_processes(self.lab, self.target.host)
@@ -55,10 +87,11 @@ class MemoryStress(Fault):
     max_host_rss_mb: float = 400.0
 
     def inject(self) -> None:
-        self.sh(_spawn(
+        _start_hog(self, (
             f"stress-ng --vm 1 --vm-bytes {self.size_mb}M --vm-keep --vm-hang 0 "
             f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ) + "sleep 0.7\n")  # fmt: skip
+        ), "vm")  # fmt: skip
+        time.sleep(0.7)  # let it touch its memory before the first check
 
     def check(self) -> Check:
         rows = sample_processes(self.lab, self.target.host, interval_s=0.1)
@@ -83,10 +116,10 @@ class DiskIo(Fault):
 
     def inject(self) -> None:
         path = self.target.svc.data
-        self.sh(_spawn(
+        _start_hog(self, (
             f"stress-ng --hdd 1 --hdd-bytes 48M --temp-path {path} "
             f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ))  # fmt: skip
+        ), "hdd")  # fmt: skip
 
     def check(self) -> Check:
         rows = sample_processes(self.lab, self.target.host)
@@ -99,4 +132,5 @@ class DiskIo(Fault):
         )
 
     def cleanup(self) -> None:
-        self.sh(f"pkill -KILL -f stress-ng || true\nrm -rf {self.target.svc.data}/stress-ng-*")
+        # stress-ng names its scratch directories tmp-stress-ng-<stressor>-<pid>-<n>
+        self.sh(f"pkill -KILL -f stress-ng || true\nrm -rf {self.target.svc.data}/tmp-stress-ng-*")

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from chaos.faults import CATEGORIES, Target, make_fault
+from chaos.faults import CATEGORIES, Target, make_fault, resources
 from chaos.lab import probes, provision
 from chaos.lab import topology as topo
-from chaos.lab.hosts import Lab
+from chaos.lab.hosts import HostCommandError, Lab
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +71,12 @@ def test_inject_confirm_cleanup(shop: Lab, category: str) -> None:
         fault.cleanup()
     recovered = fault.verify()
     assert recovered.ok, f"cleanup did not restore the lab: {recovered.detail}"
+
+
+def test_a_hog_that_does_not_start_says_why(shop: Lab) -> None:
+    service, params = TARGETS["disk-io"]
+    fault = make_fault("disk-io", Target(topo.service(service).host, service), params, shop)
+    broken = resources._spawn("stress-ng --hdd 1 --no-such-option", "hdd")
+    why = r"(?s)stress-ng --hdd is not running.*no-such-option"
+    with pytest.raises(HostCommandError, match=why):
+        fault.sh(broken)
