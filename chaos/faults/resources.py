@@ -21,15 +21,16 @@ HOG_TIMEOUT_S = 300
 HOG_START_WAIT_S = 3.0
 
 
-def _spawn(cmd: str, stressor: str) -> str:
-    """Start `stress-ng --<stressor> ...` detached, then wait until it runs; exit 1 with its
-    output when it does not. (Started blind, a hog that exited at once left only a confusing
-    "not confirmed: 0 MB/s" behind.)"""
+def _spawn(stressor: str, options: str) -> str:
+    """Start `stress-ng --<stressor> <options>` detached, with a hard timeout, then wait until it
+    runs; exit 1 with its output when it does not. (Started blind, a hog that exited at once
+    left only a confusing "not confirmed: 0 MB/s" behind.)"""
     output = f"{CHAOS_DIR}/stress-ng-{stressor}.log"
     polls = int(HOG_START_WAIT_S / 0.1)
+    command = f"stress-ng --{stressor} {options} --timeout {HOG_TIMEOUT_S}s --quiet"
     return (
         f"mkdir -p {CHAOS_DIR}\n"
-        f"setsid nohup {cmd} </dev/null >{output} 2>&1 &\n"
+        f"setsid nohup {command} </dev/null >{output} 2>&1 &\n"
         f"running() {{ pgrep -f -- 'stress-ng --{stressor} ' >/dev/null; }}\n"
         # still there 0.3 s after it was first seen: not just parsing its options on the way out
         f"for _ in $(seq {polls}); do\n"
@@ -42,13 +43,13 @@ def _spawn(cmd: str, stressor: str) -> str:
     )
 
 
-def _start_hog(fault: Fault, cmd: str, stressor: str) -> None:
+def _start_hog(fault: Fault, stressor: str, options: str) -> None:
     """Start the hog; once more if it did not come up (a lab hiccup, not the system under test)."""
     try:
-        fault.sh(_spawn(cmd, stressor))
+        fault.sh(_spawn(stressor, options))
     except HostCommandError as exc:
         log.warning("hog did not start; trying once more", category=fault.category, error=str(exc))
-        fault.sh(_spawn(cmd, stressor))
+        fault.sh(_spawn(stressor, options))
 
 
 @dataclass
@@ -61,10 +62,7 @@ class CpuStress(Fault):
     max_host_cpu_pct: float = 25.0
 
     def inject(self) -> None:
-        _start_hog(self, (
-            f"stress-ng --cpu {self.workers} --cpu-load {self.load_pct} "
-            f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ), "cpu")  # fmt: skip
+        _start_hog(self, "cpu", f"{self.workers} --cpu-load {self.load_pct}")
 
     def check(self) -> Check:
         rows = sample_processes(self.lab, self.target.host)
@@ -87,10 +85,7 @@ class MemoryStress(Fault):
     max_host_rss_mb: float = 400.0
 
     def inject(self) -> None:
-        _start_hog(self, (
-            f"stress-ng --vm 1 --vm-bytes {self.size_mb}M --vm-keep --vm-hang 0 "
-            f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ), "vm")  # fmt: skip
+        _start_hog(self, "vm", f"1 --vm-bytes {self.size_mb}M --vm-keep --vm-hang 0")
         time.sleep(0.7)  # let it touch its memory before the first check
 
     def check(self) -> Check:
@@ -116,10 +111,7 @@ class DiskIo(Fault):
 
     def inject(self) -> None:
         path = self.target.svc.data
-        _start_hog(self, (
-            f"stress-ng --hdd 1 --hdd-bytes 48M --temp-path {path} "
-            f"--timeout {HOG_TIMEOUT_S}s --quiet"
-        ), "hdd")  # fmt: skip
+        _start_hog(self, "hdd", f"1 --hdd-bytes 48M --temp-path {path}")
 
     def check(self) -> Check:
         rows = sample_processes(self.lab, self.target.host)

@@ -76,7 +76,7 @@ def test_inject_confirm_cleanup(shop: Lab, category: str) -> None:
 def test_a_hog_that_does_not_start_says_why(shop: Lab) -> None:
     service, params = TARGETS["disk-io"]
     fault = make_fault("disk-io", Target(topo.service(service).host, service), params, shop)
-    broken = resources._spawn("stress-ng --hdd 1 --no-such-option", "hdd")
+    broken = resources._spawn("hdd", "1 --no-such-option")
     why = r"(?s)stress-ng --hdd is not running.*no-such-option"
     with pytest.raises(HostCommandError, match=why):
         fault.sh(broken)
