@@ -24,6 +24,7 @@ PLANNER_DIR = REPO_ROOT / "model_repo" / "remed_planner"
 VERSION_DIR = PLANNER_DIR / "1"
 NATIVE_DIR = PLANNER_DIR / "native"
 QK = 32
+GROUP = 8
 EOS = 2
 PROMPTS = (
     "Which command restarts the nginx service on a Linux host?",
@@ -68,6 +69,7 @@ def ref_q8_0(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = w.shape[0]
     blocks = w.reshape(-1, QK).astype(np.float32)
     lo, hi = blocks.min(axis=1), blocks.max(axis=1)
     d = ((hi - lo) / np.float32(15)).astype(np.float16)
@@ -75,19 +77,40 @@ def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ds, ms = d.astype(np.float32), m.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint((blocks - ms[:, None]) * inv[:, None]), 0, 15).astype(np.uint8)
-    packed = q[0::2] | (q[1::2] << 4)  # pairs of blocks: the first in the low nibbles
-    return packed.reshape(-1), d.view(np.uint16), m.view(np.uint16)
+    return _q4_groups(q.reshape(rows, -1, QK), d.reshape(rows, -1), m.reshape(rows, -1))
+
+
+def _q4_groups(
+    q: np.ndarray, d: np.ndarray, m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernels' Q4_1 layout: rows in groups of 8 (zero-padded); per group and block, byte
+    4r + j of 32-byte chunk c holds row r's weight 4c + j (low nibble) and 4(c + 4) + j."""
+    rows, nb, _ = q.shape
+    pad = -rows % GROUP
+    q = np.concatenate([q, np.zeros((pad, nb, QK), np.uint8)])
+    d = np.concatenate([d, np.zeros((pad, nb), np.float16)])
+    m = np.concatenate([m, np.zeros((pad, nb), np.float16)])
+    g = q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4)  # [group, block, 4c+j/4, row, j]
+    packed = g[:, :, :4] | (g[:, :, 4:] << 4)
+    d_groups = d.reshape(-1, GROUP, nb).transpose(0, 2, 1)
+    m_groups = m.reshape(-1, GROUP, nb).transpose(0, 2, 1)
+    d_bits, m_bits = d_groups.reshape(-1).view(np.uint16), m_groups.reshape(-1).view(np.uint16)
+    return packed.reshape(-1), d_bits, m_bits
 
 
 def ref_dequant(qm: Any) -> np.ndarray:
-    d = qm.d.view(np.float16).astype(np.float64)[:, None]
     if qm.m is None:
+        d = qm.d.view(np.float16).astype(np.float64)[:, None]
         w = qm.q.reshape(-1, QK).astype(np.float64) * d
-    else:
-        packed = qm.q.reshape(-1, QK)
-        q = np.stack([packed & 15, packed >> 4], axis=1).reshape(-1, QK).astype(np.float64)
-        w = q * d + qm.m.view(np.float16).astype(np.float64)[:, None]
-    return w.reshape(qm.rows, qm.cols)
+        return w.reshape(qm.rows, qm.cols)
+    nb = qm.cols // QK
+    packed = qm.q.reshape(-1, nb, 4, GROUP, 4)  # [group, block, chunk, row, j]
+    q = np.concatenate([packed & 15, packed >> 4], axis=2)  # [group, block, 8, row, j]
+    q = q.transpose(0, 3, 1, 2, 4).reshape(-1, nb, QK).astype(np.float64)
+    d = qm.d.view(np.float16).reshape(-1, nb, GROUP).transpose(0, 2, 1).reshape(-1, nb)
+    m = qm.m.view(np.float16).reshape(-1, nb, GROUP).transpose(0, 2, 1).reshape(-1, nb)
+    w = q * d.astype(np.float64)[..., None] + m.astype(np.float64)[..., None]
+    return w.reshape(-1, qm.cols)[: qm.rows]
 
 
 def ref_quant_acts(x: np.ndarray) -> np.ndarray:
@@ -110,7 +133,7 @@ def _weights(rows: int, cols: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["q8", "q4"])
 def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: str) -> None:
     qengine = modules[2]
-    w = _weights(64, 576)
+    w = _weights(61, 576)  # not a whole number of Q4_1 row groups
     qm = qengine.QMatrix.quantize(lib, w, qengine.Q8_0 if kind == "q8" else qengine.Q4_1)
     ref = ref_q8_0(w) if kind == "q8" else ref_q4_1(w)
     for got, want in zip((qm.q, qm.d, qm.m), ref, strict=False):
@@ -118,8 +141,9 @@ def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: 
         assert got.shape == want.shape
         assert np.mean(got != want) < 1e-3
     row, st = np.empty(576, np.float32), qm.struct()
-    lib.rp_dequantize_row(ctypes.byref(st), 1, row.ctypes.data)  # the embedding lookup
-    np.testing.assert_allclose(row, ref_dequant(qm)[1], rtol=1e-6, atol=1e-7)
+    for r in (1, 60):
+        lib.rp_dequantize_row(ctypes.byref(st), r, row.ctypes.data)  # the embedding lookup
+        np.testing.assert_allclose(row, ref_dequant(qm)[r], rtol=1e-6, atol=1e-7)
     step = 1 / 127 if kind == "q8" else 2 / 15  # a grid step, relative to the block max abs
     err = np.abs(ref_dequant(qm) - w).reshape(-1, QK).max(axis=1)
     span = np.abs(w).reshape(-1, QK).max(axis=1)
@@ -130,11 +154,11 @@ def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: 
 @pytest.mark.parametrize("rows", [1, 3, 8, 11])
 def test_matmul_matches_the_numpy_reference(modules: Any, lib: Any, kind: str, rows: int) -> None:
     qengine = modules[2]
-    w = _weights(200, 1536, seed=rows)
+    w = _weights(203, 1536, seed=rows)
     qm = qengine.QMatrix.quantize(lib, w, qengine.Q8_0 if kind == "q8" else qengine.Q4_1)
     x = np.random.default_rng(7).standard_normal((rows, 1536)).astype(np.float32)
     x[0, 40] = 25.0  # activation outlier in one block
-    y = np.empty((rows, 200), np.float32)
+    y = np.empty((rows, 203), np.float32)
     st = qm.struct()
     lib.rp_matmul(ctypes.byref(st), x.ctypes.data, rows, y.ctypes.data, 2)
     want = ref_quant_acts(x) @ ref_dequant(qm).T

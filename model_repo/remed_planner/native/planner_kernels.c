@@ -7,15 +7,17 @@
  *
  * Formats (blocks of QK = 32 weights along a row; scales are IEEE fp16):
  *   Q8_0: w = d * q,       q int8 in [-127, 127]; one d per block.
- *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block. Blocks go in pairs
- *                          (rows are a multiple of 64 long): byte j of a pair's 32 bytes holds
- *                          q[j] of the first block (low nibble) and of the second (high), so
- *                          one 32-byte load and two masks unpack 64 weights.
+ *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block. Stored eight rows at a
+ *                          time ("row groups"; the last group is padded with zero rows): for
+ *                          each group and block, 128 bytes of nibbles, then the 8 rows' d and m.
+ *                          Byte 4r + j of 32-byte chunk c holds row r's weight 4c + j of the
+ *                          block in the low nibble and weight 4(c + 4) + j in the high one.
  * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
- * matmul, so the inner product is integer (maddubs + madd) with one float FMA per block (per
- * four blocks for Q4_1, see dot_rows_q4), and the Q4_1 offset contributes m * a * sum(xq) per
- * block.
- *
+ * matmul, so the inner product is integer with one float FMA per block: Q8_0 with maddubs +
+ * madd per row; Q4_1 across a row group, so one maddubs multiplies four weights of each of
+ * eight rows by the same four broadcast activations and the eight rows' sums come out in the
+ * lanes of one vector (see dot_group_q4). The Q4_1 offset contributes m * a * sum(xq) per block.
+
  * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
  * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
  * tokens of one slot) and a continuous-batching decode step (one token for each of T slots)
@@ -41,6 +43,7 @@
 #include <time.h>
 
 #define QK 32
+#define GROUP 8 /* Q4_1 weight rows stored (and multiplied) together */
 #define ROW_TILE 8 /* activation rows that share one pass over a weight row */
 
 enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
@@ -48,9 +51,9 @@ enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
 typedef struct {
     int32_t type;
     int32_t rows, cols;
-    const void *q;     /* Q8_0: int8 [rows * cols]; Q4_1: uint8 [rows * cols / 2] */
-    const uint16_t *d; /* fp16 [rows * cols / QK] */
-    const uint16_t *m; /* fp16 [rows * cols / QK], Q4_1 only */
+    const void *q;     /* Q8_0: int8 [rows * cols]; Q4_1: uint8 [groups * 8 * cols / 2] */
+    const uint16_t *d; /* fp16 [rows * cols / QK]; Q4_1: [groups * 8 * cols / QK] */
+    const uint16_t *m; /* fp16 [groups * 8 * cols / QK], Q4_1 only */
 } rp_matrix;
 
 typedef struct {
@@ -252,43 +255,59 @@ void rp_quantize_q8_0(const float *src, int64_t n, int8_t *q, uint16_t *d) {
     }
 }
 
-void rp_quantize_q4_1(const float *src, int64_t n, uint8_t *q, uint16_t *d, uint16_t *m) {
-    for (int64_t b = 0; b < n / QK; b++) {
-        const float *x = src + b * QK;
-        float lo = x[0], hi = x[0];
-        for (int i = 1; i < QK; i++) {
-            lo = fminf(lo, x[i]);
-            hi = fmaxf(hi, x[i]);
+static inline int64_t q4_groups(int rows) { return (rows + GROUP - 1) / GROUP; }
+
+/* Where row r's block blk lives in a Q4_1 matrix: its group's block record, r's lane in it. */
+static inline int64_t q4_record(int nb, int64_t r, int blk) { return (r / GROUP) * nb + blk; }
+
+/* src [rows, cols] -> q [groups * 4 * cols], d and m [groups * 8 * cols / QK] (see the header). */
+void rp_quantize_q4_1(const float *src, int rows, int cols, uint8_t *q, uint16_t *d, uint16_t *m) {
+    const int nb = cols / QK;
+    memset(q, 0, (size_t)q4_groups(rows) * GROUP * cols / 2);
+    memset(d, 0, sizeof(uint16_t) * q4_groups(rows) * GROUP * nb);
+    memset(m, 0, sizeof(uint16_t) * q4_groups(rows) * GROUP * nb);
+    for (int64_t r = 0; r < rows; r++)
+        for (int blk = 0; blk < nb; blk++) {
+            const float *x = src + r * cols + blk * QK;
+            float lo = x[0], hi = x[0];
+            for (int i = 1; i < QK; i++) {
+                lo = fminf(lo, x[i]);
+                hi = fmaxf(hi, x[i]);
+            }
+            const int64_t rec = q4_record(nb, r, blk), lane = r % GROUP;
+            uint16_t dh = f32_to_fp16((hi - lo) / 15.f), mh = f32_to_fp16(lo);
+            d[rec * GROUP + lane] = dh;
+            m[rec * GROUP + lane] = mh;
+            /* quantise against the stored (fp16-rounded) scale and minimum */
+            float s = fp16_to_f32(dh), mn = fp16_to_f32(mh);
+            float inv = s > 0.f ? 1.f / s : 0.f;
+            uint8_t *out = q + rec * (GROUP * QK / 2);
+            for (int i = 0; i < QK; i++) {
+                float v = nearbyintf((x[i] - mn) * inv);
+                uint8_t c = (uint8_t)fmaxf(0.f, fminf(15.f, v));
+                int chunk = (i / 4) % 4, shift = i < QK / 2 ? 0 : 4;
+                out[chunk * 32 + 4 * lane + i % 4] |= (uint8_t)(c << shift);
+            }
         }
-        d[b] = f32_to_fp16((hi - lo) / 15.f);
-        m[b] = f32_to_fp16(lo);
-        float s = fp16_to_f32(d[b]), mn = fp16_to_f32(m[b]);
-        float inv = s > 0.f ? 1.f / s : 0.f;
-        /* block b of pair b / 2: the low nibbles for even b, the high ones for odd b */
-        uint8_t *out = q + (b / 2) * QK;
-        int shift = (b & 1) * 4;
-        for (int i = 0; i < QK; i++) {
-            float v = nearbyintf((x[i] - mn) * inv);
-            uint8_t c = (uint8_t)fmaxf(0.f, fminf(15.f, v));
-            out[i] = (uint8_t)((shift ? out[i] & 15 : 0) | (c << shift));
-        }
-    }
 }
 
 /* Row `r` of a quantised matrix back to fp32 (the embedding lookup). */
 void rp_dequantize_row(const rp_matrix *w, int64_t r, float *out) {
     int nb = w->cols / QK;
     for (int b = 0; b < nb; b++) {
-        int64_t blk = r * nb + b;
-        float d = fp16_to_f32(w->d[blk]);
         if (w->type == RP_Q8_0) {
+            int64_t blk = r * nb + b;
+            float d = fp16_to_f32(w->d[blk]);
             const int8_t *q = (const int8_t *)w->q + blk * QK;
             for (int i = 0; i < QK; i++) out[b * QK + i] = d * q[i];
         } else {
-            const uint8_t *q = (const uint8_t *)w->q + (blk / 2) * QK;
-            float m = fp16_to_f32(w->m[blk]);
-            int shift = (blk & 1) * 4;
-            for (int i = 0; i < QK; i++) out[b * QK + i] = d * ((q[i] >> shift) & 15) + m;
+            const int64_t rec = q4_record(nb, r, b), lane = r % GROUP;
+            const uint8_t *q = (const uint8_t *)w->q + rec * (GROUP * QK / 2);
+            float d = fp16_to_f32(w->d[rec * GROUP + lane]), m = fp16_to_f32(w->m[rec * GROUP + lane]);
+            for (int i = 0; i < QK; i++) {
+                int chunk = (i / 4) % 4, shift = i < QK / 2 ? 0 : 4;
+                out[b * QK + i] = d * ((q[chunk * 32 + 4 * lane + i % 4] >> shift) & 15) + m;
+            }
         }
     }
 }
@@ -344,21 +363,9 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
 
 #define MAX_BLOCKS 128 /* blocks per row the kernels take: rows of up to 4096 */
 
-/* Four floats in both 128-bit lanes (unaligned load). */
-static inline __m256 dup4(const float *p) {
-    __m128 v = _mm_loadu_ps(p);
-    return _mm256_set_m128(v, v);
-}
-
-/* Four fp16 values as floats in both 128-bit lanes. */
-static inline __m256 dup4_fp16(const uint16_t *p) {
-    __m128 v = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p));
-    return _mm256_set_m128(v, v);
-}
-
-/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. Rows hold an even number
- * of blocks, so a tail is whole 32-bit pairs: a masked load reads it without touching memory
- * past the row (copying it through the stack instead stalled store-to-load forwarding). */
+/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. An even tail is read with a
+ * masked load, which touches no memory past the row (copying a tail through the stack stalled
+ * store-to-load forwarding). */
 static inline __m256 load8_fp16(const uint16_t *p, int n) {
     if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     if (n % 2 == 0) {
@@ -395,65 +402,65 @@ static inline __attribute__((always_inline)) void hsum_rows(const __m256 *acc, c
 #define DOT_BLOCK(wv, xv, sc, acc) \
     acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)), acc)
 
-/* TB activation rows against Q4_1 weight row n; always inlined with a constant TB so the
- * accumulators stay in registers.
+/* TB activation rows against row group g of a Q4_1 matrix: out[b * GROUP + r] = W[8g + r] . x_b.
+ * Always inlined with a constant TB so the accumulators stay in registers.
  *
- * Four blocks at a time: the products of one block are small (u4 * s8, at most 3810 per int16
- * pair from maddubs), so two rounds of hadd reduce four blocks to int16 partial sums without
- * overflow, and a single madd / int-to-float / FMA finishes all four against a vector of their
- * scales. Converting and scaling each block on its own cost as much as the products did, and
- * a step of 8 concurrent requests is bound by this loop. */
-static inline __attribute__((always_inline)) void dot_rows_q4(const rp_matrix *w, int64_t n, const qacts *a, int t0,
-                                                             const int TB, float *out) {
+ * One maddubs multiplies four weights of each of the group's eight rows (u4) by the same four
+ * activations (s8, broadcast), so after the block's eight of them the eight rows' partial sums
+ * sit in the vector's lanes: no horizontal reduction per row, which (as hadds) cost as much as
+ * the products did when rows were stored one after another. A block's eight int16 sums stay
+ * below 8 * 2 * 15 * 127 = 30480, so they add up in int16 before one madd widens them. A row's
+ * sums add in the same order whatever TB is, so a request's result never depends on its batch. */
+static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *w, int64_t g, const qacts *a, int t0,
+                                                              const int TB, float *out) {
     const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(15);
-    const uint16_t *wd = w->d + n * nb, *wm = w->m + n * nb;
-    const uint8_t *wq = (const uint8_t *)w->q + n * (K / 2);
+    const uint8_t *wq = (const uint8_t *)w->q + g * nb * (GROUP * QK / 2);
+    const uint16_t *wd = w->d + g * nb * GROUP, *wm = w->m + g * nb * GROUP;
     const int8_t *xq = a->q + (int64_t)t0 * K;
     const float *xd = a->d + (int64_t)t0 * nbs, *xs = a->s + (int64_t)t0 * nbs;
     __m256 acc[ROW_TILE];
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
-    int blk = 0;
-    for (; blk + 4 <= nb; blk += 4) {
-        /* lanes of the int sums below: [blk..blk+3 (first halves) | blk..blk+3 (second halves)] */
-        const __m256 dw = dup4_fp16(wd + blk);
-        const __m256i raw0 = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
-        const __m256i raw1 = _mm256_loadu_si256((const __m256i *)(wq + (blk + 2) * (QK / 2)));
-        const __m256i w0 = _mm256_and_si256(raw0, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw0, 4), low);
-        const __m256i w2 = _mm256_and_si256(raw1, low), w3 = _mm256_and_si256(_mm256_srli_epi16(raw1, 4), low);
+    for (int blk = 0; blk < nb; blk++) {
+        const uint8_t *q = wq + (int64_t)blk * (GROUP * QK / 2);
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
+        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wm + blk * GROUP)));
+        __m256i wv[8]; /* wv[c]: weights 4c..4c+3 of the block, four per row */
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < 4; c++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
+            wv[c] = _mm256_and_si256(raw, low);
+            wv[c + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+        }
         _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) {
-            const int8_t *x = xq + (int64_t)b * K + blk * QK;
-            __m256i p0 = _mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i *)x));
-            __m256i p1 = _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i *)(x + QK)));
-            __m256i p2 = _mm256_maddubs_epi16(w2, _mm256_loadu_si256((const __m256i *)(x + 2 * QK)));
-            __m256i p3 = _mm256_maddubs_epi16(w3, _mm256_loadu_si256((const __m256i *)(x + 3 * QK)));
-            __m256i sums = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3)), ones);
-            __m256 scale = _mm256_mul_ps(dw, dup4(xd + (int64_t)b * nbs + blk));
+            const int32_t *x = (const int32_t *)(xq + (int64_t)b * K + blk * QK);
+#define TIMES_X(c) _mm256_maddubs_epi16(wv[c], _mm256_set1_epi32(x[c]))
+            const __m256i s01 = _mm256_add_epi16(TIMES_X(0), TIMES_X(1)), s23 = _mm256_add_epi16(TIMES_X(2), TIMES_X(3));
+            const __m256i s45 = _mm256_add_epi16(TIMES_X(4), TIMES_X(5)), s67 = _mm256_add_epi16(TIMES_X(6), TIMES_X(7));
+#undef TIMES_X
+            const __m256i sums = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
+            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nbs + blk));
             acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
+            acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nbs + blk), acc[b]);
         }
     }
-    if (blk < nb) { /* rows are a multiple of 64 long: at most one pair is left */
-        const float d0 = fp16_to_f32(wd[blk]), d1 = fp16_to_f32(wd[blk + 1]);
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(wq + blk * (QK / 2)));
-        const __m256i w0 = _mm256_and_si256(raw, low), w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) {
-            const int8_t *x = xq + (int64_t)b * K + blk * QK;
-            const float *sb = xd + (int64_t)b * nbs + blk;
-            DOT_BLOCK(w0, _mm256_loadu_si256((const __m256i *)x), _mm256_set1_ps(d0 * sb[0]), acc[b]);
-            DOT_BLOCK(w1, _mm256_loadu_si256((const __m256i *)(x + QK)), _mm256_set1_ps(d1 * sb[1]), acc[b]);
-        }
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
+}
+
+static void dot_group_tile(const rp_matrix *w, int64_t g, const qacts *a, int t0, int tb, float *out) {
+    switch (tb) {
+    case 1: dot_group_q4(w, g, a, t0, 1, out); break;
+    case 2: dot_group_q4(w, g, a, t0, 2, out); break;
+    case 3: dot_group_q4(w, g, a, t0, 3, out); break;
+    case 4: dot_group_q4(w, g, a, t0, 4, out); break;
+    case 5: dot_group_q4(w, g, a, t0, 5, out); break;
+    case 6: dot_group_q4(w, g, a, t0, 6, out); break;
+    case 7: dot_group_q4(w, g, a, t0, 7, out); break;
+    default: dot_group_q4(w, g, a, t0, 8, out); break;
     }
-    /* plus the minimums' share, sum over blocks of m * a * sum(xq), into the same lanes
-     * (the activations' per-block arrays are zero-padded to 8) */
-    for (blk = 0; blk < nb; blk += 8) {
-        const __m256 mv = load8_fp16(wm + blk, nb - blk);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) acc[b] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xs + (int64_t)b * nbs + blk), acc[b]);
-    }
-    hsum_rows(acc, TB, out);
 }
 
 /* scale[b][blk] = d[blk] * a_b[blk]: the weight block's scale times the activation block's,
@@ -492,24 +499,16 @@ static inline __attribute__((always_inline)) void dot_rows_q8(const rp_matrix *w
     hsum_rows(acc, TB, out);
 }
 
-static inline __attribute__((always_inline)) void dot_rows(const rp_matrix *w, int64_t n, const qacts *a, int t0,
-                                                          const int TB, float *out) {
-    if (w->type == RP_Q4_1)
-        dot_rows_q4(w, n, a, t0, TB, out);
-    else
-        dot_rows_q8(w, n, a, t0, TB, out);
-}
-
 static void dot_tile(const rp_matrix *w, int64_t n, const qacts *a, int t0, int tb, float *out) {
     switch (tb) {
-    case 1: dot_rows(w, n, a, t0, 1, out); break;
-    case 2: dot_rows(w, n, a, t0, 2, out); break;
-    case 3: dot_rows(w, n, a, t0, 3, out); break;
-    case 4: dot_rows(w, n, a, t0, 4, out); break;
-    case 5: dot_rows(w, n, a, t0, 5, out); break;
-    case 6: dot_rows(w, n, a, t0, 6, out); break;
-    case 7: dot_rows(w, n, a, t0, 7, out); break;
-    default: dot_rows(w, n, a, t0, 8, out); break;
+    case 1: dot_rows_q8(w, n, a, t0, 1, out); break;
+    case 2: dot_rows_q8(w, n, a, t0, 2, out); break;
+    case 3: dot_rows_q8(w, n, a, t0, 3, out); break;
+    case 4: dot_rows_q8(w, n, a, t0, 4, out); break;
+    case 5: dot_rows_q8(w, n, a, t0, 5, out); break;
+    case 6: dot_rows_q8(w, n, a, t0, 6, out); break;
+    case 7: dot_rows_q8(w, n, a, t0, 7, out); break;
+    default: dot_rows_q8(w, n, a, t0, 8, out); break;
     }
 }
 
@@ -520,19 +519,37 @@ typedef struct {
     float *y;
 } matmul_job;
 
+static inline void put(float *dst, float v, int add) { *dst = add ? *dst + v : v; }
+
 static void matmul_chunk(void *ctx, int chunk) {
     const matmul_job *j = ctx;
     const int N = j->w->rows;
     int n0 = chunk * j->rows_per_chunk, n1 = n0 + j->rows_per_chunk < N ? n0 + j->rows_per_chunk : N;
+    float out[ROW_TILE * GROUP];
+    if (j->w->type == RP_Q4_1) { /* chunks start at a multiple of GROUP rows */
+        for (int n = n0; n < n1; n += GROUP) {
+            const int rows = n1 - n < GROUP ? n1 - n : GROUP;
+            for (int t0 = 0; t0 < j->T; t0 += ROW_TILE) {
+                int tb = j->T - t0 < ROW_TILE ? j->T - t0 : ROW_TILE;
+                dot_group_tile(j->w, n / GROUP, j->a, t0, tb, out);
+                for (int b = 0; b < tb; b++) {
+                    float *dst = j->y + (int64_t)(t0 + b) * N + n;
+                    if (rows < GROUP) {
+                        for (int r = 0; r < rows; r++) put(dst + r, out[b * GROUP + r], j->add);
+                        continue;
+                    }
+                    __m256 v = _mm256_loadu_ps(out + b * GROUP);
+                    _mm256_storeu_ps(dst, j->add ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+                }
+            }
+        }
+        return;
+    }
     for (int n = n0; n < n1; n++) {
         for (int t0 = 0; t0 < j->T; t0 += ROW_TILE) {
             int tb = j->T - t0 < ROW_TILE ? j->T - t0 : ROW_TILE;
-            float out[ROW_TILE];
             dot_tile(j->w, n, j->a, t0, tb, out);
-            for (int b = 0; b < tb; b++) {
-                float *dst = j->y + (int64_t)(t0 + b) * N + n;
-                *dst = j->add ? *dst + out[b] : out[b];
-            }
+            for (int b = 0; b < tb; b++) put(j->y + (int64_t)(t0 + b) * N + n, out[b], j->add);
         }
     }
 }
@@ -542,7 +559,7 @@ static void matmul_chunk(void *ctx, int chunk) {
 /* y[T, N] (+)= W[N, K] . x[T, K]^T, rows of W shared out among the threads. */
 static void matmul(int threads, const rp_matrix *w, const qacts *a, int T, float *y, int add) {
     int per = (w->rows + MATMUL_CHUNKS - 1) / MATMUL_CHUNKS;
-    per = (per + 7) & ~7;
+    per = (per + GROUP - 1) / GROUP * GROUP; /* whole Q4_1 row groups */
     matmul_job j = {w, a, T, per, add, y};
     parallel_for(threads, (w->rows + per - 1) / per, matmul_chunk, &j);
 }
@@ -592,58 +609,107 @@ typedef struct {
     int layer, T;
     const int32_t *slots, *pos;
     const float *qkv;
-    float *att, *scores; /* scores: [T * heads, maxpos + 1], one row per task */
+    float *att, *scores; /* scores: [T * heads, score_stride], one row per task */
     int score_stride;
 } attention_job;
 
-/* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache. Four positions at a time
- * with independent accumulators (one FMA chain per position is latency-bound), and the output
- * row kept in registers across positions for the usual head size of 64. */
+/* e^x for eight floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor series to r^6
+ * (relative error ~1e-7, about an ulp), times 2^n built in the exponent bits. x is clamped to
+ * [-87, 88], where 2^n stays a normal float; softmax and SiLU only need e^x to underflow to a
+ * tiny number, not to zero. (glibc's scalar expf was a tenth of a batched decode step.) */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x); /* ln2 in two parts, so */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);     /* r keeps its low bits */
+    __m256 p = _mm256_set1_ps(1.f / 720.f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+/* Lanes p < n of eight: a mask for loads, stores and blends. */
+static inline __m256i first_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* q . k for eight consecutive cached positions, scaled: one accumulator per position, reduced
+ * together by a transpose of hadds (a horizontal sum per position cost as much as its dot). */
+static inline __m256 scores8(const float *q, const float *k, int D, __m256 scale) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int e = 0; e < D; e += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + e);
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (int64_t)i * D + e), acc[i]);
+    }
+    const __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
+    const __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
+    const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+    /* s0123 lanes: [p0 p1 p2 p3 (low halves) | p0 p1 p2 p3 (high halves)], likewise s4567 */
+    const __m256 lo = _mm256_permute2f128_ps(s0123, s4567, 0x20), hi = _mm256_permute2f128_ps(s0123, s4567, 0x31);
+    return _mm256_mul_ps(_mm256_add_ps(lo, hi), scale);
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* Token t, head hh: softmax(q . k[0..pos]) . v over its slot's cache, eight positions per
+ * vector. The last pos % 8 positions are scored one at a time (the cache may end right after
+ * pos); the score row is padded to a multiple of eight (see rp_forward) and the padding lanes
+ * masked out. The output row stays in registers across positions for the usual head size. */
 static void attention_head(const attention_job *j, int t, int hh) {
     const rp_model *M = j->M;
     const int D = M->head_dim, NH = M->heads, KVH = M->kv_heads, QKV = (NH + 2 * KVH) * D;
     const int th = t * NH + hh, kh = hh / (NH / KVH), P = j->pos[t] + 1;
-    const float scale = 1.f / sqrtf((float)D);
+    const __m256 scale = _mm256_set1_ps(1.f / sqrtf((float)D));
     const float *q = j->qkv + (int64_t)t * QKV + hh * D;
     const float *keys = cache_at(M, M->k_cache, j->layer, j->slots[t], kh, 0);
     const float *vals = cache_at(M, M->v_cache, j->layer, j->slots[t], kh, 0);
     float *sc = j->scores + (int64_t)th * j->score_stride;
-    float mx = -INFINITY;
-    int p = 0;
-    for (; p + 4 <= P; p += 4) {
-        const float *k0 = keys + (int64_t)p * D;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < D; i += 8) {
-            __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + D + i), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * D + i), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * D + i), a3);
+    const int full = P / 8 * 8;
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    for (int p = 0; p < full; p += 8) {
+        const __m256 s8 = scores8(q, keys + (int64_t)p * D, D, scale);
+        _mm256_storeu_ps(sc + p, s8);
+        mx = _mm256_max_ps(mx, s8);
+    }
+    if (full < P) { /* the last positions one at a time: past pos the cache may not exist */
+        float tail[8];
+        for (int p = full; p < P; p++) {
+            const float *k = keys + (int64_t)p * D;
+            __m256 acc = _mm256_setzero_ps();
+            for (int e = 0; e < D; e += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + e), _mm256_loadu_ps(k + e), acc);
+            tail[p - full] = hsum8(acc);
         }
-        sc[p] = hsum8(a0) * scale;
-        sc[p + 1] = hsum8(a1) * scale;
-        sc[p + 2] = hsum8(a2) * scale;
-        sc[p + 3] = hsum8(a3) * scale;
+        const __m256i live = first_lanes(P - full);
+        const __m256 s8 = _mm256_mul_ps(_mm256_maskload_ps(tail, live), scale);
+        _mm256_storeu_ps(sc + full, s8);
+        mx = _mm256_max_ps(mx, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s8, _mm256_castsi256_ps(live)));
     }
-    for (; p < P; p++) {
-        const float *k = keys + (int64_t)p * D;
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < D; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
-        sc[p] = hsum8(acc) * scale;
+    const __m256 top = _mm256_set1_ps(hmax8(mx));
+    __m256 sum = _mm256_setzero_ps();
+    for (int p = 0; p < P; p += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + p), top));
+        if (p + 8 > P) e = _mm256_and_ps(e, _mm256_castsi256_ps(first_lanes(P - p)));
+        _mm256_storeu_ps(sc + p, e);
+        sum = _mm256_add_ps(sum, e);
     }
-    for (p = 0; p < P; p++) mx = sc[p] > mx ? sc[p] : mx;
-    float sum = 0.f;
-    for (p = 0; p < P; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = 1.f / sum;
+    const __m256 inv = _mm256_set1_ps(1.f / hsum8(sum));
     float *out = j->att + (int64_t)t * NH * D + hh * D;
     if (D == 64) {
         __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
-        for (p = 0; p < P; p++) {
+        for (int p = 0; p < P; p++) {
             const float *v = vals + (int64_t)p * 64;
-            __m256 w = _mm256_set1_ps(sc[p] * inv);
+            __m256 w = _mm256_broadcast_ss(sc + p);
             o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), o0);
             o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), o1);
             o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), o2);
@@ -653,23 +719,24 @@ static void attention_head(const attention_job *j, int t, int hh) {
             o6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 48), o6);
             o7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 56), o7);
         }
-        _mm256_storeu_ps(out, o0);
-        _mm256_storeu_ps(out + 8, o1);
-        _mm256_storeu_ps(out + 16, o2);
-        _mm256_storeu_ps(out + 24, o3);
-        _mm256_storeu_ps(out + 32, o4);
-        _mm256_storeu_ps(out + 40, o5);
-        _mm256_storeu_ps(out + 48, o6);
-        _mm256_storeu_ps(out + 56, o7);
+        _mm256_storeu_ps(out, _mm256_mul_ps(o0, inv));
+        _mm256_storeu_ps(out + 8, _mm256_mul_ps(o1, inv));
+        _mm256_storeu_ps(out + 16, _mm256_mul_ps(o2, inv));
+        _mm256_storeu_ps(out + 24, _mm256_mul_ps(o3, inv));
+        _mm256_storeu_ps(out + 32, _mm256_mul_ps(o4, inv));
+        _mm256_storeu_ps(out + 40, _mm256_mul_ps(o5, inv));
+        _mm256_storeu_ps(out + 48, _mm256_mul_ps(o6, inv));
+        _mm256_storeu_ps(out + 56, _mm256_mul_ps(o7, inv));
         return;
     }
     for (int i = 0; i < D; i++) out[i] = 0.f;
-    for (p = 0; p < P; p++) {
+    for (int p = 0; p < P; p++) {
         const float *v = vals + (int64_t)p * D;
-        __m256 w = _mm256_set1_ps(sc[p] * inv);
+        __m256 w = _mm256_broadcast_ss(sc + p);
         for (int i = 0; i < D; i += 8)
             _mm256_storeu_ps(out + i, _mm256_fmadd_ps(w, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
     }
+    for (int i = 0; i < D; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
 }
 
 /* One chunk per (token, head): enough chunks for both threads when a step has one token. */
@@ -699,7 +766,14 @@ static void silu_chunk(void *ctx, int t) {
     const silu_job *j = ctx;
     const float *g = j->gu + (int64_t)t * 2 * j->I, *u = g + j->I;
     float *o = j->act + (int64_t)t * j->I;
-    for (int i = 0; i < j->I; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+    const __m256 one = _mm256_set1_ps(1.f), neg = _mm256_set1_ps(-0.f);
+    int i = 0;
+    for (; i + 8 <= j->I; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 sig = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, neg))));
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(sig, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < j->I; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
 
 /* Returns 0, or -1 when out of memory. */
@@ -722,13 +796,14 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     float *act = malloc(sizeof(float) * T * I);
     qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * padded_blocks(maxK)),
                malloc(sizeof(float) * rowsq * padded_blocks(maxK)), 0, 0};
-    float *scores = malloc(sizeof(float) * T * NH * (maxpos + 1));
+    const int score_stride = (maxpos + 1 + 7) / 8 * 8; /* whole vectors per row */
+    float *scores = malloc(sizeof(float) * T * NH * score_stride);
     float *last = malloc(sizeof(float) * (n_out ? n_out : 1) * H);
     int ok = x && h && qkv && att && gu && act && a.q && a.d && a.s && scores && last;
     if (ok) {
         pthread_mutex_lock(&call_lock);
         for (int t = 0; t < T; t++) rp_dequantize_row(M->embed, tokens[t], x + (int64_t)t * H);
-        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, maxpos + 1};
+        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, score_stride};
         silu_job sj = {gu, act, I};
         for (int l = 0; l < M->layers; l++) {
             rms_norm_rows(x, M->norm1 + (int64_t)l * H, T, H, M->eps, h);
