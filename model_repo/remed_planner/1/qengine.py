@@ -15,7 +15,9 @@ Weight formats (`weights` in config.pbtxt):
 How it deviates from the fp32 engine: weights are rounded to those grids, and so are the
 activations entering every matmul (int8 per block of 32, like ggml's Q8 activations), so the
 logits differ from HF's by quantisation noise and greedy output can differ from the fp32
-path's after a near tie. Norms, rope, softmax and attention over the (fp32) KV cache are fp32.
+path's after a near tie. Keys and values are cached in fp16 (a batched step reads every
+request's whole cache, so its size is memory traffic); norms, rope, softmax and attention
+arithmetic are fp32.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def _matrices(lib: ctypes.CDLL, mats: list[QMatrix]) -> Any:
 
 
 class QuantEngine(SlotCache):
-    """Quantised weights, rope tables and the fp32 KV cache of `slots` concurrent sequences."""
+    """Quantised weights, rope tables and the fp16 KV cache of `slots` concurrent sequences."""
 
     def __init__(
         self, hf_model: Any, slots: int, *, lib: ctypes.CDLL, weights: str, threads: int
@@ -201,8 +203,8 @@ class QuantEngine(SlotCache):
 
         self.slots = slots
         self.capacity = 0
-        self.k_cache = np.zeros((0,), np.float32)
-        self.v_cache = np.zeros((0,), np.float32)
+        self.k_cache = np.zeros((0,), np.float16)
+        self.v_cache = np.zeros((0,), np.float16)
         self.lengths = [0] * slots
         self.model = RpModel(
             layers=s.layers,
@@ -236,7 +238,7 @@ class QuantEngine(SlotCache):
     def _resize(self, cap: int) -> None:
         s = self.shape
         shape = (s.layers, self.slots, s.kv_heads, cap, s.head_dim)
-        new_k, new_v = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        new_k, new_v = np.zeros(shape, np.float16), np.zeros(shape, np.float16)
         keep = min(cap, self.capacity)
         if keep:
             new_k[:, :, :, :keep] = self.k_cache[:, :, :, :keep]
