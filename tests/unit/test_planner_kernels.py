@@ -60,12 +60,14 @@ def lib(modules: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def ref_q8_0(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = w.shape[0]
     blocks = w.reshape(-1, QK).astype(np.float32)
     d = (np.abs(blocks).max(axis=1) / np.float32(127)).astype(np.float16)
     ds = d.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint(blocks * inv[:, None]), -127, 127).astype(np.int8)
-    return q.reshape(-1), d.view(np.uint16)
+    chunks, d_bits = _groups(q.reshape(rows, -1, QK), d.reshape(rows, -1))
+    return chunks.reshape(-1), d_bits
 
 
 def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,39 +79,38 @@ def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ds, ms = d.astype(np.float32), m.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint((blocks - ms[:, None]) * inv[:, None]), 0, 15).astype(np.uint8)
-    return _q4_groups(q.reshape(rows, -1, QK), d.reshape(rows, -1), m.reshape(rows, -1))
-
-
-def _q4_groups(
-    q: np.ndarray, d: np.ndarray, m: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kernels' Q4_1 layout: rows in groups of 8 (zero-padded); per group and block, byte
-    4r + j of 32-byte chunk c holds row r's weight 4c + j (low nibble) and 4(c + 4) + j."""
-    rows, nb, _ = q.shape
-    pad = -rows % GROUP
-    q = np.concatenate([q, np.zeros((pad, nb, QK), np.uint8)])
-    d = np.concatenate([d, np.zeros((pad, nb), np.float16)])
-    m = np.concatenate([m, np.zeros((pad, nb), np.float16)])
-    g = q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4)  # [group, block, 4c+j/4, row, j]
-    packed = g[:, :, :4] | (g[:, :, 4:] << 4)
-    d_groups = d.reshape(-1, GROUP, nb).transpose(0, 2, 1)
-    m_groups = m.reshape(-1, GROUP, nb).transpose(0, 2, 1)
-    d_bits, m_bits = d_groups.reshape(-1).view(np.uint16), m_groups.reshape(-1).view(np.uint16)
+    chunks, d_bits = _groups(q.reshape(rows, -1, QK), d.reshape(rows, -1))
+    _, m_bits = _groups(q.reshape(rows, -1, QK), m.reshape(rows, -1))
+    packed = chunks[:, :, :4] | (chunks[:, :, 4:] << 4)  # chunks c and c + 4 share bytes
     return packed.reshape(-1), d_bits, m_bits
 
 
+def _groups(q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' layout: rows in groups of 8 (zero-padded); per group and block, byte
+    4r + j of chunk c is row r's weight 4c + j, then the 8 rows' scales.
+    Returns the chunks [group, block, chunk, row * 4 + j] and the scales' bits."""
+    rows, nb, _ = q.shape
+    pad = -rows % GROUP
+    q = np.concatenate([q, np.zeros((pad, nb, QK), q.dtype)])
+    scale = np.concatenate([scale, np.zeros((pad, nb), np.float16)])
+    chunks = q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(-1, nb, 8, 32)
+    return chunks, scale.reshape(-1, GROUP, nb).transpose(0, 2, 1).reshape(-1).view(np.uint16)
+
+
 def ref_dequant(qm: Any) -> np.ndarray:
-    if qm.m is None:
-        d = qm.d.view(np.float16).astype(np.float64)[:, None]
-        w = qm.q.reshape(-1, QK).astype(np.float64) * d
-        return w.reshape(qm.rows, qm.cols)
     nb = qm.cols // QK
-    packed = qm.q.reshape(-1, nb, 4, GROUP, 4)  # [group, block, chunk, row, j]
-    q = np.concatenate([packed & 15, packed >> 4], axis=2)  # [group, block, 8, row, j]
-    q = q.transpose(0, 3, 1, 2, 4).reshape(-1, nb, QK).astype(np.float64)
-    d = qm.d.view(np.float16).reshape(-1, nb, GROUP).transpose(0, 2, 1).reshape(-1, nb)
-    m = qm.m.view(np.float16).reshape(-1, nb, GROUP).transpose(0, 2, 1).reshape(-1, nb)
-    w = q * d.astype(np.float64)[..., None] + m.astype(np.float64)[..., None]
+    if qm.m is None:
+        chunks = qm.q.reshape(-1, nb, 8, GROUP, 4)  # [group, block, chunk, row, j]
+    else:
+        packed = qm.q.reshape(-1, nb, 4, GROUP, 4)
+        chunks = np.concatenate([packed & 15, packed >> 4], axis=2)
+    q = chunks.transpose(0, 3, 1, 2, 4).reshape(-1, nb, QK).astype(np.float64)
+
+    def per_row(bits: np.ndarray) -> np.ndarray:
+        scale = bits.view(np.float16).reshape(-1, nb, GROUP).transpose(0, 2, 1)
+        return scale.reshape(-1, nb, 1).astype(np.float64)
+
+    w = q * per_row(qm.d) + (0 if qm.m is None else per_row(qm.m))
     return w.reshape(-1, qm.cols)[: qm.rows]
 
 

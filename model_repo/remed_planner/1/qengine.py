@@ -31,7 +31,7 @@ import numpy as np
 from engine import CACHE_GROW_TOKENS, LlamaShape, SlotCache, rope_tables
 
 QK = 32
-GROUP = 8  # Q4_1 rows stored together (GROUP in planner_kernels.c)
+GROUP = 8  # rows stored together (GROUP in planner_kernels.c)
 MAX_COLS = 4096  # MAX_BLOCKS * QK in planner_kernels.c
 Q8_0, Q4_1 = 1, 2
 FORMATS = ("q8", "q4")
@@ -83,7 +83,7 @@ class RpModel(ctypes.Structure):
 def load_kernels(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, i32, f32p = ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_float)
-    lib.rp_quantize_q8_0.argtypes = [_p, i64, _p, _p]
+    lib.rp_quantize_q8_0.argtypes = [_p, i32, i32, _p, _p]
     lib.rp_quantize_q8_0.restype = None
     lib.rp_quantize_q4_1.argtypes = [_p, i32, i32, _p, _p, _p]
     lib.rp_quantize_q4_1.restype = None
@@ -119,15 +119,14 @@ class QMatrix:
             raise ValueError(
                 f"matrix columns ({cols}) must be a multiple of {QK} and at most {MAX_COLS}"
             )
-        if kind == Q8_0:
-            q = np.empty(w.size, np.int8)
-            d = np.empty(w.size // QK, np.uint16)
-            lib.rp_quantize_q8_0(_ptr(w), w.size, _ptr(q), _ptr(d))
-            return cls(kind, rows, cols, q, d, None)
-        # Q4_1 rows are stored in groups of GROUP, the last one padded with zero rows.
+        # Rows are stored in groups of GROUP, the last one padded with zero rows.
         stored = -(-rows // GROUP) * GROUP * cols
-        q = np.empty(stored // 2, np.uint8)
         d = np.empty(stored // QK, np.uint16)
+        if kind == Q8_0:
+            q = np.empty(stored, np.int8)
+            lib.rp_quantize_q8_0(_ptr(w), rows, cols, _ptr(q), _ptr(d))
+            return cls(kind, rows, cols, q, d, None)
+        q = np.empty(stored // 2, np.uint8)
         m = np.empty(stored // QK, np.uint16)
         lib.rp_quantize_q4_1(_ptr(w), rows, cols, _ptr(q), _ptr(d), _ptr(m))
         return cls(kind, rows, cols, q, d, m)

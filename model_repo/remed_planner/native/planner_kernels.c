@@ -7,16 +7,16 @@
  *
  * Formats (blocks of QK = 32 weights along a row; scales are IEEE fp16):
  *   Q8_0: w = d * q,       q int8 in [-127, 127]; one d per block.
- *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block. Stored eight rows at a
- *                          time ("row groups"; the last group is padded with zero rows): for
- *                          each group and block, 128 bytes of nibbles, then the 8 rows' d and m.
- *                          Byte 4r + j of 32-byte chunk c holds row r's weight 4c + j of the
- *                          block in the low nibble and weight 4(c + 4) + j in the high one.
+ *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block.
+ * Both are stored eight rows at a time ("row groups"; the last group is padded with zero rows):
+ * for each group and block, the weights as eight 32-byte chunks, where byte 4r + j of chunk c
+ * is row r's weight 4c + j of the block (Q4_1 packs chunks c and c + 4 into the low and high
+ * nibbles of one), then the eight rows' d (and m) in row order.
  * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
- * matmul, so the inner product is integer with one float FMA per block: Q8_0 with maddubs +
- * madd per row; Q4_1 across a row group, so one maddubs multiplies four weights of each of
- * eight rows by the same four broadcast activations and the eight rows' sums come out in the
- * lanes of one vector (see dot_group_q4). The Q4_1 offset contributes m * a * sum(xq) per block.
+ * matmul, so the inner product is integer with one float FMA per block and row group: one
+ * maddubs multiplies four weights of each of eight rows by the same four broadcast activations,
+ * so the eight rows' sums come out in the lanes of one vector (see dot_group). The Q4_1 offset
+ * contributes m * a * sum(xq) per block.
 
  * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
  * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
@@ -51,8 +51,8 @@ enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
 typedef struct {
     int32_t type;
     int32_t rows, cols;
-    const void *q;     /* Q8_0: int8 [rows * cols]; Q4_1: uint8 [groups * 8 * cols / 2] */
-    const uint16_t *d; /* fp16 [rows * cols / QK]; Q4_1: [groups * 8 * cols / QK] */
+    const void *q;     /* Q8_0: int8 [groups * 8 * cols]; Q4_1: uint8 [groups * 8 * cols / 2] */
+    const uint16_t *d; /* fp16 [groups * 8 * cols / QK] */
     const uint16_t *m; /* fp16 [groups * 8 * cols / QK], Q4_1 only */
 } rp_matrix;
 
@@ -238,34 +238,45 @@ int rp_solo_jobs_left(void) { return solo_jobs_left; }
 
 /* -- quantisation ----------------------------------------------------------------------- */
 
-void rp_quantize_q8_0(const float *src, int64_t n, int8_t *q, uint16_t *d) {
-    for (int64_t b = 0; b < n / QK; b++) {
-        const float *x = src + b * QK;
-        float amax = 0.f;
-        for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float scale = amax / 127.f;
-        d[b] = f32_to_fp16(scale);
-        /* Quantise against the stored (fp16-rounded) scale, so d * q is what was meant. */
-        float s = fp16_to_f32(d[b]);
-        float inv = s > 0.f ? 1.f / s : 0.f;
-        for (int i = 0; i < QK; i++) {
-            float v = nearbyintf(x[i] * inv);
-            q[b * QK + i] = (int8_t)fmaxf(-127.f, fminf(127.f, v));
+static inline int64_t row_groups(int rows) { return (rows + GROUP - 1) / GROUP; }
+
+/* Where row r's block blk lives: its group's block record, and r's lane in the record. */
+static inline int64_t block_record(int nb, int64_t r, int blk) { return (r / GROUP) * nb + blk; }
+
+/* Chunk and byte of weight i of a block, for a row in lane `lane` (see the header). */
+static inline int chunk_byte(int lane, int i) { return (i / 4) * 32 + 4 * lane + i % 4; }
+
+/* src [rows, cols] -> q [groups * 8 * cols], d [groups * 8 * cols / QK] (see the header). */
+void rp_quantize_q8_0(const float *src, int rows, int cols, int8_t *q, uint16_t *d) {
+    const int nb = cols / QK;
+    memset(q, 0, (size_t)row_groups(rows) * GROUP * cols);
+    memset(d, 0, sizeof(uint16_t) * row_groups(rows) * GROUP * nb);
+    for (int64_t r = 0; r < rows; r++)
+        for (int blk = 0; blk < nb; blk++) {
+            const float *x = src + r * cols + blk * QK;
+            float amax = 0.f;
+            for (int i = 0; i < QK; i++) amax = fmaxf(amax, fabsf(x[i]));
+            const int64_t rec = block_record(nb, r, blk);
+            const int lane = (int)(r % GROUP);
+            uint16_t dh = f32_to_fp16(amax / 127.f);
+            d[rec * GROUP + lane] = dh;
+            /* Quantise against the stored (fp16-rounded) scale, so d * q is what was meant. */
+            float s = fp16_to_f32(dh);
+            float inv = s > 0.f ? 1.f / s : 0.f;
+            int8_t *out = q + rec * (GROUP * QK);
+            for (int i = 0; i < QK; i++) {
+                float v = nearbyintf(x[i] * inv);
+                out[chunk_byte(lane, i)] = (int8_t)fmaxf(-127.f, fminf(127.f, v));
+            }
         }
-    }
 }
-
-static inline int64_t q4_groups(int rows) { return (rows + GROUP - 1) / GROUP; }
-
-/* Where row r's block blk lives in a Q4_1 matrix: its group's block record, r's lane in it. */
-static inline int64_t q4_record(int nb, int64_t r, int blk) { return (r / GROUP) * nb + blk; }
 
 /* src [rows, cols] -> q [groups * 4 * cols], d and m [groups * 8 * cols / QK] (see the header). */
 void rp_quantize_q4_1(const float *src, int rows, int cols, uint8_t *q, uint16_t *d, uint16_t *m) {
     const int nb = cols / QK;
-    memset(q, 0, (size_t)q4_groups(rows) * GROUP * cols / 2);
-    memset(d, 0, sizeof(uint16_t) * q4_groups(rows) * GROUP * nb);
-    memset(m, 0, sizeof(uint16_t) * q4_groups(rows) * GROUP * nb);
+    memset(q, 0, (size_t)row_groups(rows) * GROUP * cols / 2);
+    memset(d, 0, sizeof(uint16_t) * row_groups(rows) * GROUP * nb);
+    memset(m, 0, sizeof(uint16_t) * row_groups(rows) * GROUP * nb);
     for (int64_t r = 0; r < rows; r++)
         for (int blk = 0; blk < nb; blk++) {
             const float *x = src + r * cols + blk * QK;
@@ -274,7 +285,8 @@ void rp_quantize_q4_1(const float *src, int rows, int cols, uint8_t *q, uint16_t
                 lo = fminf(lo, x[i]);
                 hi = fmaxf(hi, x[i]);
             }
-            const int64_t rec = q4_record(nb, r, blk), lane = r % GROUP;
+            const int64_t rec = block_record(nb, r, blk);
+            const int lane = (int)(r % GROUP);
             uint16_t dh = f32_to_fp16((hi - lo) / 15.f), mh = f32_to_fp16(lo);
             d[rec * GROUP + lane] = dh;
             m[rec * GROUP + lane] = mh;
@@ -285,28 +297,27 @@ void rp_quantize_q4_1(const float *src, int rows, int cols, uint8_t *q, uint16_t
             for (int i = 0; i < QK; i++) {
                 float v = nearbyintf((x[i] - mn) * inv);
                 uint8_t c = (uint8_t)fmaxf(0.f, fminf(15.f, v));
-                int chunk = (i / 4) % 4, shift = i < QK / 2 ? 0 : 4;
-                out[chunk * 32 + 4 * lane + i % 4] |= (uint8_t)(c << shift);
+                /* chunks c and c + 4 share bytes: the low nibble and the high one */
+                out[chunk_byte(lane, i % (QK / 2))] |= (uint8_t)(c << (i < QK / 2 ? 0 : 4));
             }
         }
 }
 
 /* Row `r` of a quantised matrix back to fp32 (the embedding lookup). */
 void rp_dequantize_row(const rp_matrix *w, int64_t r, float *out) {
-    int nb = w->cols / QK;
+    const int nb = w->cols / QK, lane = (int)(r % GROUP);
     for (int b = 0; b < nb; b++) {
+        const int64_t rec = block_record(nb, r, b);
+        const float d = fp16_to_f32(w->d[rec * GROUP + lane]);
         if (w->type == RP_Q8_0) {
-            int64_t blk = r * nb + b;
-            float d = fp16_to_f32(w->d[blk]);
-            const int8_t *q = (const int8_t *)w->q + blk * QK;
-            for (int i = 0; i < QK; i++) out[b * QK + i] = d * q[i];
+            const int8_t *q = (const int8_t *)w->q + rec * (GROUP * QK);
+            for (int i = 0; i < QK; i++) out[b * QK + i] = d * q[chunk_byte(lane, i)];
         } else {
-            const int64_t rec = q4_record(nb, r, b), lane = r % GROUP;
             const uint8_t *q = (const uint8_t *)w->q + rec * (GROUP * QK / 2);
-            float d = fp16_to_f32(w->d[rec * GROUP + lane]), m = fp16_to_f32(w->m[rec * GROUP + lane]);
+            const float m = fp16_to_f32(w->m[rec * GROUP + lane]);
             for (int i = 0; i < QK; i++) {
-                int chunk = (i / 4) % 4, shift = i < QK / 2 ? 0 : 4;
-                out[b * QK + i] = d * ((q[chunk * 32 + 4 * lane + i % 4] >> shift) & 15) + m;
+                const int shift = i < QK / 2 ? 0 : 4;
+                out[b * QK + i] = d * ((q[chunk_byte(lane, i % (QK / 2))] >> shift) & 15) + m;
             }
         }
     }
@@ -361,47 +372,6 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
 
 /* -- matmul: y[t, n] (+)= sum_k x[t, k] * W[n, k] ---------------------------------------------- */
 
-#define MAX_BLOCKS 128 /* blocks per row the kernels take: rows of up to 4096 */
-
-/* Eight fp16 values from p[0..n), zeros after (n <= 8), as floats. An even tail is read with a
- * masked load, which touches no memory past the row (copying a tail through the stack stalled
- * store-to-load forwarding). */
-static inline __m256 load8_fp16(const uint16_t *p, int n) {
-    if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-    if (n % 2 == 0) {
-        const __m128i lanes = _mm_setr_epi32(0, 1, 2, 3);
-        const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(n / 2), lanes);
-        return _mm256_cvtph_ps(_mm_maskload_epi32((const int *)p, mask));
-    }
-    uint16_t tail[8] = {0};
-    memcpy(tail, p, sizeof(uint16_t) * (size_t)n);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tail));
-}
-
-/* out[b] = sum of acc[b]'s lanes, for TB accumulators; eight at once with a transpose of
- * hadds (per row, a separate reduction costs about as much as a short row's products). */
-static inline __attribute__((always_inline)) void hsum_rows(const __m256 *acc, const int TB, float *out) {
-    if (TB == 8) {
-        __m256 s01 = _mm256_hadd_ps(acc[0], acc[1]), s23 = _mm256_hadd_ps(acc[2], acc[3]);
-        __m256 s45 = _mm256_hadd_ps(acc[4], acc[5]), s67 = _mm256_hadd_ps(acc[6], acc[7]);
-        __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
-        /* lanes: [r0 r1 r2 r3 (low halves) | r0 r1 r2 r3 (high halves)] */
-        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s0123), _mm256_extractf128_ps(s0123, 1)));
-        _mm_storeu_ps(out + 4, _mm_add_ps(_mm256_castps256_ps128(s4567), _mm256_extractf128_ps(s4567, 1)));
-        return;
-    }
-    /* the same additions in the same order, so a row's result does not depend on its batch */
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) {
-        __m256 h = _mm256_hadd_ps(acc[b], acc[b]);
-        h = _mm256_hadd_ps(h, h);
-        out[b] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-    }
-}
-
-#define DOT_BLOCK(wv, xv, sc, acc) \
-    acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)), acc)
-
 /* TB activation rows against row group g of a Q4_1 matrix: out[b * GROUP + r] = W[8g + r] . x_b.
  * Always inlined with a constant TB so the accumulators stay in registers.
  *
@@ -450,65 +420,63 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
     for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
 }
 
-static void dot_group_tile(const rp_matrix *w, int64_t g, const qacts *a, int t0, int tb, float *out) {
-    switch (tb) {
-    case 1: dot_group_q4(w, g, a, t0, 1, out); break;
-    case 2: dot_group_q4(w, g, a, t0, 2, out); break;
-    case 3: dot_group_q4(w, g, a, t0, 3, out); break;
-    case 4: dot_group_q4(w, g, a, t0, 4, out); break;
-    case 5: dot_group_q4(w, g, a, t0, 5, out); break;
-    case 6: dot_group_q4(w, g, a, t0, 6, out); break;
-    case 7: dot_group_q4(w, g, a, t0, 7, out); break;
-    default: dot_group_q4(w, g, a, t0, 8, out); break;
-    }
-}
-
-/* scale[b][blk] = d[blk] * a_b[blk]: the weight block's scale times the activation block's,
- * eight blocks per instruction (F16C converts the fp16 scales). */
-static inline __attribute__((always_inline)) void block_scales(const uint16_t *dp, const float *xd, int nb, int nbs,
-                                                              const int TB, float scale[][MAX_BLOCKS]) {
-    for (int blk = 0; blk < nb; blk += 8) {
-        __m256 d = load8_fp16(dp + blk, nb - blk);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++)
-            _mm256_storeu_ps(scale[b] + blk, _mm256_mul_ps(d, _mm256_loadu_ps(xd + (int64_t)b * nbs + blk)));
-    }
-}
-
-/* TB activation rows against Q8_0 weight row n (the sign trick makes maddubs signed). */
-static inline __attribute__((always_inline)) void dot_rows_q8(const rp_matrix *w, int64_t n, const qacts *a, int t0,
-                                                             const int TB, float *out) {
+/* TB activation rows against row group g of a Q8_0 matrix, as dot_group_q4 but with signed
+ * weights: the sign trick (|w| times x with w's sign) makes maddubs signed, and each product
+ * pair (up to 2 * 127 * 127) is widened by madd before the eight are added. */
+static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *w, int64_t g, const qacts *a, int t0,
+                                                              const int TB, float *out) {
     const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
     const __m256i ones = _mm256_set1_epi16(1);
-    float scale[ROW_TILE][MAX_BLOCKS];
-    block_scales(w->d + n * nb, a->d + (int64_t)t0 * nbs, nb, nbs, TB, scale);
-    const int8_t *wq = (const int8_t *)w->q + n * K;
+    const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK);
+    const uint16_t *wd = w->d + g * nb * GROUP;
     const int8_t *xq = a->q + (int64_t)t0 * K;
+    const float *xd = a->d + (int64_t)t0 * nbs;
     __m256 acc[ROW_TILE];
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
     for (int blk = 0; blk < nb; blk++) {
-        __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + blk * QK));
-        __m256i wabs = _mm256_sign_epi8(wv, wv);
+        const int8_t *q = wq + (int64_t)blk * (GROUP * QK);
+        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
+        __m256i wv[8], wabs[8];
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < 8; c++) {
+            wv[c] = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
+            wabs[c] = _mm256_sign_epi8(wv[c], wv[c]);
+        }
         _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + (int64_t)b * K + blk * QK));
-            DOT_BLOCK(wabs, _mm256_sign_epi8(xv, wv), _mm256_broadcast_ss(&scale[b][blk]), acc[b]);
+            const int32_t *x = (const int32_t *)(xq + (int64_t)b * K + blk * QK);
+#define TIMES_X(c) _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(_mm256_set1_epi32(x[c]), wv[c])), ones)
+            const __m256i s01 = _mm256_add_epi32(TIMES_X(0), TIMES_X(1)), s23 = _mm256_add_epi32(TIMES_X(2), TIMES_X(3));
+            const __m256i s45 = _mm256_add_epi32(TIMES_X(4), TIMES_X(5)), s67 = _mm256_add_epi32(TIMES_X(6), TIMES_X(7));
+#undef TIMES_X
+            const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67));
+            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nbs + blk));
+            acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
         }
     }
-    hsum_rows(acc, TB, out);
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
 }
 
-static void dot_tile(const rp_matrix *w, int64_t n, const qacts *a, int t0, int tb, float *out) {
-    switch (tb) {
-    case 1: dot_rows_q8(w, n, a, t0, 1, out); break;
-    case 2: dot_rows_q8(w, n, a, t0, 2, out); break;
-    case 3: dot_rows_q8(w, n, a, t0, 3, out); break;
-    case 4: dot_rows_q8(w, n, a, t0, 4, out); break;
-    case 5: dot_rows_q8(w, n, a, t0, 5, out); break;
-    case 6: dot_rows_q8(w, n, a, t0, 6, out); break;
-    case 7: dot_rows_q8(w, n, a, t0, 7, out); break;
-    default: dot_rows_q8(w, n, a, t0, 8, out); break;
+#define DOT_GROUP_TILE(kernel)                         \
+    switch (tb) {                                      \
+    case 1: kernel(w, g, a, t0, 1, out); break;        \
+    case 2: kernel(w, g, a, t0, 2, out); break;        \
+    case 3: kernel(w, g, a, t0, 3, out); break;        \
+    case 4: kernel(w, g, a, t0, 4, out); break;        \
+    case 5: kernel(w, g, a, t0, 5, out); break;        \
+    case 6: kernel(w, g, a, t0, 6, out); break;        \
+    case 7: kernel(w, g, a, t0, 7, out); break;        \
+    default: kernel(w, g, a, t0, 8, out); break;       \
+    }
+
+/* out[b * GROUP + r] = W[8g + r] . x_{t0 + b} for tb <= ROW_TILE activation rows. */
+static void dot_group(const rp_matrix *w, int64_t g, const qacts *a, int t0, int tb, float *out) {
+    if (w->type == RP_Q4_1) {
+        DOT_GROUP_TILE(dot_group_q4)
+    } else {
+        DOT_GROUP_TILE(dot_group_q8)
     }
 }
 
@@ -519,37 +487,25 @@ typedef struct {
     float *y;
 } matmul_job;
 
-static inline void put(float *dst, float v, int add) { *dst = add ? *dst + v : v; }
-
 static void matmul_chunk(void *ctx, int chunk) {
     const matmul_job *j = ctx;
     const int N = j->w->rows;
     int n0 = chunk * j->rows_per_chunk, n1 = n0 + j->rows_per_chunk < N ? n0 + j->rows_per_chunk : N;
     float out[ROW_TILE * GROUP];
-    if (j->w->type == RP_Q4_1) { /* chunks start at a multiple of GROUP rows */
-        for (int n = n0; n < n1; n += GROUP) {
-            const int rows = n1 - n < GROUP ? n1 - n : GROUP;
-            for (int t0 = 0; t0 < j->T; t0 += ROW_TILE) {
-                int tb = j->T - t0 < ROW_TILE ? j->T - t0 : ROW_TILE;
-                dot_group_tile(j->w, n / GROUP, j->a, t0, tb, out);
-                for (int b = 0; b < tb; b++) {
-                    float *dst = j->y + (int64_t)(t0 + b) * N + n;
-                    if (rows < GROUP) {
-                        for (int r = 0; r < rows; r++) put(dst + r, out[b * GROUP + r], j->add);
-                        continue;
-                    }
-                    __m256 v = _mm256_loadu_ps(out + b * GROUP);
-                    _mm256_storeu_ps(dst, j->add ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
-                }
-            }
-        }
-        return;
-    }
-    for (int n = n0; n < n1; n++) {
+    for (int n = n0; n < n1; n += GROUP) { /* chunks start at a multiple of GROUP rows */
+        const int rows = n1 - n < GROUP ? n1 - n : GROUP;
         for (int t0 = 0; t0 < j->T; t0 += ROW_TILE) {
             int tb = j->T - t0 < ROW_TILE ? j->T - t0 : ROW_TILE;
-            dot_tile(j->w, n, j->a, t0, tb, out);
-            for (int b = 0; b < tb; b++) put(j->y + (int64_t)(t0 + b) * N + n, out[b], j->add);
+            dot_group(j->w, n / GROUP, j->a, t0, tb, out);
+            for (int b = 0; b < tb; b++) {
+                float *dst = j->y + (int64_t)(t0 + b) * N + n;
+                if (rows < GROUP) {
+                    for (int r = 0; r < rows; r++) dst[r] = j->add ? dst[r] + out[b * GROUP + r] : out[b * GROUP + r];
+                    continue;
+                }
+                __m256 v = _mm256_loadu_ps(out + b * GROUP);
+                _mm256_storeu_ps(dst, j->add ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+            }
         }
     }
 }
@@ -559,7 +515,7 @@ static void matmul_chunk(void *ctx, int chunk) {
 /* y[T, N] (+)= W[N, K] . x[T, K]^T, rows of W shared out among the threads. */
 static void matmul(int threads, const rp_matrix *w, const qacts *a, int T, float *y, int add) {
     int per = (w->rows + MATMUL_CHUNKS - 1) / MATMUL_CHUNKS;
-    per = (per + GROUP - 1) / GROUP * GROUP; /* whole Q4_1 row groups */
+    per = (per + GROUP - 1) / GROUP * GROUP; /* whole row groups */
     matmul_job j = {w, a, T, per, add, y};
     parallel_for(threads, (w->rows + per - 1) / per, matmul_chunk, &j);
 }
