@@ -537,13 +537,26 @@ void rp_matmul(const rp_matrix *w, const float *x, int T, float *y, int threads)
 
 /* -- the forward pass --------------------------------------------------------------------- */
 
+/* It runs on the calling thread alone, between two matmuls, so it is vectorised: as a scalar
+ * sum (one dependent add per element) it kept the helper idle for ~3% of a step of 8. */
 static void rms_norm_rows(const float *x, const float *weight, int T, int H, float eps, float *out) {
     for (int t = 0; t < T; t++) {
         const float *v = x + (int64_t)t * H;
-        float ss = 0.f;
-        for (int i = 0; i < H; i++) ss += v[i] * v[i];
-        float r = 1.f / sqrtf(ss / H + eps);
-        for (int i = 0; i < H; i++) out[(int64_t)t * H + i] = weight[i] * (v[i] * r);
+        float *o = out + (int64_t)t * H;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int i = 0;
+        for (; i + 16 <= H; i += 16) {
+            const __m256 v0 = _mm256_loadu_ps(v + i), v1 = _mm256_loadu_ps(v + i + 8);
+            a0 = _mm256_fmadd_ps(v0, v0, a0);
+            a1 = _mm256_fmadd_ps(v1, v1, a1);
+        }
+        float ss = hsum8(_mm256_add_ps(a0, a1));
+        for (; i < H; i++) ss += v[i] * v[i];
+        const float r = 1.f / sqrtf(ss / H + eps);
+        const __m256 rv = _mm256_set1_ps(r);
+        for (i = 0; i + 8 <= H; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(weight + i), _mm256_mul_ps(_mm256_loadu_ps(v + i), rv)));
+        for (; i < H; i++) o[i] = weight[i] * (v[i] * r);
     }
 }
 
