@@ -16,12 +16,12 @@
  * matmul, so the inner product is integer with one float FMA per block and row group: one
  * maddubs multiplies four weights of each of eight rows by the same four broadcast activations,
  * so the eight rows' sums come out in the lanes of one vector (see dot_group). The Q4_1 offset
- * contributes m * a * sum(xq) per block.
-
+ * contributes m * a * sum(xq) per block. Keys and values are cached in fp16.
+ *
  * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
  * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
  * tokens of one slot) and a continuous-batching decode step (one token for each of T slots)
- * alike. Weight rows are the outer loop of every matmul, so a step of 8 requests reads each
+ * alike. Row groups are the outer loop of every matmul, so a step of 8 requests reads each
  * weight block once.
  *
  * Threads: the calling thread does every phase itself; helper threads (threads - 1 of them)
