@@ -32,7 +32,6 @@ from engine import CACHE_GROW_TOKENS, LlamaShape, SlotCache, rope_tables
 
 QK = 32
 GROUP = 8  # rows stored together (GROUP in planner_kernels.c)
-MAX_COLS = 4096  # MAX_BLOCKS * QK in planner_kernels.c
 Q8_0, Q4_1 = 1, 2
 FORMATS = ("q8", "q4")
 PREFILL_CHUNK_TOKENS = 256  # bounds the scratch memory of one native call
@@ -115,10 +114,8 @@ class QMatrix:
     def quantize(cls, lib: ctypes.CDLL, w: np.ndarray, kind: int) -> QMatrix:
         w = np.ascontiguousarray(w, dtype=np.float32)
         rows, cols = w.shape
-        if cols % QK or cols > MAX_COLS:
-            raise ValueError(
-                f"matrix columns ({cols}) must be a multiple of {QK} and at most {MAX_COLS}"
-            )
+        if cols % QK:
+            raise ValueError(f"matrix columns ({cols}) must be a multiple of {QK}")
         # Rows are stored in groups of GROUP, the last one padded with zero rows.
         stored = -(-rows // GROUP) * GROUP * cols
         d = np.empty(stored // QK, np.uint16)
