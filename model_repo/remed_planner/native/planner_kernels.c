@@ -68,16 +68,13 @@ typedef struct {
     uint16_t *k_cache, *v_cache;     /* fp16 [layers, slots, kv_heads, capacity, head_dim] */
 } rp_model;
 
-/* Activations of T rows quantised per block. The per-block arrays have a row stride of
- * nbs = K / QK rounded up to 8, zero-padded, so the kernels read them 8 at a time. */
+/* Activations of T rows quantised per block. */
 typedef struct {
     int8_t *q;  /* [T, K] */
-    float *d;   /* [T, nbs] scale */
-    float *s;   /* [T, nbs] d * sum(q) */
-    int K, nbs;
+    float *d;   /* [T, K / QK] scale */
+    float *s;   /* [T, K / QK] d * sum(q) */
+    int K;
 } qacts;
-
-static inline int padded_blocks(int K) { return (K / QK + 7) & ~7; }
 
 static inline float fp16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 static inline uint16_t f32_to_fp16(float f) { return _cvtss_sh(f, 0); }
@@ -360,13 +357,11 @@ static void quantize_row(const float *x, int K, int8_t *q, float *d, float *s) {
 }
 
 static void quantize_rows(const float *x, int T, int K, qacts *a) {
-    const int nb = K / QK, nbs = padded_blocks(K);
+    const int nb = K / QK;
     a->K = K;
-    a->nbs = nbs;
     for (int t = 0; t < T; t++) {
-        float *d = a->d + (int64_t)t * nbs, *s = a->s + (int64_t)t * nbs;
+        float *d = a->d + (int64_t)t * nb, *s = a->s + (int64_t)t * nb;
         quantize_row(x + (int64_t)t * K, K, a->q + (int64_t)t * K, d, s);
-        for (int b = nb; b < nbs; b++) d[b] = s[b] = 0.f;
     }
 }
 
@@ -383,12 +378,12 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
  * sums add in the same order whatever TB is, so a request's result never depends on its batch. */
 static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *w, int64_t g, const qacts *a, int t0,
                                                               const int TB, float *out) {
-    const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
+    const int nb = w->cols / QK, K = w->cols;
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(15);
     const uint8_t *wq = (const uint8_t *)w->q + g * nb * (GROUP * QK / 2);
     const uint16_t *wd = w->d + g * nb * GROUP, *wm = w->m + g * nb * GROUP;
     const int8_t *xq = a->q + (int64_t)t0 * K;
-    const float *xd = a->d + (int64_t)t0 * nbs, *xs = a->s + (int64_t)t0 * nbs;
+    const float *xd = a->d + (int64_t)t0 * nb, *xs = a->s + (int64_t)t0 * nb;
     __m256 acc[ROW_TILE];
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
@@ -411,9 +406,9 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
             const __m256i s45 = _mm256_add_epi16(TIMES_X(4), TIMES_X(5)), s67 = _mm256_add_epi16(TIMES_X(6), TIMES_X(7));
 #undef TIMES_X
             const __m256i sums = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
-            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nbs + blk));
+            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
             acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
-            acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nbs + blk), acc[b]);
+            acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nb + blk), acc[b]);
         }
     }
     _Pragma("GCC unroll 8")
@@ -425,12 +420,12 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
  * pair (up to 2 * 127 * 127) is widened by madd before the eight are added. */
 static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *w, int64_t g, const qacts *a, int t0,
                                                               const int TB, float *out) {
-    const int nb = w->cols / QK, nbs = a->nbs, K = w->cols;
+    const int nb = w->cols / QK, K = w->cols;
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK);
     const uint16_t *wd = w->d + g * nb * GROUP;
     const int8_t *xq = a->q + (int64_t)t0 * K;
-    const float *xd = a->d + (int64_t)t0 * nbs;
+    const float *xd = a->d + (int64_t)t0 * nb;
     __m256 acc[ROW_TILE];
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
@@ -451,7 +446,7 @@ static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *
             const __m256i s45 = _mm256_add_epi32(TIMES_X(4), TIMES_X(5)), s67 = _mm256_add_epi32(TIMES_X(6), TIMES_X(7));
 #undef TIMES_X
             const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67));
-            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nbs + blk));
+            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
             acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
         }
     }
@@ -524,8 +519,8 @@ static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Exported for tests: y[T, N] = x[T, K] . W^T with x quantised like the forward pass does. */
 void rp_matmul(const rp_matrix *w, const float *x, int T, float *y, int threads) {
-    int K = w->cols, nbs = padded_blocks(K);
-    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nbs), malloc(sizeof(float) * T * nbs), K, nbs};
+    int K = w->cols, nb = K / QK;
+    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nb), malloc(sizeof(float) * T * nb), K};
     quantize_rows(x, T, K, &a);
     pthread_mutex_lock(&call_lock);
     matmul(threads, w, &a, T, y, 0);
@@ -772,8 +767,8 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     float *att = malloc(sizeof(float) * T * NH * D);
     float *gu = malloc(sizeof(float) * T * 2 * I);
     float *act = malloc(sizeof(float) * T * I);
-    qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * padded_blocks(maxK)),
-               malloc(sizeof(float) * rowsq * padded_blocks(maxK)), 0, 0};
+    qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * (maxK / QK)),
+               malloc(sizeof(float) * rowsq * (maxK / QK)), 0};
     const int score_stride = (maxpos + 1 + 7) / 8 * 8; /* whole vectors per row */
     float *scores = malloc(sizeof(float) * T * NH * score_stride);
     float *last = malloc(sizeof(float) * (n_out ? n_out : 1) * H);
