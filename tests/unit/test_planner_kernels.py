@@ -66,8 +66,7 @@ def ref_q8_0(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ds = d.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint(blocks * inv[:, None]), -127, 127).astype(np.int8)
-    chunks, d_bits = _groups(q.reshape(rows, -1, QK), d.reshape(rows, -1))
-    return chunks.reshape(-1), d_bits
+    return _group_chunks(q.reshape(rows, -1, QK)).reshape(-1), _group_scales(d.reshape(rows, -1))
 
 
 def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,22 +78,31 @@ def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ds, ms = d.astype(np.float32), m.astype(np.float32)
     inv = np.where(ds > 0, np.float32(1) / np.where(ds > 0, ds, 1), 0).astype(np.float32)
     q = np.clip(np.rint((blocks - ms[:, None]) * inv[:, None]), 0, 15).astype(np.uint8)
-    chunks, d_bits = _groups(q.reshape(rows, -1, QK), d.reshape(rows, -1))
-    _, m_bits = _groups(q.reshape(rows, -1, QK), m.reshape(rows, -1))
+    chunks = _group_chunks(q.reshape(rows, -1, QK))
     packed = chunks[:, :, :4] | (chunks[:, :, 4:] << 4)  # chunks c and c + 4 share bytes
-    return packed.reshape(-1), d_bits, m_bits
+    return (
+        packed.reshape(-1),
+        _group_scales(d.reshape(rows, -1)),
+        _group_scales(m.reshape(rows, -1)),
+    )
 
 
-def _groups(q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The kernels' layout: rows in groups of 8 (zero-padded); per group and block, byte
-    4r + j of chunk c is row r's weight 4c + j, then the 8 rows' scales.
-    Returns the chunks [group, block, chunk, row * 4 + j] and the scales' bits."""
+# The kernels' layout: rows in groups of 8 (the last one zero-padded); per group and block,
+# byte 4r + j of chunk c is row r's weight 4c + j, then the 8 rows' scales.
+
+
+def _group_chunks(q: np.ndarray) -> np.ndarray:
+    """[rows, blocks, QK] weights -> chunks [group, block, chunk, row * 4 + j]."""
     rows, nb, _ = q.shape
-    pad = -rows % GROUP
-    q = np.concatenate([q, np.zeros((pad, nb, QK), q.dtype)])
-    scale = np.concatenate([scale, np.zeros((pad, nb), np.float16)])
-    chunks = q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(-1, nb, 8, 32)
-    return chunks, scale.reshape(-1, GROUP, nb).transpose(0, 2, 1).reshape(-1).view(np.uint16)
+    q = np.concatenate([q, np.zeros((-rows % GROUP, nb, QK), q.dtype)])
+    return q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(-1, nb, 8, 32)
+
+
+def _group_scales(scale: np.ndarray) -> np.ndarray:
+    """[rows, blocks] fp16 -> their bits as stored, [group, block, row]."""
+    rows, nb = scale.shape
+    scale = np.concatenate([scale, np.zeros((-rows % GROUP, nb), np.float16)])
+    return scale.reshape(-1, GROUP, nb).transpose(0, 2, 1).reshape(-1).view(np.uint16)
 
 
 def ref_dequant(qm: Any) -> np.ndarray:

@@ -43,8 +43,8 @@
 #include <time.h>
 
 #define QK 32
-#define GROUP 8 /* Q4_1 weight rows stored (and multiplied) together */
-#define ROW_TILE 8 /* activation rows that share one pass over a weight row */
+#define GROUP 8 /* weight rows stored (and multiplied) together, in both formats */
+#define ROW_TILE 8 /* activation rows that share one pass over a row group */
 
 enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
 
