@@ -396,8 +396,11 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
  * activations (s8, broadcast), so after the block's eight of them the eight rows' partial sums
  * sit in the vector's lanes: no horizontal reduction per row, which (as hadds) cost as much as
  * the products did when rows were stored one after another. A block's eight int16 sums stay
- * below 8 * 2 * 15 * 127 = 30480, so they add up in int16 before one madd widens them. A row's
- * sums add in the same order whatever TB is, so a request's result never depends on its batch. */
+ * below 8 * 2 * 15 * 127 = 30480, so they add up in int16 before one madd widens them. The
+ * minimum's term, sum over blocks of m * a * sum(xq), is added in a second pass over the
+ * group's minima after the products: in the same loop its FMA and broadcast competed with the
+ * products for the vector ports (6% of the kernel's time). A row's sums add in the same order
+ * whatever TB is, so a request's result never depends on its batch. */
 static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *w, int64_t g, const qacts *a, int t0,
                                                               const int TB, float *out) {
     const int nb = w->cols / QK, K = w->cols;
@@ -412,7 +415,6 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
     for (int blk = 0; blk < nb; blk++) {
         const uint8_t *q = wq + (int64_t)blk * (GROUP * QK / 2);
         const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
-        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wm + blk * GROUP)));
         __m256i wv[8]; /* wv[c]: weights 4c..4c+3 of the block, four per row */
         _Pragma("GCC unroll 4")
         for (int c = 0; c < 4; c++) {
@@ -430,8 +432,12 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
             const __m256i sums = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
             const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
             acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
-            acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nb + blk), acc[b]);
         }
+    }
+    for (int blk = 0; blk < nb; blk++) {
+        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wm + blk * GROUP)));
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < TB; b++) acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nb + blk), acc[b]);
     }
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
