@@ -609,10 +609,33 @@ typedef struct {
     const rp_model *M;
     int layer, T;
     const int32_t *slots, *pos;
-    const float *qkv;
+    float *qkv; /* rotated in place by the chunks that rope their own heads */
     float *att, *scores; /* scores: [T * heads, score_stride], one row per task */
     int score_stride;
+    qacts *a; /* att's rows quantised into it, block by block, as the heads finish */
+    int rope_in_chunks; /* every token has its own slot: no token reads another's new key */
 } attention_job;
+
+/* Quantise columns [c0, c0 + n) of row t of x (both multiples of QK) into a, as quantize_rows
+ * would: blocks are independent, so a phase's chunks can each quantise the blocks they wrote
+ * and the calling thread does not do it alone afterwards while the helpers wait. */
+static void quantize_part(const float *x, int K, int t, int c0, int n, qacts *a) {
+    const int nb = K / QK;
+    const int64_t b0 = (int64_t)t * nb + c0 / QK;
+    quantize_row(x + (int64_t)t * K + c0, n, a->q + (int64_t)t * K + c0, a->d + b0, a->s + b0);
+}
+
+/* Rope token t's key/value head kh and its query heads, and store its key and value. */
+static void rope_and_cache(const attention_job *j, int t, int kh) {
+    const rp_model *M = j->M;
+    const int D = M->head_dim, NH = M->heads, KVH = M->kv_heads, group = NH / KVH;
+    float *row = j->qkv + (int64_t)t * (NH + 2 * KVH) * D;
+    const float *c = M->cos + (int64_t)j->pos[t] * D, *sn = M->sin + (int64_t)j->pos[t] * D;
+    for (int hh = kh * group; hh < (kh + 1) * group; hh++) rope(row + hh * D, c, sn, D);
+    rope(row + (NH + kh) * D, c, sn, D);
+    to_fp16(row + (NH + kh) * D, D, cache_at(M, M->k_cache, j->layer, j->slots[t], kh, j->pos[t]));
+    to_fp16(row + (NH + KVH + kh) * D, D, cache_at(M, M->v_cache, j->layer, j->slots[t], kh, j->pos[t]));
+}
 
 /* e^x for eight floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor series to r^6
  * (relative error ~1e-7, about an ulp), times 2^n built in the exponent bits. x is clamped to
@@ -740,10 +763,14 @@ static void attention_head(const attention_job *j, int t, int hh) {
     for (int i = 0; i < D; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), inv));
 }
 
-/* One chunk per (token, head): enough chunks for both threads when a step has one token. */
+/* One chunk per (token, head): enough chunks for both threads when a step has one token. The
+ * caller has roped and cached this step's keys and values (a head's chunk would race the
+ * other heads of its group for them). */
 static void attention_chunk(void *ctx, int th) {
     const attention_job *j = ctx;
-    attention_head(j, th / j->M->heads, th % j->M->heads);
+    const int NH = j->M->heads, D = j->M->head_dim, t = th / NH, hh = th % NH;
+    attention_head(j, t, hh);
+    if (D % QK == 0) quantize_part(j->att, NH * D, t, hh * D, D, j->a);
 }
 
 /* One chunk per (token, key/value head): the query heads that share a key/value head run
@@ -751,8 +778,11 @@ static void attention_chunk(void *ctx, int th) {
  * then from this core's cache, not once per query head on whichever core took it. */
 static void attention_group_chunk(void *ctx, int tk) {
     const attention_job *j = ctx;
-    const int KVH = j->M->kv_heads, group = j->M->heads / KVH, t = tk / KVH, kh = tk % KVH;
+    const int KVH = j->M->kv_heads, D = j->M->head_dim, NH = j->M->heads;
+    const int group = NH / KVH, t = tk / KVH, kh = tk % KVH;
+    if (j->rope_in_chunks) rope_and_cache(j, t, kh);
     for (int hh = kh * group; hh < (kh + 1) * group; hh++) attention_head(j, t, hh);
+    if (D % QK == 0) quantize_part(j->att, NH * D, t, kh * group * D, group * D, j->a);
 }
 
 #define ATTENTION_GROUP_MIN_TOKENS 4 /* fewer tokens: too few (token, kv head) chunks to share */
@@ -761,6 +791,7 @@ typedef struct {
     const float *gu;
     float *act;
     int I;
+    qacts *a; /* act's rows quantised into it */
 } silu_job;
 
 static void silu_chunk(void *ctx, int t) {
@@ -775,6 +806,7 @@ static void silu_chunk(void *ctx, int t) {
         _mm256_storeu_ps(o + i, _mm256_mul_ps(sig, _mm256_loadu_ps(u + i)));
     }
     for (; i < j->I; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+    quantize_part(j->act, j->I, t, 0, j->I, j->a);
 }
 
 /* Returns 0, or -1 when out of memory. */
@@ -804,34 +836,40 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     if (ok) {
         pthread_mutex_lock(&call_lock);
         for (int t = 0; t < T; t++) rp_dequantize_row(M->embed, tokens[t], x + (int64_t)t * H);
-        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, score_stride};
-        silu_job sj = {gu, act, I};
+        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, score_stride, &a, 0};
+        silu_job sj = {gu, act, I, &a};
+        const int grouped = T >= ATTENTION_GROUP_MIN_TOKENS;
+        /* A decode step's tokens each have their own slot; a prefill's share one, and each
+         * attends to the keys the others store in this call, so they must all be stored first. */
+        aj.rope_in_chunks = grouped;
+        for (int t = 1; t < T && aj.rope_in_chunks; t++)
+            for (int u = 0; u < t; u++)
+                if (slots[u] == slots[t]) {
+                    aj.rope_in_chunks = 0;
+                    break;
+                }
         for (int l = 0; l < M->layers; l++) {
             rms_norm_rows(x, M->norm1 + (int64_t)l * H, T, H, M->eps, h);
             quantize_rows(h, T, H, &a);
             matmul(threads, &M->qkv[l], &a, T, qkv, 0);
-            /* rope, then this step's keys/values into the cache */
-            for (int t = 0; t < T; t++) {
-                float *row = qkv + (int64_t)t * QKV;
-                const float *c = M->cos + (int64_t)pos[t] * D, *s = M->sin + (int64_t)pos[t] * D;
-                for (int hh = 0; hh < NH + KVH; hh++) rope(row + hh * D, c, s, D);
-                for (int kh = 0; kh < KVH; kh++) {
-                    to_fp16(row + (NH + kh) * D, D, cache_at(M, M->k_cache, l, slots[t], kh, pos[t]));
-                    to_fp16(row + (NH + KVH + kh) * D, D, cache_at(M, M->v_cache, l, slots[t], kh, pos[t]));
-                }
-            }
+            /* rope, this step's keys/values into the cache, attention, and its output quantised:
+             * all of it in the chunks when they may, else rope and cache here first */
             aj.layer = l;
-            if (T >= ATTENTION_GROUP_MIN_TOKENS)
+            a.K = NH * D;
+            if (!aj.rope_in_chunks)
+                for (int t = 0; t < T; t++)
+                    for (int kh = 0; kh < KVH; kh++) rope_and_cache(&aj, t, kh);
+            if (grouped)
                 parallel_for(threads, T * KVH, attention_group_chunk, &aj);
             else
                 parallel_for(threads, T * NH, attention_chunk, &aj);
-            quantize_rows(att, T, NH * D, &a);
+            if (D % QK) quantize_rows(att, T, NH * D, &a);
             matmul(threads, &M->o[l], &a, T, x, 1);
             rms_norm_rows(x, M->norm2 + (int64_t)l * H, T, H, M->eps, h);
             quantize_rows(h, T, H, &a);
             matmul(threads, &M->gate_up[l], &a, T, gu, 0);
-            parallel_for(threads, T, silu_chunk, &sj);
-            quantize_rows(act, T, I, &a);
+            a.K = I;
+            parallel_for(threads, T, silu_chunk, &sj); /* and quantises act */
             matmul(threads, &M->down[l], &a, T, x, 1);
         }
         if (n_out) {
