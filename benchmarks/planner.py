@@ -26,8 +26,8 @@ Prints a table, then one JSON line:
  "rss_mb", "concurrent8_e2e_tok_s"}
 
 `--agreement N` measures quality instead, in this process and without the stack: how often the
-q8 and q4 engines pick the fp32 engine's greedy token on N chaos planner prompts (see
-`agreement`), as one JSON line per format.
+q8 and q4 engines pick the fp32 engine's greedy token on N chaos planner prompts, and how far
+their next-token distributions are from fp32's (see `agreement`), as one JSON line per format.
 """
 
 from __future__ import annotations
@@ -261,7 +261,12 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
       the quantised engine's argmax is the same token (per-token agreement, no cascade);
     - free_running: the share of positions 0..tokens-1 where its own greedy continuation has
       the fp32 token (after a first difference the texts usually go their own ways);
-    - identical_prefix: median number of leading tokens identical to fp32's.
+    - identical_prefix: median number of leading tokens identical to fp32's;
+    - kl: mean KL(fp32 || quantised) of the next-token distributions, fed fp32's text (nats);
+    - logit_rmse: root mean square of the logits' difference there.
+    The first three count near-ties flipped, so any change to the order of the kernels'
+    additions moves them by points (a flipped activation rounding propagates through 30
+    layers); kl and logit_rmse move smoothly with the precision itself.
     """
     import numpy as np
     import torch
@@ -286,30 +291,51 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
     fp32 = Engine(model, slots=1)
     quant = {f: QuantEngine(model, 1, lib=lib, weights=f, threads=2) for f in formats}
 
-    def greedy(engine: Any, prompt: list[int]) -> list[int]:
+    def greedy(engine: Any, prompt: list[int], rows: list[Any] | None = None) -> list[int]:
+        """Greedy tokens; `rows` gets the logits each token was picked from."""
         engine.reserve(0, len(prompt) + tokens)
-        out = [int(engine.prefill(0, prompt).argmax())]
-        while len(out) < tokens and out[-1] != 2:
-            out.append(int(engine.decode([0], [out[-1]])[0].argmax()))
-        return out
+        logits = np.asarray(engine.prefill(0, prompt), np.float64).reshape(-1)
+        out: list[int] = []
+        while True:
+            if rows is not None:
+                rows.append(logits)
+            out.append(int(logits.argmax()))
+            if len(out) >= tokens or out[-1] == 2:
+                return out
+            logits = np.asarray(engine.decode([0], [out[-1]])[0], np.float64)
+
+    def log_softmax(x: Any) -> Any:
+        x = x - x.max(axis=-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
     stats: dict[str, dict[str, list[float]]] = {
-        f: {"teacher_forced": [], "free_running": [], "identical_prefix": []} for f in formats
-    }
+        f: {
+            "teacher_forced": [], "free_running": [], "identical_prefix": [], "kl": [],
+            "logit_rmse": [],
+        }
+        for f in formats
+    }  # fmt: skip
     for prompt in prompts:
-        ref = greedy(fp32, prompt)
+        ref_rows: list[Any] = []
+        ref = greedy(fp32, prompt, ref_rows)
+        ref_logits = np.stack(ref_rows)
         for f, engine in quant.items():
             engine.reserve(0, len(prompt) + tokens)
-            first = int(engine.prefill(0, prompt).argmax())
-            forced = [first]
+            rows = [np.asarray(engine.prefill(0, prompt), np.float64).reshape(1, -1)]
             if len(ref) > 1:
                 n = len(ref) - 1
-                logits = engine._forward(
-                    [0] * n, ref[:-1], list(range(len(prompt), len(prompt) + n)), list(range(n))
+                rows.append(
+                    engine._forward(
+                        [0] * n, ref[:-1], list(range(len(prompt), len(prompt) + n)), list(range(n))
+                    ).astype(np.float64)
                 )
-                forced += [int(i) for i in logits.argmax(axis=1)]
-            stats[f]["teacher_forced"].append(
-                float(np.mean([a == b for a, b in zip(forced, ref, strict=True)]))
+            forced_logits = np.concatenate(rows)
+            forced = forced_logits.argmax(axis=1)
+            stats[f]["teacher_forced"].append(float(np.mean(forced == np.asarray(ref))))
+            lp, lq = log_softmax(ref_logits), log_softmax(forced_logits)
+            stats[f]["kl"].append(float(np.mean((np.exp(lp) * (lp - lq)).sum(axis=1))))
+            stats[f]["logit_rmse"].append(
+                float(np.sqrt(np.mean((forced_logits - ref_logits) ** 2)))
             )
             own = greedy(engine, prompt)
             same = [a == b for a, b in zip(own, ref, strict=False)]
@@ -322,6 +348,8 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
             "teacher_forced": round(float(np.mean(v["teacher_forced"])), 3),
             "free_running": round(float(np.mean(v["free_running"])), 3),
             "identical_prefix": float(np.median(v["identical_prefix"])),
+            "kl": round(float(np.mean(v["kl"])), 5),
+            "logit_rmse": round(float(np.mean(v["logit_rmse"])), 4),
             "prompts": len(prompts),
             "tokens": tokens,
         }
