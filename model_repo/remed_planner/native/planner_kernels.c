@@ -73,7 +73,6 @@ typedef struct {
     int8_t *q;  /* [T, K] */
     float *d;   /* [T, K / QK] scale */
     float *s;   /* [T, K / QK] d * sum(q) */
-    int K;
 } qacts;
 
 static inline float fp16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
@@ -214,7 +213,7 @@ static void parallel_for(int threads, int n, chunk_fn fn, void *ctx) {
     /* Close every range first (next = end under a new generation), so a helper that read the
      * old state cannot claim a chunk while the job is rewritten. */
     const uint64_t gen = (atomic_load(&pool.range[0]) >> (2 * RANGE_BITS)) + 1;
-    for (int r = 0; r < MAX_THREADS && r <= pool.helpers; r++) atomic_store(&pool.range[r], gen << (2 * RANGE_BITS));
+    for (int r = 0; r <= pool.helpers; r++) atomic_store(&pool.range[r], gen << (2 * RANGE_BITS));
     atomic_store(&pool.fn, fn);
     atomic_store(&pool.ctx, ctx);
     atomic_store(&pool.done, 0);
@@ -380,7 +379,6 @@ static void quantize_row(const float *x, int K, int8_t *q, float *d, float *s) {
 
 static void quantize_rows(const float *x, int T, int K, qacts *a) {
     const int nb = K / QK;
-    a->K = K;
     for (int t = 0; t < T; t++) {
         float *d = a->d + (int64_t)t * nb, *s = a->s + (int64_t)t * nb;
         quantize_row(x + (int64_t)t * K, K, a->q + (int64_t)t * K, d, s);
@@ -548,7 +546,7 @@ static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Exported for tests: y[T, N] = x[T, K] . W^T with x quantised like the forward pass does. */
 void rp_matmul(const rp_matrix *w, const float *x, int T, float *y, int threads) {
     int K = w->cols, nb = K / QK;
-    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nb), malloc(sizeof(float) * T * nb), K};
+    qacts a = {malloc((size_t)T * K), malloc(sizeof(float) * T * nb), malloc(sizeof(float) * T * nb)};
     quantize_rows(x, T, K, &a);
     pthread_mutex_lock(&call_lock);
     matmul(threads, w, &a, T, y, 0);
@@ -612,7 +610,8 @@ typedef struct {
     float *qkv; /* rotated in place by the chunks that rope their own heads */
     float *att, *scores; /* scores: [T * heads, score_stride], one row per task */
     int score_stride;
-    qacts *a; /* att's rows quantised into it, block by block, as the heads finish */
+    qacts *a; /* att's rows quantised into it, block by block, as the heads finish... */
+    int quantise_in_chunks; /* ...when a head is whole blocks; else the caller does it after */
     int rope_in_chunks; /* every token has its own slot: no token reads another's new key */
 } attention_job;
 
@@ -770,7 +769,7 @@ static void attention_chunk(void *ctx, int th) {
     const attention_job *j = ctx;
     const int NH = j->M->heads, D = j->M->head_dim, t = th / NH, hh = th % NH;
     attention_head(j, t, hh);
-    if (D % QK == 0) quantize_part(j->att, NH * D, t, hh * D, D, j->a);
+    if (j->quantise_in_chunks) quantize_part(j->att, NH * D, t, hh * D, D, j->a);
 }
 
 /* One chunk per (token, key/value head): the query heads that share a key/value head run
@@ -782,7 +781,7 @@ static void attention_group_chunk(void *ctx, int tk) {
     const int group = NH / KVH, t = tk / KVH, kh = tk % KVH;
     if (j->rope_in_chunks) rope_and_cache(j, t, kh);
     for (int hh = kh * group; hh < (kh + 1) * group; hh++) attention_head(j, t, hh);
-    if (D % QK == 0) quantize_part(j->att, NH * D, t, kh * group * D, group * D, j->a);
+    if (j->quantise_in_chunks) quantize_part(j->att, NH * D, t, kh * group * D, group * D, j->a);
 }
 
 #define ATTENTION_GROUP_MIN_TOKENS 4 /* fewer tokens: too few (token, kv head) chunks to share */
@@ -828,7 +827,7 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     float *gu = malloc(sizeof(float) * T * 2 * I);
     float *act = malloc(sizeof(float) * T * I);
     qacts a = {malloc((size_t)rowsq * maxK), malloc(sizeof(float) * rowsq * (maxK / QK)),
-               malloc(sizeof(float) * rowsq * (maxK / QK)), 0};
+               malloc(sizeof(float) * rowsq * (maxK / QK))};
     const int score_stride = (maxpos + 1 + 7) / 8 * 8; /* whole vectors per row */
     float *scores = malloc(sizeof(float) * T * NH * score_stride);
     float *last = malloc(sizeof(float) * (n_out ? n_out : 1) * H);
@@ -836,7 +835,7 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
     if (ok) {
         pthread_mutex_lock(&call_lock);
         for (int t = 0; t < T; t++) rp_dequantize_row(M->embed, tokens[t], x + (int64_t)t * H);
-        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, score_stride, &a, 0};
+        attention_job aj = {M, 0, T, slots, pos, qkv, att, scores, score_stride, &a, D % QK == 0, 0};
         silu_job sj = {gu, act, I, &a};
         const int grouped = T >= ATTENTION_GROUP_MIN_TOKENS;
         /* A decode step's tokens each have their own slot; a prefill's share one, and each
@@ -855,7 +854,6 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
             /* rope, this step's keys/values into the cache, attention, and its output quantised:
              * all of it in the chunks when they may, else rope and cache here first */
             aj.layer = l;
-            a.K = NH * D;
             if (!aj.rope_in_chunks)
                 for (int t = 0; t < T; t++)
                     for (int kh = 0; kh < KVH; kh++) rope_and_cache(&aj, t, kh);
@@ -863,12 +861,11 @@ int rp_forward(const rp_model *M, int T, const int32_t *tokens, const int32_t *s
                 parallel_for(threads, T * KVH, attention_group_chunk, &aj);
             else
                 parallel_for(threads, T * NH, attention_chunk, &aj);
-            if (D % QK) quantize_rows(att, T, NH * D, &a);
+            if (!aj.quantise_in_chunks) quantize_rows(att, T, NH * D, &a);
             matmul(threads, &M->o[l], &a, T, x, 1);
             rms_norm_rows(x, M->norm2 + (int64_t)l * H, T, H, M->eps, h);
             quantize_rows(h, T, H, &a);
             matmul(threads, &M->gate_up[l], &a, T, gu, 0);
-            a.K = I;
             parallel_for(threads, T, silu_chunk, &sj); /* and quantises act */
             matmul(threads, &M->down[l], &a, T, x, 1);
         }
