@@ -304,17 +304,8 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
                 return out
             logits = np.asarray(engine.decode([0], [out[-1]])[0], np.float64)
 
-    def log_softmax(x: Any) -> Any:
-        x = x - x.max(axis=-1, keepdims=True)
-        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-    stats: dict[str, dict[str, list[float]]] = {
-        f: {
-            "teacher_forced": [], "free_running": [], "identical_prefix": [], "kl": [],
-            "logit_rmse": [],
-        }
-        for f in formats
-    }  # fmt: skip
+    metrics = ("teacher_forced", "free_running", "identical_prefix", "kl", "logit_rmse")
+    stats: dict[str, dict[str, list[float]]] = {f: {m: [] for m in metrics} for f in formats}
     for prompt in prompts:
         ref_rows: list[Any] = []
         ref = greedy(fp32, prompt, ref_rows)
@@ -332,8 +323,10 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
             forced_logits = np.concatenate(rows)
             forced = forced_logits.argmax(axis=1)
             stats[f]["teacher_forced"].append(float(np.mean(forced == np.asarray(ref))))
-            lp, lq = log_softmax(ref_logits), log_softmax(forced_logits)
-            stats[f]["kl"].append(float(np.mean((np.exp(lp) * (lp - lq)).sum(axis=1))))
+            lp = torch.log_softmax(torch.from_numpy(ref_logits), dim=-1)
+            lq = torch.log_softmax(torch.from_numpy(forced_logits), dim=-1)
+            kl = torch.nn.functional.kl_div(lq, lp, log_target=True, reduction="batchmean")
+            stats[f]["kl"].append(float(kl))
             stats[f]["logit_rmse"].append(
                 float(np.sqrt(np.mean((forced_logits - ref_logits) ** 2)))
             )
