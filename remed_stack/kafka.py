@@ -42,6 +42,18 @@ TOPICS = (
 )
 
 
+def new_cluster_id() -> str:
+    """16 random bytes, URL-safe base64 without padding, as `kafka-storage random-uuid` makes.
+
+    Like Kafka's own Uuid.randomUuid, this draws again when the text starts with "-" (1 in 64):
+    command-line tools would take such an id for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka:
     """The stack's broker: `up()` is idempotent, `down()` stops what `up()` started."""
 
@@ -93,8 +105,7 @@ class Kafka:
         state = {
             "port": procs.free_port(),
             "controller_port": procs.free_port(),
-            # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
-            "cluster_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+            "cluster_id": new_cluster_id(),
         }
         self.statefile.write_text(json.dumps(state))
         return state
@@ -159,10 +170,10 @@ class Kafka:
                     "kafka.tools.StorageTool",
                     "format",
                     "--ignore-formatted",
-                    "-t",
-                    self._state()["cluster_id"],
-                    "-c",
-                    str(config),
+                    # One token with "=": an id is free to start with "-", and as a separate
+                    # argument the option parser would read it as an option.
+                    f"--cluster-id={self._state()['cluster_id']}",
+                    f"--config={config}",
                 ],
                 capture_output=True,
                 text=True,
