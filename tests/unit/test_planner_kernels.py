@@ -4,11 +4,14 @@ The kernels are held to a numpy reference of the same block formats; the quantis
 batch invariance (a request's tokens do not depend on what else is in its decode step, the
 prefix cache or the thread count) and to closeness with the fp32 engine. Token-for-token
 equality with HF is the fp32 engine's property (test_planner_engine.py), not this one's.
+Every instruction-set build this CPU runs (native/build.py's ISAS) is held to all of it, and
+the builds to identical results.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +38,18 @@ PROMPTS = (
 MAX_NEW_TOKENS = 16
 
 
+def _build_module() -> Any:
+    spec = importlib.util.spec_from_file_location("planner_native_build", NATIVE_DIR / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD = _build_module()
+ISAS_HERE = BUILD.supported_isas()
+
+
 @pytest.fixture(scope="module")
 def modules() -> Iterator[tuple[Any, Any, Any, Any]]:
     sys.path[:0] = [str(VERSION_DIR), str(NATIVE_DIR)]
@@ -51,9 +66,16 @@ def modules() -> Iterator[tuple[Any, Any, Any, Any]]:
 
 
 @pytest.fixture(scope="module")
-def lib(modules: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module", params=ISAS_HERE)
+def lib(request: pytest.FixtureRequest, modules: Any, cache_dir: Any) -> Any:
     build, _, qengine, _ = modules
-    return qengine.load_kernels(build.ensure_built(tmp_path_factory.mktemp("cache")))
+    lib = qengine.load_kernels(build.ensure_built(cache_dir, request.param))
+    assert qengine.kernel_isa(lib) == request.param
+    return lib
 
 
 # -- numpy reference of the formats -----------------------------------------------------------
@@ -149,6 +171,9 @@ def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: 
         # x * (1/d) rounds like numpy's; allow a rare half-way case to land on the other side.
         assert got.shape == want.shape
         assert np.mean(got != want) < 1e-3
+    if kind == "q8":  # what VNNI's dots start each block's sums from: -128 * sum(w)
+        block_sums = qm.q.reshape(-1, 576 // QK, 8, GROUP, 4).sum(axis=(2, 4), dtype=np.int32)
+        assert np.array_equal(qm.wsum, -128 * block_sums.reshape(-1))
     row, st = np.empty(576, np.float32), qm.struct()
     for r in (1, 60):
         lib.rp_dequantize_row(ctypes.byref(st), r, row.ctypes.data)  # the embedding lookup
@@ -189,6 +214,43 @@ def test_matmul_rows_and_threads_do_not_change_results(modules: Any, lib: Any) -
             row, one = x[r : r + 1].copy(), np.empty((1, 300), np.float32)
             lib.rp_matmul(ctypes.byref(st), row.ctypes.data, 1, one.ctypes.data, threads)
             assert np.array_equal(one[0], together[r])
+
+
+@pytest.mark.skipif(len(ISAS_HERE) < 2, reason="this CPU runs one build only")
+def test_every_isa_build_gives_the_same_numbers(modules: Any, cache_dir: Any) -> None:
+    # VNNI's dots compute the same integer sums as AVX2's maddubs chains, so a model served on
+    # either CPU gives the same tokens.
+    build, _, qengine, _ = modules
+    x = np.random.default_rng(5).standard_normal((11, 1536)).astype(np.float32)
+    x[3, 100] = -40.0
+    outputs: dict[str, list[np.ndarray]] = {}
+    for isa in ISAS_HERE:
+        lib = qengine.load_kernels(build.ensure_built(cache_dir, isa))
+        for kind in (qengine.Q8_0, qengine.Q4_1):
+            qm = qengine.QMatrix.quantize(lib, _weights(203, 1536, seed=kind), kind)
+            st = qm.struct()  # points into qm's buffers: qm must outlive the call
+            y = np.empty((11, 203), np.float32)
+            lib.rp_matmul(ctypes.byref(st), x.ctypes.data, 11, y.ctypes.data, 2)
+            outputs.setdefault(isa, []).append(y)
+    first = outputs[ISAS_HERE[0]]
+    for isa in ISAS_HERE[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(first, outputs[isa], strict=True)), isa
+
+
+def test_build_picks_an_isa_the_cpu_runs_and_refuses_others(monkeypatch: Any) -> None:
+    monkeypatch.delenv(BUILD.ISA_ENV, raising=False)
+    avx2 = frozenset({"avx2", "fma", "f16c"})
+    assert BUILD.select_isa(None, avx2).name == "avx2"
+    assert BUILD.select_isa(None, avx2 | {"avx_vnni"}).name == "avxvnni"
+    assert BUILD.select_isa("avx2", avx2 | {"avx_vnni"}).name == "avx2"
+    with pytest.raises(BUILD.NativeBuildError, match="cannot run the avxvnni build"):
+        BUILD.select_isa("avxvnni", avx2)
+    with pytest.raises(BUILD.NativeBuildError, match="unknown ISA"):
+        BUILD.select_isa("sse2", avx2)
+    with pytest.raises(BUILD.NativeBuildError, match="lacks AVX2"):
+        BUILD.select_isa(None, frozenset({"sse2"}))
+    monkeypatch.setenv(BUILD.ISA_ENV, "avx2")
+    assert BUILD.select_isa(None, avx2 | {"avx_vnni"}).name == "avx2"
 
 
 # -- the quantised engine on the base model ---------------------------------------------------

@@ -49,7 +49,7 @@ import triton_python_backend_utils as pb_utils
 # version ships the code that serves it.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import Engine
-from qengine import FORMATS, QuantEngine, load_kernels
+from qengine import FORMATS, QuantEngine, kernel_isa, load_kernels
 from scheduler import Cancelled, Job, Scheduler
 
 MAX_TOKENS_LIMIT = 1024
@@ -250,10 +250,13 @@ class TritonPythonModel:
         self.scheduler.submit(Job([1, 2, 3], 2, 0.0, None, lambda tokens, error: None))
         self.scheduler.run_until_idle()
         self.scheduler.start()
+        kernels = (
+            f"{kernel_isa(engine.lib)} kernels" if isinstance(engine, QuantEngine) else "torch"
+        )
         pb_utils.Logger.log_info(
             f"remed_planner v{self.version}: loaded {source.label} in "
-            f"{time.monotonic() - started:.1f} s ({weights} weights, {threads} torch threads, "
-            f"{kernel_threads} kernel threads, batch {max_batch}, "
+            f"{time.monotonic() - started:.1f} s ({weights} weights on {kernels}, "
+            f"{threads} torch threads, {kernel_threads} kernel threads, batch {max_batch}, "
             f"prefix cache {'on' if prefix_cache else 'off'})"
         )
 

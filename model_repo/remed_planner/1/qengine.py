@@ -47,6 +47,7 @@ class RpMatrix(ctypes.Structure):
         ("q", _p),
         ("d", _p),
         ("m", _p),
+        ("wsum", _p),
     ]
 
 
@@ -82,7 +83,7 @@ class RpModel(ctypes.Structure):
 def load_kernels(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     i64, i32, f32p = ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_float)
-    lib.rp_quantize_q8_0.argtypes = [_p, i32, i32, _p, _p]
+    lib.rp_quantize_q8_0.argtypes = [_p, i32, i32, _p, _p, _p]
     lib.rp_quantize_q8_0.restype = None
     lib.rp_quantize_q4_1.argtypes = [_p, i32, i32, _p, _p, _p]
     lib.rp_quantize_q4_1.restype = None
@@ -92,7 +93,14 @@ def load_kernels(path: Path) -> ctypes.CDLL:
     lib.rp_matmul.restype = None
     lib.rp_forward.argtypes = [ctypes.POINTER(RpModel), i32, _p, _p, _p, _p, i32, f32p]
     lib.rp_forward.restype = ctypes.c_int
+    lib.rp_isa.argtypes = []
+    lib.rp_isa.restype = ctypes.c_char_p
     return lib
+
+
+def kernel_isa(lib: ctypes.CDLL) -> str:
+    """The instruction set the kernels were built for (native/build.py's ISAS)."""
+    return str(lib.rp_isa().decode())
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
@@ -108,7 +116,8 @@ class QMatrix:
     cols: int
     q: np.ndarray
     d: np.ndarray
-    m: np.ndarray | None
+    m: np.ndarray | None  # Q4_1: the blocks' minima
+    wsum: np.ndarray | None  # Q8_0: -128 * the blocks' sums of weights (rp_matrix in the kernels)
 
     @classmethod
     def quantize(cls, lib: ctypes.CDLL, w: np.ndarray, kind: int) -> QMatrix:
@@ -121,19 +130,29 @@ class QMatrix:
         d = np.empty(stored // QK, np.uint16)
         if kind == Q8_0:
             q = np.empty(stored, np.int8)
-            lib.rp_quantize_q8_0(_ptr(w), rows, cols, _ptr(q), _ptr(d))
-            return cls(kind, rows, cols, q, d, None)
+            wsum = np.empty(stored // QK, np.int32)
+            lib.rp_quantize_q8_0(_ptr(w), rows, cols, _ptr(q), _ptr(d), _ptr(wsum))
+            return cls(kind, rows, cols, q, d, None, wsum)
         q = np.empty(stored // 2, np.uint8)
         m = np.empty(stored // QK, np.uint16)
         lib.rp_quantize_q4_1(_ptr(w), rows, cols, _ptr(q), _ptr(d), _ptr(m))
-        return cls(kind, rows, cols, q, d, m)
+        return cls(kind, rows, cols, q, d, m, None)
 
     def struct(self) -> RpMatrix:
-        return RpMatrix(self.kind, self.rows, self.cols, _ptr(self.q), _ptr(self.d), _ptr(self.m))
+        return RpMatrix(
+            self.kind,
+            self.rows,
+            self.cols,
+            _ptr(self.q),
+            _ptr(self.d),
+            _ptr(self.m),
+            _ptr(self.wsum),
+        )
 
     @property
     def nbytes(self) -> int:
-        return self.q.nbytes + self.d.nbytes + (0 if self.m is None else self.m.nbytes)
+        extra = [a.nbytes for a in (self.m, self.wsum) if a is not None]
+        return self.q.nbytes + self.d.nbytes + sum(extra)
 
 
 def _matrices(lib: ctypes.CDLL, mats: list[QMatrix]) -> Any:
