@@ -98,9 +98,10 @@ typedef struct {
 } qacts;
 
 /* The weights are streamed once per step from memory, ~100 MB of them. Prefetching a block
- * this far ahead hides the load latency that the hardware prefetcher left exposed: in-process,
- * a decode step of one request 3.2 -> 2.7 ms and of eight 8.3 -> 7.1 ms (512 to 1536 bytes all
- * helped, 1024 is in the middle). Past a matrix's end it fetches lines nobody reads, harmless. */
+ * this far ahead hid load latency the hardware prefetcher left exposed in a quiet minute
+ * (in-process, a step of one request 3.2 -> 2.7 ms, of eight 8.3 -> 7.1 ms; 512 to 1536 bytes
+ * all helped); with the host busy, A/B runs showed no difference either way. Past a matrix's
+ * end it fetches lines nobody reads, which is harmless. */
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 1024
 #endif
