@@ -357,6 +357,23 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
+def kernel_isa_here(paths: StackPaths) -> str:
+    """The kernel build the served model picks on this CPU (native/build.py's choice, which
+    $REMED_PLANNER_ISA overrides for A/B runs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "planner_native_build", paths.model_repo / "remed_planner" / "native" / "build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    try:
+        return str(build.select_isa().name)
+    except build.NativeBuildError as exc:
+        return f"no native ({exc})"
+
+
 def _p(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -437,7 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     if single and result["naive_tok_s"]:
         rows.append(("single / transformers", round(single / result["naive_tok_s"], 2)))
     width = max(len(name) for name, _ in rows)
-    print(f"remed_planner, {args.rounds} rounds, max_tokens={args.max_tokens}, pid {os.getpid()}")
+    print(
+        f"remed_planner, {args.rounds} rounds, max_tokens={args.max_tokens}, "
+        f"{kernel_isa_here(paths)} kernels, pid {os.getpid()}"
+    )
     for name, value in rows:
         print(f"  {name:<{width}}  {'-' if value is None else value}")
     print(json.dumps(result))

@@ -490,19 +490,26 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
     for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
 }
 
-#ifdef DPBUSD
 /* TB activation rows against row group g of a Q8_0 matrix, as dot_group_q4 but with signed
- * weights. vpdpbusd wants one unsigned operand: the activations' bytes offset by 128 (a->u) are
- * it, multiplied by the weights as stored. The offset adds 128 * sum(w) to a row's block sum;
- * each block's sums start from w->wsum, which is minus that, so they end exactly where the
- * sign trick's do, at no cost per activation row. */
+ * weights, and each multiply needs one unsigned operand.
+ * AVX2: the sign trick (|w| times x with w's sign) makes maddubs signed, and each product pair
+ * (up to 2 * 127 * 127) is widened by madd before the eight are added.
+ * VNNI: the activations' bytes offset by 128 (a->u) are the unsigned operand, multiplied by the
+ * weights as stored. The offset adds 128 * sum(w) to a row's block sum; each block's sums start
+ * from w->wsum, which is minus that, so they end exactly where the sign trick's do, with no
+ * extra work per activation row. */
 static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *w, int64_t g, const qacts *a, int t0,
                                                               const int TB, float *out) {
     const int nb = w->cols / QK, K = w->cols;
     const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK);
     const uint16_t *wd = w->d + g * nb * GROUP;
+#ifdef DPBUSD
     const int32_t *ws = w->wsum + g * nb * GROUP;
-    const uint8_t *xu = a->u + (int64_t)t0 * K;
+    const uint8_t *xa = a->u + (int64_t)t0 * K;
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xa = a->q + (int64_t)t0 * K;
+#endif
     const float *xd = a->d + (int64_t)t0 * nb;
     __m256 acc[ROW_TILE];
     _Pragma("GCC unroll 8")
@@ -511,56 +518,30 @@ static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *
         const int8_t *q = wq + (int64_t)blk * (GROUP * QK);
         prefetch_ahead(q, 2 * PREFETCH_BYTES, GROUP * QK);
         const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
-        const __m256i start = _mm256_loadu_si256((const __m256i *)(ws + blk * GROUP));
         __m256i wv[8];
         _Pragma("GCC unroll 8")
         for (int c = 0; c < 8; c++) wv[c] = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
+#ifdef DPBUSD
+        const __m256i start = _mm256_loadu_si256((const __m256i *)(ws + blk * GROUP));
+#else
+        __m256i wabs[8];
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < 8; c++) wabs[c] = _mm256_sign_epi8(wv[c], wv[c]);
+#endif
         _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) {
-            const int32_t *x = (const int32_t *)(xu + (int64_t)b * K + blk * QK);
+            const int32_t *x = (const int32_t *)(xa + (int64_t)b * K + blk * QK);
+#ifdef DPBUSD
             __m256i sums = start;
             _Pragma("GCC unroll 8")
             for (int c = 0; c < 8; c++) sums = DPBUSD(sums, _mm256_set1_epi32(x[c]), wv[c]);
-            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
-            acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
-        }
-    }
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
-}
 #else
-/* TB activation rows against row group g of a Q8_0 matrix, as dot_group_q4 but with signed
- * weights: the sign trick (|w| times x with w's sign) makes maddubs signed, and each product
- * pair (up to 2 * 127 * 127) is widened by madd before the eight are added. */
-static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *w, int64_t g, const qacts *a, int t0,
-                                                              const int TB, float *out) {
-    const int nb = w->cols / QK, K = w->cols;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK);
-    const uint16_t *wd = w->d + g * nb * GROUP;
-    const int8_t *xq = a->q + (int64_t)t0 * K;
-    const float *xd = a->d + (int64_t)t0 * nb;
-    __m256 acc[ROW_TILE];
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
-    for (int blk = 0; blk < nb; blk++) {
-        const int8_t *q = wq + (int64_t)blk * (GROUP * QK);
-        prefetch_ahead(q, 2 * PREFETCH_BYTES, GROUP * QK);
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
-        __m256i wv[8], wabs[8];
-        _Pragma("GCC unroll 8")
-        for (int c = 0; c < 8; c++) {
-            wv[c] = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
-            wabs[c] = _mm256_sign_epi8(wv[c], wv[c]);
-        }
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) {
-            const int32_t *x = (const int32_t *)(xq + (int64_t)b * K + blk * QK);
 #define TIMES_X(c) _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(_mm256_set1_epi32(x[c]), wv[c])), ones)
             const __m256i s01 = _mm256_add_epi32(TIMES_X(0), TIMES_X(1)), s23 = _mm256_add_epi32(TIMES_X(2), TIMES_X(3));
             const __m256i s45 = _mm256_add_epi32(TIMES_X(4), TIMES_X(5)), s67 = _mm256_add_epi32(TIMES_X(6), TIMES_X(7));
 #undef TIMES_X
             const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67));
+#endif
             const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
             acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
         }
@@ -568,7 +549,6 @@ static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *
     _Pragma("GCC unroll 8")
     for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
 }
-#endif
 
 #define DOT_GROUP_TILE(kernel)                         \
     switch (tb) {                                      \
