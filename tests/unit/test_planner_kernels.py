@@ -27,7 +27,7 @@ PLANNER_DIR = REPO_ROOT / "model_repo" / "remed_planner"
 VERSION_DIR = PLANNER_DIR / "1"
 NATIVE_DIR = PLANNER_DIR / "native"
 QK = 32
-GROUP = 8
+GROUP = 16
 EOS = 2
 PROMPTS = (
     "Which command restarts the nginx service on a Linux host?",
@@ -109,15 +109,15 @@ def ref_q4_1(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-# The kernels' layout: rows in groups of 8 (the last one zero-padded); per group and block,
-# byte 4r + j of chunk c is row r's weight 4c + j, then the 8 rows' scales.
+# The kernels' layout: rows in groups of GROUP (the last one zero-padded); per group and block,
+# byte 4r + j of chunk c is row r's weight 4c + j; the scales are kept per group, block and row.
 
 
 def _group_chunks(q: np.ndarray) -> np.ndarray:
     """[rows, blocks, QK] weights -> chunks [group, block, chunk, row * 4 + j]."""
     rows, nb, _ = q.shape
     q = np.concatenate([q, np.zeros((-rows % GROUP, nb, QK), q.dtype)])
-    return q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(-1, nb, 8, 32)
+    return q.reshape(-1, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(-1, nb, 8, 4 * GROUP)
 
 
 def _group_scales(scale: np.ndarray) -> np.ndarray:
@@ -185,7 +185,7 @@ def test_quantisation_matches_the_numpy_reference(modules: Any, lib: Any, kind: 
 
 
 @pytest.mark.parametrize("kind", ["q8", "q4"])
-@pytest.mark.parametrize("rows", [1, 3, 8, 11])
+@pytest.mark.parametrize("rows", [1, 3, 8, 11, 17])
 def test_matmul_matches_the_numpy_reference(modules: Any, lib: Any, kind: str, rows: int) -> None:
     qengine = modules[2]
     w = _weights(203, 1536, seed=rows)

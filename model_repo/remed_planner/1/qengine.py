@@ -31,7 +31,7 @@ import numpy as np
 from engine import CACHE_GROW_TOKENS, LlamaShape, SlotCache, rope_tables
 
 QK = 32
-GROUP = 8  # rows stored together (GROUP in planner_kernels.c)
+GROUP = 16  # rows stored together (GROUP in planner_kernels.c)
 Q8_0, Q4_1 = 1, 2
 FORMATS = ("q8", "q4")
 PREFILL_CHUNK_TOKENS = 256  # bounds the scratch memory of one native call

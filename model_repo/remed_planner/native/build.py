@@ -42,8 +42,8 @@ class Isa(NamedTuple):
     cflags: tuple[str, ...]
 
 
-# Best first. AVX512-VL also gives the 256-bit code 32 vector registers instead of 16; the
-# vector width stays 256 bits (no zmm: this is about the instructions, not the width).
+# Best first. With AVX-512 the dots use 512-bit vectors (a whole 16-row group per vector) and
+# the 256-bit code gets 32 registers; the compiler's own vectorisation stays at 256 bits.
 ISAS = (
     Isa(
         "avx512vnni",

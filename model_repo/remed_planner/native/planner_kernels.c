@@ -9,16 +9,16 @@
  * Formats (blocks of QK = 32 weights along a row; scales are IEEE fp16):
  *   Q8_0: w = d * q,       q int8 in [-127, 127]; one d per block.
  *   Q4_1: w = d * q + m,   q in [0, 15]; one d and one m per block.
- * Both are stored eight rows at a time ("row groups"; the last group is padded with zero rows):
- * for each group and block, the weights as eight 32-byte chunks, where byte 4r + j of chunk c
- * is row r's weight 4c + j of the block (Q4_1 packs chunks c and c + 4 into the low and high
- * nibbles of one), then the eight rows' d (and m) in row order.
+ * Both are stored sixteen rows at a time ("row groups"; the last group is padded with zero
+ * rows): for each group and block, the weights as eight 64-byte chunks, where byte 4r + j of
+ * chunk c is row r's weight 4c + j of the block (Q4_1 packs chunks c and c + 4 into the low and
+ * high nibbles of one); the group's d (and m, and Q8_0's wsum) are kept per block in row order.
  * Activations are quantised per block of 32 to int8 (scale a = max|x| / 127) before each
- * matmul, so the inner product is integer with one float FMA per block and row group: one
- * maddubs (one vpdpbusd with VNNI) multiplies four weights of each of eight rows by the same
- * four broadcast activations, so the eight rows' sums come out in the lanes of one vector (see
- * dot_group). The Q4_1 offset
- * contributes m * a * sum(xq) per block. Keys and values are cached in fp16.
+ * matmul, so the inner product is integer with one float FMA per block and vector of rows: one
+ * maddubs (one vpdpbusd with VNNI) multiplies four weights of each row in a vector (8 rows in
+ * 256 bits, 16 in 512) by the same four broadcast activations, so the rows' sums come out in
+ * the lanes of one vector (see dot_rows_q4). The Q4_1 offset contributes m * a * sum(xq) per
+ * block. Keys and values are cached in fp16.
  *
  * rp_forward runs the whole model for T tokens in one call: each token has a KV-cache slot and
  * a position, and attends to positions 0..pos of its slot, so one call serves a prefill (T
@@ -32,8 +32,8 @@
  * step up: a barrier-based pool (OpenMP) waited a whole time slice for it at each of the ~150
  * barriers of a step, which made 2 threads slower than 1 under load.
  *
- * Build: gcc -O3 -mavx2 -mfma -mf16c -pthread -shared -fPIC, plus the VNNI flags where the
- * CPU has them (see build.py and DPBUSD below).
+ * Build: gcc -O3 -mavx2 -mfma -mf16c -pthread -shared -fPIC, plus the VNNI (and AVX-512) flags
+ * where the CPU has them (see build.py, DPBUSD and VROWS below).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -46,7 +46,7 @@
 #include <time.h>
 
 #define QK 32
-#define GROUP 8 /* weight rows stored (and multiplied) together, in both formats */
+#define GROUP 16 /* weight rows stored together, in both formats (see the header) */
 #define ROW_TILE 8 /* activation rows that share one pass over a row group */
 
 enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
@@ -54,16 +54,58 @@ enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
 /* VNNI: one vpdpbusd multiplies u8 x s8 pairs and adds each four into an int32 lane, which on
  * AVX2 takes maddubs, int16 adds and a widening madd. Both compute the same integer sums (no
  * path saturates: see the dots), so the builds' results are identical and only speed differs.
- * The AVX512 form also gives the compiler 32 vector registers; vectors stay 256 bits wide. */
+ * The AVX-512 build also gets 32 vector registers, and its dots 512-bit vectors (VROWS). */
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define RP_ISA "avx512vnni"
-#define DPBUSD(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
+#define DPBUSD(acc, u, s) _mm512_dpbusd_epi32((acc), (u), (s))
 #elif defined(__AVXVNNI__)
 #define RP_ISA "avxvnni"
 #define DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
 #else
 #define RP_ISA "avx2"
 #endif
+
+/* The dots' vectors: with AVX-512 one 512-bit vector holds a whole row group's 16 lanes, so a
+ * vpdpbusd does 64 multiplies; this host runs as many of those a cycle as of the 256-bit form
+ * (measured: 6.3 vs 6.8 G/s on one core), so a step of 8 requests does its integer work in half
+ * the instructions. Elsewhere a row group is two 256-bit halves of 8 lanes, done one after the
+ * other. Either way each row's sums are the same integers, added in the same order. */
+#ifdef __AVX512F__
+#define VROWS 16
+typedef __m512i vint;
+typedef __m512 vflt;
+#define v_load(p) _mm512_loadu_si512((const void *)(p))
+#define v_and _mm512_and_si512
+#define v_srli _mm512_srli_epi32
+#define v_set1_8 _mm512_set1_epi8
+#define v_set1_32 _mm512_set1_epi32
+#define v_zero_i _mm512_setzero_si512
+#define v_zero_f _mm512_setzero_ps
+#define v_fp16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))) /* VROWS halves */
+#define v_bcast(p) _mm512_set1_ps(*(p))
+#define v_mul _mm512_mul_ps
+#define v_fma _mm512_fmadd_ps
+#define v_cvt _mm512_cvtepi32_ps
+#define v_store _mm512_storeu_ps
+#else
+#define VROWS 8
+typedef __m256i vint;
+typedef __m256 vflt;
+#define v_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define v_and _mm256_and_si256
+#define v_srli _mm256_srli_epi32
+#define v_set1_8 _mm256_set1_epi8
+#define v_set1_32 _mm256_set1_epi32
+#define v_zero_i _mm256_setzero_si256
+#define v_zero_f _mm256_setzero_ps
+#define v_fp16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define v_bcast(p) _mm256_broadcast_ss(p)
+#define v_mul _mm256_mul_ps
+#define v_fma _mm256_fmadd_ps
+#define v_cvt _mm256_cvtepi32_ps
+#define v_store _mm256_storeu_ps
+#endif
+#define CHUNK (4 * GROUP) /* bytes of one chunk: four weights of each row of a group */
 
 /* Which build this is, for the model's log and the benchmarks. */
 const char *rp_isa(void) { return RP_ISA; }
@@ -297,7 +339,7 @@ static inline int64_t row_groups(int rows) { return (rows + GROUP - 1) / GROUP; 
 static inline int64_t block_record(int nb, int64_t r, int blk) { return (r / GROUP) * nb + blk; }
 
 /* Chunk and byte of weight i of a block, for a row in lane `lane` (see the header). */
-static inline int chunk_byte(int lane, int i) { return (i / 4) * 32 + 4 * lane + i % 4; }
+static inline int chunk_byte(int lane, int i) { return (i / 4) * CHUNK + 4 * lane + i % 4; }
 
 /* src [rows, cols] -> q [groups * 8 * cols], d and wsum [groups * 8 * cols / QK] (see the
  * header and rp_matrix). */
@@ -428,10 +470,11 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
 
 /* -- matmul: y[t, n] (+)= sum_k x[t, k] * W[n, k] ---------------------------------------------- */
 
-/* TB activation rows against row group g of a Q4_1 matrix: out[b * GROUP + r] = W[8g + r] . x_b.
- * Always inlined with a constant TB so the accumulators stay in registers.
+/* TB activation rows against rows VROWS*h .. VROWS*h + VROWS-1 of row group g of a Q4_1 matrix:
+ * out[b * GROUP + r] = W[GROUP g + r] . x_b. Always inlined with a constant TB so the
+ * accumulators stay in registers.
  *
- * One maddubs multiplies four weights of each of the group's eight rows (u4) by the same four
+ * One maddubs multiplies four weights of each of eight rows (u4) by the same four
  * activations (s8, broadcast), so after the block's eight of them the eight rows' partial sums
  * sit in the vector's lanes: no horizontal reduction per row, which (as hadds) cost as much as
  * the products did when rows were stored one after another. A block's eight int16 sums stay
@@ -440,35 +483,35 @@ static void quantize_rows(const float *x, int T, int K, qacts *a) {
  * group's minima after the products: in the same loop its FMA and broadcast competed with the
  * products for the vector ports (6% of the kernel's time). A row's sums add in the same order
  * whatever TB is, so a request's result never depends on its batch. */
-static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *w, int64_t g, const qacts *a, int t0,
-                                                              const int TB, float *out) {
+static inline __attribute__((always_inline)) void dot_rows_q4(const rp_matrix *w, int64_t g, int h, const qacts *a,
+                                                             int t0, const int TB, float *out) {
     const int nb = w->cols / QK, K = w->cols;
-    const __m256i low = _mm256_set1_epi8(15);
-    const uint8_t *wq = (const uint8_t *)w->q + g * nb * (GROUP * QK / 2);
-    const uint16_t *wd = w->d + g * nb * GROUP, *wm = w->m + g * nb * GROUP;
+    const vint low = v_set1_8(15);
+    const uint8_t *wq = (const uint8_t *)w->q + g * nb * (GROUP * QK / 2) + 4 * VROWS * h;
+    const uint16_t *wd = w->d + g * nb * GROUP + VROWS * h, *wm = w->m + g * nb * GROUP + VROWS * h;
     const int8_t *xq = a->q + (int64_t)t0 * K;
     const float *xd = a->d + (int64_t)t0 * nb, *xs = a->s + (int64_t)t0 * nb;
-    __m256 acc[ROW_TILE];
+    vflt acc[ROW_TILE];
     _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
+    for (int b = 0; b < TB; b++) acc[b] = v_zero_f();
     for (int blk = 0; blk < nb; blk++) {
         const uint8_t *q = wq + (int64_t)blk * (GROUP * QK / 2);
-        prefetch_ahead(q, PREFETCH_BYTES, GROUP * QK / 2);
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
-        __m256i wv[8]; /* wv[c]: weights 4c..4c+3 of the block, four per row */
+        if (h == 0) prefetch_ahead(q, PREFETCH_BYTES, GROUP * QK / 2);
+        const vflt dv = v_fp16(wd + blk * GROUP);
+        vint wv[8]; /* wv[c]: weights 4c..4c+3 of the block, four per row */
         _Pragma("GCC unroll 4")
         for (int c = 0; c < 4; c++) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
-            wv[c] = _mm256_and_si256(raw, low);
-            wv[c + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+            const vint raw = v_load(q + CHUNK * c);
+            wv[c] = v_and(raw, low);
+            wv[c + 4] = v_and(v_srli(raw, 4), low); /* the mask drops what the next byte shifted in */
         }
         _Pragma("GCC unroll 8")
         for (int b = 0; b < TB; b++) {
             const int32_t *x = (const int32_t *)(xq + (int64_t)b * K + blk * QK);
 #ifdef DPBUSD
-            __m256i sums = _mm256_setzero_si256();
+            vint sums = v_zero_i();
             _Pragma("GCC unroll 8")
-            for (int c = 0; c < 8; c++) sums = DPBUSD(sums, wv[c], _mm256_set1_epi32(x[c]));
+            for (int c = 0; c < 8; c++) sums = DPBUSD(sums, wv[c], v_set1_32(x[c]));
 #else
             const __m256i ones = _mm256_set1_epi16(1);
 #define TIMES_X(c) _mm256_maddubs_epi16(wv[c], _mm256_set1_epi32(x[c]))
@@ -477,20 +520,20 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
 #undef TIMES_X
             const __m256i sums = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(s01, s23), _mm256_add_epi16(s45, s67)), ones);
 #endif
-            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
-            acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
+            const vflt scale = v_mul(dv, v_bcast(xd + (int64_t)b * nb + blk));
+            acc[b] = v_fma(scale, v_cvt(sums), acc[b]);
         }
     }
     for (int blk = 0; blk < nb; blk++) {
-        const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wm + blk * GROUP)));
+        const vflt mv = v_fp16(wm + blk * GROUP);
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < TB; b++) acc[b] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xs + (int64_t)b * nb + blk), acc[b]);
+        for (int b = 0; b < TB; b++) acc[b] = v_fma(mv, v_bcast(xs + (int64_t)b * nb + blk), acc[b]);
     }
     _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
+    for (int b = 0; b < TB; b++) v_store(out + b * GROUP + VROWS * h, acc[b]);
 }
 
-/* TB activation rows against row group g of a Q8_0 matrix, as dot_group_q4 but with signed
+/* TB activation rows against VROWS rows of a Q8_0 matrix's row group, as dot_rows_q4 but with signed
  * weights, and each multiply needs one unsigned operand.
  * AVX2: the sign trick (|w| times x with w's sign) makes maddubs signed, and each product pair
  * (up to 2 * 127 * 127) is widened by madd before the eight are added.
@@ -498,31 +541,31 @@ static inline __attribute__((always_inline)) void dot_group_q4(const rp_matrix *
  * weights as stored. The offset adds 128 * sum(w) to a row's block sum; each block's sums start
  * from w->wsum, which is minus that, so they end exactly where the sign trick's do, with no
  * extra work per activation row. */
-static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *w, int64_t g, const qacts *a, int t0,
-                                                              const int TB, float *out) {
+static inline __attribute__((always_inline)) void dot_rows_q8(const rp_matrix *w, int64_t g, int h, const qacts *a,
+                                                             int t0, const int TB, float *out) {
     const int nb = w->cols / QK, K = w->cols;
-    const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK);
-    const uint16_t *wd = w->d + g * nb * GROUP;
+    const int8_t *wq = (const int8_t *)w->q + g * nb * (GROUP * QK) + 4 * VROWS * h;
+    const uint16_t *wd = w->d + g * nb * GROUP + VROWS * h;
 #ifdef DPBUSD
-    const int32_t *ws = w->wsum + g * nb * GROUP;
+    const int32_t *ws = w->wsum + g * nb * GROUP + VROWS * h;
     const uint8_t *xa = a->u + (int64_t)t0 * K;
 #else
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t *xa = a->q + (int64_t)t0 * K;
 #endif
     const float *xd = a->d + (int64_t)t0 * nb;
-    __m256 acc[ROW_TILE];
+    vflt acc[ROW_TILE];
     _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) acc[b] = _mm256_setzero_ps();
+    for (int b = 0; b < TB; b++) acc[b] = v_zero_f();
     for (int blk = 0; blk < nb; blk++) {
         const int8_t *q = wq + (int64_t)blk * (GROUP * QK);
-        prefetch_ahead(q, 2 * PREFETCH_BYTES, GROUP * QK);
-        const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wd + blk * GROUP)));
-        __m256i wv[8];
+        if (h == 0) prefetch_ahead(q, 2 * PREFETCH_BYTES, GROUP * QK);
+        const vflt dv = v_fp16(wd + blk * GROUP);
+        vint wv[8];
         _Pragma("GCC unroll 8")
-        for (int c = 0; c < 8; c++) wv[c] = _mm256_loadu_si256((const __m256i *)(q + 32 * c));
+        for (int c = 0; c < 8; c++) wv[c] = v_load(q + CHUNK * c);
 #ifdef DPBUSD
-        const __m256i start = _mm256_loadu_si256((const __m256i *)(ws + blk * GROUP));
+        const vint start = v_load(ws + blk * GROUP);
 #else
         __m256i wabs[8];
         _Pragma("GCC unroll 8")
@@ -532,9 +575,9 @@ static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *
         for (int b = 0; b < TB; b++) {
             const int32_t *x = (const int32_t *)(xa + (int64_t)b * K + blk * QK);
 #ifdef DPBUSD
-            __m256i sums = start;
+            vint sums = start;
             _Pragma("GCC unroll 8")
-            for (int c = 0; c < 8; c++) sums = DPBUSD(sums, _mm256_set1_epi32(x[c]), wv[c]);
+            for (int c = 0; c < 8; c++) sums = DPBUSD(sums, v_set1_32(x[c]), wv[c]);
 #else
 #define TIMES_X(c) _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(_mm256_set1_epi32(x[c]), wv[c])), ones)
             const __m256i s01 = _mm256_add_epi32(TIMES_X(0), TIMES_X(1)), s23 = _mm256_add_epi32(TIMES_X(2), TIMES_X(3));
@@ -542,32 +585,34 @@ static inline __attribute__((always_inline)) void dot_group_q8(const rp_matrix *
 #undef TIMES_X
             const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_add_epi32(s45, s67));
 #endif
-            const __m256 scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(xd + (int64_t)b * nb + blk));
-            acc[b] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b]);
+            const vflt scale = v_mul(dv, v_bcast(xd + (int64_t)b * nb + blk));
+            acc[b] = v_fma(scale, v_cvt(sums), acc[b]);
         }
     }
     _Pragma("GCC unroll 8")
-    for (int b = 0; b < TB; b++) _mm256_storeu_ps(out + b * GROUP, acc[b]);
+    for (int b = 0; b < TB; b++) v_store(out + b * GROUP + VROWS * h, acc[b]);
 }
 
-#define DOT_GROUP_TILE(kernel)                         \
+#define DOT_ROWS_TILE(kernel)                          \
     switch (tb) {                                      \
-    case 1: kernel(w, g, a, t0, 1, out); break;        \
-    case 2: kernel(w, g, a, t0, 2, out); break;        \
-    case 3: kernel(w, g, a, t0, 3, out); break;        \
-    case 4: kernel(w, g, a, t0, 4, out); break;        \
-    case 5: kernel(w, g, a, t0, 5, out); break;        \
-    case 6: kernel(w, g, a, t0, 6, out); break;        \
-    case 7: kernel(w, g, a, t0, 7, out); break;        \
-    default: kernel(w, g, a, t0, 8, out); break;       \
+    case 1: kernel(w, g, h, a, t0, 1, out); break;     \
+    case 2: kernel(w, g, h, a, t0, 2, out); break;     \
+    case 3: kernel(w, g, h, a, t0, 3, out); break;     \
+    case 4: kernel(w, g, h, a, t0, 4, out); break;     \
+    case 5: kernel(w, g, h, a, t0, 5, out); break;     \
+    case 6: kernel(w, g, h, a, t0, 6, out); break;     \
+    case 7: kernel(w, g, h, a, t0, 7, out); break;     \
+    default: kernel(w, g, h, a, t0, 8, out); break;    \
     }
 
-/* out[b * GROUP + r] = W[8g + r] . x_{t0 + b} for tb <= ROW_TILE activation rows. */
+/* out[b * GROUP + r] = W[GROUP g + r] . x_{t0 + b} for tb <= ROW_TILE activation rows. */
 static void dot_group(const rp_matrix *w, int64_t g, const qacts *a, int t0, int tb, float *out) {
-    if (w->type == RP_Q4_1) {
-        DOT_GROUP_TILE(dot_group_q4)
-    } else {
-        DOT_GROUP_TILE(dot_group_q8)
+    for (int h = 0; h < GROUP / VROWS; h++) {
+        if (w->type == RP_Q4_1) {
+            DOT_ROWS_TILE(dot_rows_q4)
+        } else {
+            DOT_ROWS_TILE(dot_rows_q8)
+        }
     }
 }
 
@@ -590,12 +635,13 @@ static void matmul_chunk(void *ctx, int chunk) {
             dot_group(j->w, n / GROUP, j->a, t0, tb, out);
             for (int b = 0; b < tb; b++) {
                 float *dst = j->y + (int64_t)(t0 + b) * N + n;
-                if (rows < GROUP) {
-                    for (int r = 0; r < rows; r++) dst[r] = j->add ? dst[r] + out[b * GROUP + r] : out[b * GROUP + r];
-                    continue;
+                const float *src = out + b * GROUP;
+                int r = 0;
+                for (; r + 8 <= rows; r += 8) {
+                    const __m256 v = _mm256_loadu_ps(src + r);
+                    _mm256_storeu_ps(dst + r, j->add ? _mm256_add_ps(_mm256_loadu_ps(dst + r), v) : v);
                 }
-                __m256 v = _mm256_loadu_ps(out + b * GROUP);
-                _mm256_storeu_ps(dst, j->add ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+                for (; r < rows; r++) dst[r] = j->add ? dst[r] + src[r] : src[r];
             }
         }
     }
