@@ -319,6 +319,28 @@ def test_logits_are_close_to_fp32(modules: Any, qeng: Any, hf: Any, prompts: Any
         assert int(want.argmax()) in np.argsort(got)[-3:]
 
 
+@pytest.mark.skipif(len(ISAS_HERE) < 2, reason="this CPU runs one build only")
+@pytest.mark.parametrize("weights", ["q8", "q4"])
+def test_every_isa_build_gives_the_same_logits(
+    modules: Any, cache_dir: Any, hf: Any, prompts: Any, weights: str
+) -> None:
+    # The whole forward pass, attention and norms included: a model serves the same tokens on
+    # an AVX2-only host as on one with AVX-512 VNNI.
+    build, _, qengine, _ = modules
+    runs = {}
+    for isa in ISAS_HERE:
+        lib = qengine.load_kernels(build.ensure_built(cache_dir, isa))
+        engine = qengine.QuantEngine(hf[1], 1, lib=lib, weights=weights, threads=2)
+        engine.reserve(0, len(prompts[0]) + 4)
+        logits = [engine.prefill(0, prompts[0]).copy()]
+        for _ in range(3):
+            logits.append(engine.decode([0], [int(logits[-1].argmax())])[0].copy())
+        runs[isa] = logits
+    first = runs[ISAS_HERE[0]]
+    for isa in ISAS_HERE[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(first, runs[isa], strict=True)), isa
+
+
 def test_thread_count_does_not_change_tokens(modules: Any, lib: Any, hf: Any, prompts: Any) -> None:
     qengine, sched_mod = modules[2], modules[3]
     runs = [
