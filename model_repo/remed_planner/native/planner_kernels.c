@@ -57,6 +57,7 @@ enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
  * The AVX-512 build also gets 32 vector registers, and its dots 512-bit vectors (VROWS). */
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define RP_ISA "avx512vnni"
+#define RP_512 1
 #define DPBUSD(acc, u, s) _mm512_dpbusd_epi32((acc), (u), (s))
 #elif defined(__AVXVNNI__)
 #define RP_ISA "avxvnni"
@@ -70,7 +71,7 @@ enum { RP_Q8_0 = 1, RP_Q4_1 = 2 };
  * (measured: 6.3 vs 6.8 G/s on one core), so a step of 8 requests does its integer work in half
  * the instructions. Elsewhere a row group is two 256-bit halves of 8 lanes, done one after the
  * other. Either way each row's sums are the same integers, added in the same order. */
-#ifdef __AVX512F__
+#ifdef RP_512
 #define VROWS 16
 typedef __m512i vint;
 typedef __m512 vflt;
@@ -113,10 +114,10 @@ const char *rp_isa(void) { return RP_ISA; }
 typedef struct {
     int32_t type;
     int32_t rows, cols;
-    const void *q;     /* Q8_0: int8 [groups * 8 * cols]; Q4_1: uint8 [groups * 8 * cols / 2] */
-    const uint16_t *d; /* fp16 [groups * 8 * cols / QK] */
-    const uint16_t *m; /* fp16 [groups * 8 * cols / QK], Q4_1 only */
-    const int32_t *wsum; /* [groups * 8 * cols / QK], Q8_0 only: -128 * the block's sum (VNNI) */
+    const void *q;     /* Q8_0: int8 [groups * GROUP * cols]; Q4_1: uint8 [groups * GROUP * cols / 2] */
+    const uint16_t *d; /* fp16 [groups * GROUP * cols / QK] */
+    const uint16_t *m; /* fp16 [groups * GROUP * cols / QK], Q4_1 only */
+    const int32_t *wsum; /* [groups * GROUP * cols / QK], Q8_0 only: -128 * the block's sum (VNNI) */
 } rp_matrix;
 
 typedef struct {
@@ -341,7 +342,7 @@ static inline int64_t block_record(int nb, int64_t r, int blk) { return (r / GRO
 /* Chunk and byte of weight i of a block, for a row in lane `lane` (see the header). */
 static inline int chunk_byte(int lane, int i) { return (i / 4) * CHUNK + 4 * lane + i % 4; }
 
-/* src [rows, cols] -> q [groups * 8 * cols], d and wsum [groups * 8 * cols / QK] (see the
+/* src [rows, cols] -> q [groups * GROUP * cols], d and wsum [groups * GROUP * cols / QK] (see the
  * header and rp_matrix). */
 void rp_quantize_q8_0(const float *src, int rows, int cols, int8_t *q, uint16_t *d, int32_t *wsum) {
     const int nb = cols / QK;
@@ -371,7 +372,7 @@ void rp_quantize_q8_0(const float *src, int rows, int cols, int8_t *q, uint16_t 
         }
 }
 
-/* src [rows, cols] -> q [groups * 4 * cols], d and m [groups * 8 * cols / QK] (see the header). */
+/* src [rows, cols] -> q [groups * GROUP * cols / 2], d and m [groups * GROUP * cols / QK] (see the header). */
 void rp_quantize_q4_1(const float *src, int rows, int cols, uint8_t *q, uint16_t *d, uint16_t *m) {
     const int nb = cols / QK;
     memset(q, 0, (size_t)row_groups(rows) * GROUP * cols / 2);
