@@ -28,6 +28,11 @@ Prints a table, then one JSON line:
 `--agreement N` measures quality instead, in this process and without the stack: how often the
 q8 and q4 engines pick the fp32 engine's greedy token on N chaos planner prompts, and how far
 their next-token distributions are from fp32's (see `agreement`), as one JSON line per format.
+
+`--context-sweep 20,150,400` times the q4 engine's decode steps for 8 requests and for 1 at
+those cached context lengths, in this process (see `context_sweep`): the Triton figures use
+short prompts, and a step of 8 reads all 8 requests' caches, so the 8-way ratio falls as
+contexts grow.
 """
 
 from __future__ import annotations
@@ -239,6 +244,64 @@ class LlamaCppBaseline:
         return (counts[1] - 1) / (times[1] - times[0]) if counts[1] > 1 else None
 
 
+# -- in this process: the engines themselves ----------------------------------------------------
+
+
+def _import_engines(paths: StackPaths) -> None:
+    """Make remed_planner's engine modules (and the kernels' build.py) importable."""
+    version_dir = paths.model_repo / "remed_planner" / "1"
+    sys.path[:0] = [str(version_dir), str(version_dir.parent / "native")]
+
+
+def _kernels(paths: StackPaths) -> Any:
+    from build import ensure_built
+    from qengine import load_kernels
+
+    return load_kernels(ensure_built(paths.cache))
+
+
+def context_sweep(paths: StackPaths, contexts: list[int], rounds: int) -> dict[str, Any]:
+    """Per context length: the q4 engine's decode step for 8 requests and for 1 (ms, medians),
+    each request holding that many cached tokens. Every step of 8 reads all 8 requests' fp16
+    caches, so this shows how the 8-way advantage shrinks as prompts grow, which the Triton
+    figures (short prompts) do not. Blocks of steps of 8 and of 1 alternate, so both see the
+    same load; the lengths are reset after each block, so the context stays as asked."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _import_engines(paths)
+    from qengine import QuantEngine
+
+    torch.set_num_threads(1)  # the kernels' own threads do the work
+    model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32).eval()
+    lib = _kernels(paths)
+    block = 16
+    result: dict[str, Any] = {}
+    for ctx in contexts:
+        engine = QuantEngine(model, CONCURRENCY + 1, lib=lib, weights="q4", threads=2)
+        tokens = np.random.default_rng(0).integers(100, engine.vocab - 100, ctx).tolist()
+        for slot in range(CONCURRENCY):
+            engine.reserve(slot, ctx + block)
+            engine.prefill(slot, tokens)
+        times: dict[int, list[float]] = {CONCURRENCY: [], 1: []}
+        for _ in range(rounds):
+            for n, samples in times.items():
+                for _ in range(block):
+                    started = time.perf_counter()
+                    engine.decode(list(range(n)), [tokens[-1]] * n)
+                    samples.append((time.perf_counter() - started) * 1000)
+                engine.lengths[:CONCURRENCY] = [ctx] * CONCURRENCY
+        step8, step1 = statistics.median(times[CONCURRENCY]), statistics.median(times[1])
+        result[str(ctx)] = {
+            "step8_ms": round(step8, 2),
+            "step1_ms": round(step1, 2),
+            "ratio": round(CONCURRENCY * step1 / step8, 2),
+        }
+        print(f"  context {ctx:>5}: {result[str(ctx)]}", flush=True)
+    return result
+
+
 # -- quality: the quantised engines against the fp32 one, in this process ----------------------
 
 
@@ -272,16 +335,14 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    version_dir = paths.model_repo / "remed_planner" / "1"
-    sys.path[:0] = [str(version_dir), str(version_dir.parent / "native")]
-    from build import ensure_built
+    _import_engines(paths)
     from engine import Engine
-    from qengine import QuantEngine, load_kernels
+    from qengine import QuantEngine
 
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
     model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32).eval()
-    lib = load_kernels(ensure_built(paths.cache))
+    lib = _kernels(paths)
     prompts = [
         [int(i) for i in tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
@@ -394,9 +455,27 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: greedy agreement of the q8/q4 engines with fp32 on this many chaos "
         "planner prompts (in this process, no stack needed)",
     )
+    parser.add_argument(
+        "--context-sweep",
+        metavar="TOKENS",
+        default="",
+        help="instead: the q4 engine's decode step for 8 requests and for 1 at these cached "
+        "context lengths, comma-separated, e.g. 20,150,400,800 (in this process, no stack "
+        "needed; --rounds blocks of 16 steps each)",
+    )
     args = parser.parse_args(argv)
 
     paths = StackPaths.from_env()
+    if args.context_sweep:
+        try:
+            contexts = [int(c) for c in args.context_sweep.split(",")]
+        except ValueError:
+            parser.error(f"--context-sweep wants integers like 20,150,400: {args.context_sweep!r}")
+        if any(c < 1 for c in contexts):
+            parser.error("--context-sweep lengths must be at least 1")
+        print(f"decode steps, q4, {kernel_isa_here(paths)} kernels, 2 threads")
+        print(json.dumps(context_sweep(paths, contexts, args.rounds)))
+        return 0
     if args.agreement:
         result = agreement(paths, ["q8", "q4"], args.agreement, args.max_tokens)
         for f, figures in result.items():
