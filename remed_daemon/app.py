@@ -31,7 +31,7 @@ from remed_daemon.agents.approvals import register_routes as register_approval_r
 from remed_daemon.agents.loop import make_thinkremed
 from remed_daemon.config import Config
 from remed_daemon.errors import ConfigError
-from remed_daemon.http import HttpDeps, build_app
+from remed_daemon.http import HttpDeps, build_app, load_cert_chain, server_ssl_context
 from remed_daemon.journal import Incident, Journal
 from remed_daemon.outcomes import OutcomeProducer
 from remed_daemon.pipeline import Remediator, make_remediator
@@ -80,6 +80,8 @@ class Daemon:
         self.producer: OutcomeProducer | None = None
         self.intake: KafkaIntake | None = None
         self.http_port: int | None = None
+        # HTTPS when http.tls_* are set; loaded here so bad files stop the start (ConfigError)
+        self._ssl = server_ssl_context(cfg.http) if cfg.http.enabled else None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -193,7 +195,7 @@ class Daemon:
             register_approval_routes(http_app, self.approvals, cfg.agents.approval_token)
             self._runner = web.AppRunner(http_app, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port)
+            site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port, ssl_context=self._ssl)
             await site.start()
             sockets = [s for s in self._runner.addresses if isinstance(s, tuple)]
             self.http_port = int(sockets[0][1]) if sockets else cfg.http.port
@@ -206,6 +208,8 @@ class Daemon:
         log.info(
             "remed serving",
             http_port=self.http_port,
+            https=self._ssl is not None,
+            mtls=bool(self._ssl is not None and cfg.http.tls_client_cafile),
             kafka=cfg.kafka.enabled,
             mode=cfg.remediation.mode,
         )
@@ -296,6 +300,15 @@ class Daemon:
                 sdnotify.notify("READY=1")
                 continue
             applied, ignored = config_mod.reloadable_changes(self.cfg, new)
+            if self._ssl is not None:
+                # the running files again (a renewed certificate); new handshakes get it. A
+                # scratch context first: a failed load can leave a context without its key.
+                try:
+                    server_ssl_context(self.cfg.http)
+                    load_cert_chain(self._ssl, self.cfg.http)
+                    applied.append("http.tls_certfile (reloaded)")
+                except ConfigError as exc:
+                    log.error("TLS reload refused; keeping the running certificate", error=str(exc))
             self.scheduler.reload(new.scheduler)
             set_log_level(new.telemetry.log_level)
             self.cfg = dataclasses.replace(
@@ -326,7 +339,12 @@ def serve(config_path: Path | None) -> int:
     configure_logging(cfg.telemetry)
     log.info("config loaded", config=repr(cfg))
     try:
-        asyncio.run(Daemon(cfg, config_path=config_path).run())
+        daemon = Daemon(cfg, config_path=config_path)
+    except ConfigError as exc:  # e.g. http.tls_* files that cannot be loaded
+        print(f"remed serve: {config_path or 'defaults'}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(daemon.run())
     except asyncio.CancelledError:
         return 130
     except KeyboardInterrupt:

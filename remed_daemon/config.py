@@ -107,9 +107,32 @@ class HttpConfig:
     max_pending_incidents: int = 5_000
     service_labels: tuple[str, ...] = ("service", "job", "app")
     host_labels: tuple[str, ...] = ("host", "instance", "node")
+    # HTTPS for the webhook and the approval endpoint (one listener): the server's certificate
+    # chain and its unencrypted private key, PEM; both or neither (empty = plain HTTP). The
+    # files are loaded when the daemon starts (remed_daemon/http.py), not here: an operator's
+    # `remed approve` reads this config too and need not be able to read the daemon's key.
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    # mTLS: clients must present a certificate signed by a CA in this PEM file; empty = any
+    # client that has the webhook's credentials.
+    tls_client_cafile: str = ""
 
     def __post_init__(self) -> None:
         _positive(self, "max_body_bytes", "max_pending_incidents")
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            given, missing = ("tls_certfile", "tls_keyfile")
+            if not self.tls_certfile:
+                given, missing = missing, given
+            raise ConfigError(
+                f"http.{given} is set but http.{missing} is not: HTTPS needs both the "
+                "certificate chain and its private key (PEM files); set both, or neither for "
+                "plain HTTP"
+            )
+        if self.tls_client_cafile and not self.tls_certfile:
+            raise ConfigError(
+                "http.tls_client_cafile (client certificates) needs HTTPS: set http.tls_certfile "
+                "and http.tls_keyfile too, or leave http.tls_client_cafile empty"
+            )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"http.port must be 0..65535 (0 = any free port), got {self.port}")
         if self.enabled and not self.bearer_token and not (self.basic_user and self.basic_password):

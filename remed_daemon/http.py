@@ -5,12 +5,19 @@ or basic auth when configured); 413 above `http.max_body_bytes`; 400 with the ex
 fault; 503 with `Retry-After` when `http.max_pending_incidents` are open (Alertmanager retries
 5xx); otherwise the firing alerts are journaled in one transaction and only then 202 is sent.
 A `resolved` alert cancels its incident if no playbook has started.
+
+TLS (optional): with `http.tls_certfile` and `http.tls_keyfile` the one listener, webhook and
+approval endpoint alike, speaks only HTTPS (TLS 1.2 or later); with `http.tls_client_cafile`
+clients must also present a certificate signed by that CA (mTLS). `server_ssl_context` loads
+the files when the daemon starts and names the key at fault; SIGHUP reloads the same files
+into the running context, so a renewed certificate needs no restart.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from remed_daemon import outcomes
 from remed_daemon.config import HttpConfig
-from remed_daemon.errors import IntakeRejected
+from remed_daemon.errors import ConfigError, IntakeRejected
 from remed_daemon.journal import Incident, Journal, NewIncident
 from remed_daemon.sources.alertmanager import map_alerts, parse_payload
 from remed_daemon.telemetry import Metrics, current_traceparent
@@ -45,6 +52,68 @@ class HttpDeps:
 
 
 DEPS = web.AppKey("deps", HttpDeps)
+
+
+def _readable(key: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"http.{key} {path!r} cannot be read ({exc.strerror}): check the path and that the "
+            "remed user may read it (systemd: LoadCredential= and $CREDENTIALS_DIRECTORY)"
+        ) from None
+
+
+def _no_passphrase() -> str:
+    raise ConfigError(
+        "http.tls_keyfile is encrypted: the daemon cannot ask for a passphrase; give it an "
+        "unencrypted key (e.g. `openssl pkey -in KEY -out KEY.plain`) readable only by remed"
+    )
+
+
+def load_cert_chain(ctx: ssl.SSLContext, cfg: HttpConfig) -> None:
+    """Load `http.tls_certfile`/`tls_keyfile` into `ctx`, or raise ConfigError naming the key."""
+    _readable("tls_certfile", cfg.tls_certfile)
+    _readable("tls_keyfile", cfg.tls_keyfile)
+    try:
+        # the certificate alone first, so that a bad one is not blamed on the key
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cfg.tls_certfile)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"http.tls_certfile {cfg.tls_certfile!r} holds no PEM certificate ({exc.reason or exc})"
+            ": give the server certificate, then any intermediates, as PEM"
+        ) from None
+    try:
+        ctx.load_cert_chain(cfg.tls_certfile, cfg.tls_keyfile, password=_no_passphrase)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"http.tls_keyfile {cfg.tls_keyfile!r} is not a PEM private key for the certificate "
+            f"in http.tls_certfile ({exc.reason or exc}): give the key the certificate was "
+            "issued for"
+        ) from None
+
+
+def server_ssl_context(cfg: HttpConfig) -> ssl.SSLContext | None:
+    """The listener's TLS context (None = plain HTTP); ConfigError names the key at fault."""
+    if not cfg.tls_certfile:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    load_cert_chain(ctx, cfg)
+    if cfg.tls_client_cafile:
+        _readable("tls_client_cafile", cfg.tls_client_cafile)
+        try:
+            ctx.load_verify_locations(cafile=cfg.tls_client_cafile)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"http.tls_client_cafile {cfg.tls_client_cafile!r} holds no PEM CA certificate "
+                f"({exc.reason or exc}): give the CA that signs the clients' certificates"
+            ) from None
+        # only this CA: never the system store, which would admit any public certificate
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def _authorized(cfg: HttpConfig, header: str) -> bool:
