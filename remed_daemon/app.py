@@ -8,6 +8,11 @@ intakes stop taking work and the consumer commits, running remediations get
 `lifecycle.drain_budget_s`, then are cancelled (a cancelled playbook is escalated), the outbox
 is flushed, everything closes. A second signal cancels at once. SIGHUP reloads the config file
 and applies what can change at run time (scheduler limits, kill switch, log level).
+
+Kafka away: the consumer and the outcome producer back off and retry (the webhook keeps
+working). Kafka refusing remed's TLS/SASL credentials is different: it will not heal, so the
+daemon drains and stops, `run()` raises `KafkaAuthError`, and `remed serve` exits 78 (EX_CONFIG),
+which the systemd unit's `RestartPreventExitStatus=` keeps from becoming a restart loop.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import dataclasses
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -33,6 +40,7 @@ from remed_daemon.config import Config
 from remed_daemon.errors import ConfigError
 from remed_daemon.http import HttpDeps, build_app, load_cert_chain, server_ssl_context
 from remed_daemon.journal import Incident, Journal
+from remed_daemon.kafka_security import EXIT_KAFKA_AUTH, KafkaAuthError, kafka_client_options
 from remed_daemon.outcomes import OutcomeProducer
 from remed_daemon.pipeline import Remediator, make_remediator
 from remed_daemon.scheduler import Scheduler
@@ -82,6 +90,10 @@ class Daemon:
         self.http_port: int | None = None
         # HTTPS when http.tls_* are set; loaded here so bad files stop the start (ConfigError)
         self._ssl = server_ssl_context(cfg.http) if cfg.http.enabled else None
+        if cfg.kafka.enabled:
+            kafka_client_options(cfg.kafka)  # the same for kafka.ssl_* files
+        # Set when Kafka refused our credentials: the daemon drains, stops and run() raises it.
+        self.fatal: KafkaAuthError | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -134,9 +146,11 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 workers = [tg.create_task(self.scheduler.run(), name="scheduler")]
                 if self.producer is not None:
-                    workers.append(tg.create_task(self.producer.run(), name="outcomes"))
+                    workers.append(
+                        tg.create_task(self._stop_on_refusal(self.producer.run()), name="outcomes")
+                    )
                 intake_task = (
-                    tg.create_task(self._intake_loop(), name="kafka-intake")
+                    tg.create_task(self._stop_on_refusal(self._intake_loop()), name="kafka-intake")
                     if self.intake is not None
                     else None
                 )
@@ -148,6 +162,20 @@ class Daemon:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self._close()
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _stop_on_refusal(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work`; refused Kafka credentials stop the daemon instead of being retried:
+        they will not heal, and retrying them would only hammer the broker (and perhaps lock
+        the account). Exit status 78 tells systemd (RestartPreventExitStatus) not to restart."""
+        try:
+            await work
+        except KafkaAuthError as exc:
+            if self.fatal is None:
+                self.fatal = exc
+                log.error("Kafka refused remed's credentials; stopping", error=str(exc))
+            self.request_stop()
 
     async def _start(self) -> None:
         cfg = self.cfg
@@ -179,6 +207,7 @@ class Daemon:
                 submit=self.scheduler.submit,
                 depth=lambda: self.scheduler.depth,
                 cancel=self._on_cancel,
+                on_terminal=self._on_terminal,
             )
         if cfg.http.enabled:
             deps = HttpDeps(
@@ -345,6 +374,9 @@ def serve(config_path: Path | None) -> int:
         return 2
     try:
         asyncio.run(daemon.run())
+    except KafkaAuthError as exc:
+        print(f"remed serve: {exc}", file=sys.stderr)
+        return EXIT_KAFKA_AUTH
     except asyncio.CancelledError:
         return 130
     except KeyboardInterrupt:

@@ -4,8 +4,11 @@ SQLite in WAL mode with `synchronous=FULL`: a commit that returned is on disk, s
 202 and the Kafka commit can both rest on it. All SQL runs on one dedicated thread (the event
 loop never blocks on fsync); the async methods hand work to it and await the answer.
 
-State machine (DESIGN.md), plus `cancelled` (a `resolved` alert or a superseding report):
+State machine (DESIGN.md), plus `cancelled` (a `resolved` alert or a superseding report) and
+`expired` (a Kafka report older than `kafka.max_report_age_s`, journaled already finished by
+`admit_finished`, so nothing ever plans it):
 
+    (admit) → expired
     received → planning → awaiting_approval → executing → verifying → recovered
                   │               │               │            └────→ failed | escalated
                   └───────────────┴──→ shadow | rejected | failed | escalated | cancelled
@@ -56,6 +59,7 @@ class State(StrEnum):
     ESCALATED = "escalated"
     SHADOW = "shadow"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
@@ -63,14 +67,30 @@ class State(StrEnum):
 
 
 TERMINAL = frozenset(
-    {State.RECOVERED, State.FAILED, State.REJECTED, State.ESCALATED, State.SHADOW, State.CANCELLED}
+    {
+        State.RECOVERED,
+        State.FAILED,
+        State.REJECTED,
+        State.ESCALATED,
+        State.SHADOW,
+        State.CANCELLED,
+        State.EXPIRED,
+    }
 )
 # States in which no playbook has been started: cancelling or re-planning them is harmless.
 NOT_STARTED = frozenset({State.RECEIVED, State.PLANNING, State.AWAITING_APPROVAL})
 
 _ENDINGS = {State.FAILED, State.ESCALATED}
 TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.RECEIVED: frozenset({State.PLANNING, State.CANCELLED, State.ESCALATED, State.REJECTED}),
+    State.RECEIVED: frozenset(
+        {
+            State.PLANNING,
+            State.CANCELLED,
+            State.ESCALATED,
+            State.REJECTED,
+            State.EXPIRED,  # only as admitted (admit_finished): too old to remediate
+        }
+    ),
     State.PLANNING: frozenset(
         {
             State.RECEIVED,  # planner unavailable: wait and retry
@@ -297,46 +317,67 @@ class Journal:
         return await self._call(self._admit_sync, list(news))
 
     def _admit_sync(self, news: list[NewIncident]) -> list[Admission]:
-        out: list[Admission] = []
         now = self._clock()
         with self._tx() as db:
-            for new in news:
-                existing = db.execute(
-                    f"SELECT {_COLUMNS} FROM incidents WHERE idem_key = ?", (new.idem_key,)
-                ).fetchone()
-                if existing is not None:
-                    out.append(Admission(_row(existing), created=False))
-                    continue
-                iid = str(uuid.uuid4())
-                db.execute(
-                    f"INSERT INTO incidents ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        iid,
-                        new.idem_key,
-                        new.source,
-                        new.target,
-                        State.RECEIVED.value,
-                        json.dumps(dict(new.report), sort_keys=True),
-                        new.traceparent,
-                        new.kafka_partition,
-                        new.kafka_offset,
-                        "",
-                        now,
-                        now,
-                        None,
-                        None,
-                    ),
-                )
-                db.execute(
-                    "INSERT INTO transitions (incident_id, from_state, to_state, reason, at) "
-                    "VALUES (?, NULL, ?, 'admitted', ?)",
-                    (iid, State.RECEIVED.value, now),
-                )
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (iid,)
-                ).fetchone()
-                out.append(Admission(_row(row), created=True))
-        return out
+            return [self._admit_one(db, new, now) for new in news]
+
+    def _admit_one(self, db: sqlite3.Connection, new: NewIncident, now: float) -> Admission:
+        existing = db.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE idem_key = ?", (new.idem_key,)
+        ).fetchone()
+        if existing is not None:
+            return Admission(_row(existing), created=False)
+        iid = str(uuid.uuid4())
+        db.execute(
+            f"INSERT INTO incidents ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                iid,
+                new.idem_key,
+                new.source,
+                new.target,
+                State.RECEIVED.value,
+                json.dumps(dict(new.report), sort_keys=True),
+                new.traceparent,
+                new.kafka_partition,
+                new.kafka_offset,
+                "",
+                now,
+                now,
+                None,
+                None,
+            ),
+        )
+        db.execute(
+            "INSERT INTO transitions (incident_id, from_state, to_state, reason, at) "
+            "VALUES (?, NULL, ?, 'admitted', ?)",
+            (iid, State.RECEIVED.value, now),
+        )
+        row = db.execute(f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (iid,)).fetchone()
+        return Admission(_row(row), created=True)
+
+    async def admit_finished(
+        self, new: NewIncident, to: State, reason: str, outcome: OutcomeBuilder
+    ) -> Admission:
+        """Journal a report that is finished on arrival (`expired`) and its outcome, in one
+        transaction: no crash can leave it `received` for recovery to plan. A known idempotency
+        key returns the existing incident untouched (`created=False`)."""
+        if not to.terminal:
+            raise IllegalTransition(f"{to} is not terminal; use Journal.admit()")
+        return await self._call(self._admit_finished_sync, new, to, reason, outcome)
+
+    def _admit_finished_sync(
+        self, new: NewIncident, to: State, reason: str, outcome: OutcomeBuilder
+    ) -> Admission:
+        now = self._clock()
+        with self._tx() as db:
+            adm = self._admit_one(db, new, now)
+            if not adm.created:
+                return adm
+            self._move(db, adm.incident, to, reason, now, outcome)
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (adm.incident.id,)
+            ).fetchone()
+        return Admission(_row(row), created=True)
 
     async def attach_offset(self, incident_id: str, partition: int, offset: int) -> None:
         """A redelivered Kafka report for a journaled incident: remember its newest offset."""

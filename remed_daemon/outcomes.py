@@ -5,7 +5,9 @@ An outcome is written into the outbox in the same transaction as the incident's 
 (`acks=all`), marks them sent only after the broker acknowledged them, and while Kafka is away
 it backs off and tries again: the outcomes wait in the journal and go out later, in order.
 Delivery is at least once (a crash between the broker's ack and `mark_sent` repeats a record);
-consumers deduplicate on `incident_id`.
+consumers deduplicate on `incident_id`. The producer uses the configured transport security
+(`kafka_security.kafka_client_options`); credentials the broker refuses raise `KafkaAuthError`
+out of `run()` (the daemon stops on it) instead of being retried like an outage.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from opentelemetry import trace
 
 from remed_daemon.config import KafkaConfig
 from remed_daemon.journal import Incident, Journal, Outcome, OutcomeBuilder, State
+from remed_daemon.kafka_security import KafkaAuthError, check_credentials, kafka_client_options
 from remed_daemon.telemetry import Metrics, context_from_traceparent
 
 log = structlog.get_logger("remed.outcomes")
@@ -232,12 +235,14 @@ class OutcomeProducer:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
+            await check_credentials(self.cfg)
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.cfg.bootstrap,
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=self.cfg.producer_linger_ms,
                 request_timeout_ms=self.cfg.request_timeout_ms,
+                **kafka_client_options(self.cfg),
             )
             try:
                 await producer.start()
@@ -310,6 +315,6 @@ class OutcomeProducer:
         try:
             async with asyncio.timeout(flush_timeout_s):
                 await self.drain_once()
-        except (TimeoutError, KafkaError, OSError) as exc:
+        except (TimeoutError, KafkaError, OSError, KafkaAuthError) as exc:
             log.warning("outcomes left in the outbox for the next start", error=str(exc))
         await self._close_producer()

@@ -21,6 +21,15 @@ idempotency key, redelivery to another instance with its own journal could run i
   half. Remediations never run in the poll loop.
 - Idempotency key: the report's `report_id`, else its `fingerprint` + `starts_at`, else
   `kafka:<topic>:<partition>:<offset>`.
+- Stale reports: a report older than `kafka.max_report_age_s` when it is read (by its own
+  `observed_at`, else the record's Kafka timestamp) is journaled already finished as `expired`
+  (`Journal.admit_finished`) and its outcome goes out through the outbox; it never reaches the
+  scheduler, a planner or a playbook. `starts_at` is not the report's age: an alert that has
+  been firing for hours is still news when its report is fresh. A `resolved` report still
+  cancels, however old: cancelling runs nothing.
+- Transport security (TLS, SASL) comes from `kafka_security.kafka_client_options`, the same
+  for the consumer and the DLT producer; `start()` first checks the credentials, so a refused
+  password raises `KafkaAuthError` instead of looking like a broker outage.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -39,7 +49,8 @@ from opentelemetry import trace
 from remed_daemon import outcomes
 from remed_daemon.config import KafkaConfig
 from remed_daemon.errors import IntakeRejected
-from remed_daemon.journal import Incident, Journal, NewIncident
+from remed_daemon.journal import Incident, Journal, NewIncident, State
+from remed_daemon.kafka_security import check_credentials, kafka_client_options
 from remed_daemon.pipeline import target_of
 from remed_daemon.telemetry import (
     Metrics,
@@ -72,6 +83,45 @@ def parse_report(value: bytes | None) -> dict[str, Any]:
         raise IntakeRejected("schema diagnosis-report: " + "; ".join(errors[:5]))
     target_of(doc)
     return doc
+
+
+def report_age_s(
+    report: dict[str, Any], record_timestamp_ms: int | None, now: float
+) -> tuple[float, str] | None:
+    """(age in seconds, what it was measured from) of a report read at `now` (epoch s).
+
+    The report's own `observed_at` when it has a usable one (when the producer diagnosed the
+    problem), else the Kafka record's timestamp (when it was produced, or appended by the
+    broker); None when neither is known. A clock ahead of ours gives a negative age.
+    """
+    observed = report.get("observed_at")
+    if isinstance(observed, str):
+        try:
+            at = datetime.fromisoformat(observed.replace("z", "Z"))
+        except ValueError:
+            at = None
+        if at is not None:
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            return now - at.timestamp(), f"observed_at {observed}"
+    if record_timestamp_ms is not None and record_timestamp_ms >= 0:
+        at_s = record_timestamp_ms / 1000
+        iso = datetime.fromtimestamp(at_s, UTC).isoformat(timespec="seconds")
+        return now - at_s, f"Kafka record timestamp {iso.replace('+00:00', 'Z')}"
+    return None
+
+
+def expiry_reason(
+    report: dict[str, Any], record_timestamp_ms: int | None, now: float, max_age_s: float
+) -> str | None:
+    """Why this report is too old to remediate (the outcome's reason), or None if it is not."""
+    age = report_age_s(report, record_timestamp_ms, now)
+    if age is None or age[0] <= max_age_s:
+        return None
+    return (
+        f"report is {age[0]:.0f} s old ({age[1]}), more than kafka.max_report_age_s = "
+        f"{max_age_s:g} s: not remediated"
+    )
 
 
 def idempotency_key(report: dict[str, Any], fallback: str) -> str:
@@ -111,6 +161,7 @@ class KafkaIntake:
         submit: Callable[[Incident], None],
         depth: Callable[[], int],
         cancel: Callable[[Incident], None],
+        on_terminal: Callable[[Incident], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.journal = journal
@@ -119,6 +170,8 @@ class KafkaIntake:
         self.submit = submit
         self.depth = depth
         self.cancel = cancel
+        # an incident the intake itself finished (expired): its outcome is in the outbox
+        self.on_terminal = on_terminal or (lambda _incident: None)
         self.consumer: AIOKafkaConsumer | None = None
         self._dlt: AIOKafkaProducer | None = None
         # Next offset to commit per partition: everything below it is journaled or in the DLT.
@@ -129,6 +182,9 @@ class KafkaIntake:
         self.progress_at = time.monotonic()
 
     async def start(self) -> None:
+        """Connect; KafkaAuthError if the broker refuses the TLS/SASL credentials."""
+        await check_credentials(self.cfg)
+        security = kafka_client_options(self.cfg)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.cfg.bootstrap,
             group_id=self.cfg.group_id,
@@ -140,6 +196,7 @@ class KafkaIntake:
             max_poll_interval_ms=self.cfg.max_poll_interval_ms,
             request_timeout_ms=self.cfg.request_timeout_ms,
             isolation_level="read_committed",
+            **security,
         )
         self.consumer.subscribe([self.cfg.diagnoses_topic], listener=_Rebalance(self))
         self._dlt = AIOKafkaProducer(
@@ -147,6 +204,7 @@ class KafkaIntake:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=self.cfg.request_timeout_ms,
+            **security,
         )
         await self.consumer.start()
         await self._dlt.start()
@@ -240,19 +298,35 @@ class KafkaIntake:
                 if done is not None:
                     self.cancel(done)
                 return
-            adm = await self.journal.admit(
-                NewIncident(
-                    idem_key=idem,
-                    source="kafka",
-                    target=f"{service}@{host}",
-                    report=report,
-                    traceparent=current_traceparent(),
-                    kafka_partition=tp.partition,
-                    kafka_offset=msg.offset,
-                )
+            new = NewIncident(
+                idem_key=idem,
+                source="kafka",
+                target=f"{service}@{host}",
+                report=report,
+                traceparent=current_traceparent(),
+                kafka_partition=tp.partition,
+                kafka_offset=msg.offset,
             )
+            stale = expiry_reason(report, msg.timestamp, time.time(), self.cfg.max_report_age_s)
+            if stale is not None:
+                adm = await self.journal.admit_finished(
+                    new, State.EXPIRED, stale, outcomes.builder(None)
+                )
+            else:
+                adm = await self.journal.admit(new)
         self.metrics.ack_seconds.labels("kafka").observe(time.monotonic() - t0)
-        if adm.created:
+        if adm.created and stale is not None:
+            self.metrics.intake.labels("kafka", "expired").inc()
+            # the canonical line of an incident that never reached a planner
+            log.warning(
+                "remediation",
+                incident_id=adm.incident.id,
+                status="expired",
+                target=adm.incident.target,
+                reason=stale,
+            )
+            self.on_terminal(adm.incident)
+        elif adm.created:
             self.metrics.intake.labels("kafka", "accepted").inc()
             self.submit(adm.incident)
         else:
