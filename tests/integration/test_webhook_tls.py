@@ -1,0 +1,267 @@
+"""The webhook and approval listener over HTTPS: a real Alertmanager (Debian's
+prometheus-alertmanager) with `tls_config` delivers to a real `remed serve` whose `http.tls_*`
+keys name a certificate from a CA the test makes with the `openssl` CLI.
+
+Proven: an alert posted to Alertmanager becomes an incident in the daemon's journal over
+https://127.0.0.1; an Alertmanager that trusts another CA delivers nothing; plain HTTP and
+clients that do not trust the CA get no answer; with `http.tls_client_cafile` (mTLS) a client
+needs a certificate from that CA, and Alertmanager's `cert_file`/`key_file` is one."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tls_certs import Pem, issue, make_ca
+
+from remed_stack.procs import free_port
+
+pytestmark = pytest.mark.integration
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+TOKEN = "am-tls-token"
+APPROVAL_TOKEN = "approver-tls-token"
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pem]:
+    d = tmp_path_factory.mktemp("pki")
+    ca, rogue_ca = make_ca(d, "remed-ca"), make_ca(d, "rogue-ca")
+    return {
+        "ca": ca,
+        "rogue_ca": rogue_ca,
+        "server": issue(ca, d, "remed", san="IP:127.0.0.1"),
+        "client": issue(ca, d, "alertmanager", client=True),
+        "rogue_client": issue(rogue_ca, d, "intruder", client=True),
+    }
+
+
+def client_ctx(cafile: Path, cert: Pem | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert.cert), str(cert.key))
+    return ctx
+
+
+def get(url: str, ctx: ssl.SSLContext | None = None, token: str = "") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def refused(url: str, ctx: ssl.SSLContext | None = None) -> str:
+    """The error a client meets; fails the test if the server answered at all."""
+    try:
+        status, _ = get(url, ctx, TOKEN)
+    except (OSError, http.client.HTTPException) as exc:
+        return repr(exc)
+    raise AssertionError(f"{url} answered {status}; expected the connection to fail")
+
+
+def start_remed(tmp_path: Path, pki: dict[str, Pem], mtls: bool) -> Iterator[tuple[int, Path]]:
+    state = tmp_path / "state"
+    s = pki["server"]
+    cfg = tmp_path / "remed.toml"
+    cfg.write_text(
+        f'state_dir = "{state}"\n[kafka]\nenabled = false\n'
+        f'[agents]\napproval_token = "{APPROVAL_TOKEN}"\n'
+        f'[http]\nport = 0\nbearer_token = "{TOKEN}"\n'
+        f'tls_certfile = "{s.cert}"\ntls_keyfile = "{s.key}"\n'
+        + (f'tls_client_cafile = "{pki["ca"].cert}"\n' if mtls else "")
+    )
+    log = open(tmp_path / "remed.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remed_daemon", "serve", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    ctx = client_ctx(pki["ca"].cert, pki["client"] if mtls else None)
+    try:
+        port_file = state / "http.port"
+        wait_for(lambda: port_file.exists() or proc.poll() is not None, 60, "remed to listen")
+        assert proc.poll() is None, (tmp_path / "remed.log").read_text()
+        port = int(port_file.read_text())
+
+        def ready() -> bool:
+            try:
+                return get(f"https://127.0.0.1:{port}/readyz", ctx)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 30, "readyz over https")
+        yield port, state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
+@pytest.fixture
+def remed_https(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[tuple[int, Path]]:
+    yield from start_remed(tmp_path, pki, mtls=False)
+
+
+@pytest.fixture
+def remed_mtls(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[tuple[int, Path]]:
+    yield from start_remed(tmp_path, pki, mtls=True)
+
+
+def start_alertmanager(
+    tmp_path: Path, remed_port: int, tls_config: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    receiver = {
+        "name": "remed",
+        "webhook_configs": [
+            {
+                "url": f"https://127.0.0.1:{remed_port}/webhook/alertmanager",
+                "send_resolved": True,
+                "http_config": {
+                    "authorization": {"type": "Bearer", "credentials": TOKEN},
+                    "tls_config": tls_config,
+                },
+            }
+        ],
+    }
+    route = {"receiver": "remed", "group_by": ["alertname", "instance"], "group_wait": "0s",
+             "group_interval": "1s", "repeat_interval": "1h"}  # fmt: skip
+    conf = tmp_path / f"am-{port}.yml"
+    conf.write_text(json.dumps({"route": route, "receivers": [receiver]}))  # JSON is YAML
+    log = tmp_path / f"am-{port}.log"
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={conf}",
+            f"--storage.path={tmp_path / f'am-data-{port}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=debug",
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def ready() -> bool:
+        try:
+            return get(f"http://127.0.0.1:{port}/-/ready")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 30, "alertmanager ready")
+    return proc, port, log
+
+
+def post_alert(am_port: int, labels: dict[str, str]) -> None:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    alert = {"labels": labels, "annotations": {"summary": "cart returns 503"}, "startsAt": now}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{am_port}/api/v2/alerts",
+        data=json.dumps([alert]).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+
+
+def incidents(state: Path) -> list[tuple[str, str, str]]:
+    db = state / "journal.sqlite3"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT source, target, state FROM incidents").fetchall()
+
+
+def test_alertmanager_delivers_over_https(
+    tmp_path: Path, pki: dict[str, Pem], remed_https: tuple[int, Path]
+) -> None:
+    port, state = remed_https
+    base = f"https://127.0.0.1:{port}"
+    trusting = client_ctx(pki["ca"].cert)
+    am, am_port, _ = start_alertmanager(tmp_path, port, {"ca_file": str(pki["ca"].cert)})
+    wrong, wrong_port, wrong_log = start_alertmanager(
+        tmp_path, port, {"ca_file": str(pki["rogue_ca"].cert)}
+    )
+    try:
+        post_alert(wrong_port, {"alertname": "CartDown", "service": "cart", "instance": "bad:1"})
+        post_alert(am_port, {"alertname": "CartDown", "service": "cart", "instance": "app:9100"})
+        wait_for(lambda: incidents(state), 30, "an incident from alertmanager over https")
+        wait_for(lambda: incidents(state)[0][2] == "shadow", 30, "the remediation to finish")
+        # the Alertmanager that trusts another CA refuses the daemon's certificate
+        wait_for(
+            lambda: "certificate signed by unknown authority" in wrong_log.read_text(),
+            30,
+            "the wrong-CA Alertmanager to fail verification",
+        )
+        assert incidents(state) == [("alertmanager", "cart@app", "shadow")]
+
+        # the same listener serves the approval endpoint, over TLS only
+        assert get(f"{base}/approvals", trusting, APPROVAL_TOKEN)[0] == 200
+        assert get(f"{base}/approvals", trusting, TOKEN)[0] == 401  # the webhook's is not it
+        for path in ("/webhook/alertmanager", "/approvals", "/healthz"):
+            refused(f"http://127.0.0.1:{port}{path}")  # plain HTTP on the HTTPS port
+        err = refused(f"{base}/healthz", client_ctx(pki["rogue_ca"].cert))
+        assert "CERTIFICATE_VERIFY_FAILED" in err, err
+    finally:
+        for proc in (am, wrong):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_mtls_needs_a_client_certificate_from_the_ca(
+    tmp_path: Path, pki: dict[str, Pem], remed_mtls: tuple[int, Path]
+) -> None:
+    port, state = remed_mtls
+    base = f"https://127.0.0.1:{port}"
+    ca = str(pki["ca"].cert)
+    am, am_port, _ = start_alertmanager(
+        tmp_path,
+        port,
+        {"ca_file": ca, "cert_file": str(pki["client"].cert), "key_file": str(pki["client"].key)},
+    )
+    anonymous, anon_port, anon_log = start_alertmanager(tmp_path, port, {"ca_file": ca})
+    try:
+        post_alert(anon_port, {"alertname": "CartDown", "service": "cart", "instance": "anon:1"})
+        post_alert(am_port, {"alertname": "CartDown", "service": "cart", "instance": "app:9100"})
+        wait_for(lambda: incidents(state), 30, "an incident from alertmanager over mTLS")
+        wait_for(
+            lambda: "Notify attempt failed" in anon_log.read_text(),
+            30,
+            "the Alertmanager without a client certificate to fail",
+        )
+        assert [r[:2] for r in incidents(state)] == [("alertmanager", "cart@app")]
+
+        good = client_ctx(pki["ca"].cert, pki["client"])
+        assert get(f"{base}/healthz", good)[0] == 200
+        refused(f"{base}/healthz", client_ctx(pki["ca"].cert))  # no client certificate
+        refused(f"{base}/healthz", client_ctx(pki["ca"].cert, pki["rogue_client"]))
+        refused(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        for proc in (am, anonymous):
+            proc.terminate()
+            proc.wait(timeout=30)
