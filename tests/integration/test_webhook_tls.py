@@ -4,13 +4,16 @@ keys name a certificate from a CA the test makes with the `openssl` CLI.
 
 Proven: an alert posted to Alertmanager becomes an incident in the daemon's journal over
 https://127.0.0.1; an Alertmanager that trusts another CA delivers nothing; plain HTTP and
-clients that do not trust the CA get no answer; with `http.tls_client_cafile` (mTLS) a client
-needs a certificate from that CA, and Alertmanager's `cert_file`/`key_file` is one."""
+clients that do not trust the CA get no answer; a renewed certificate is served after SIGHUP;
+with `http.tls_client_cafile` (mTLS) a client needs a certificate from that CA, and
+Alertmanager's `cert_file`/`key_file` is one."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import signal
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -19,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,9 +87,19 @@ def refused(url: str, ctx: ssl.SSLContext | None = None) -> str:
     raise AssertionError(f"{url} answered {status}; expected the connection to fail")
 
 
-def start_remed(tmp_path: Path, pki: dict[str, Pem], mtls: bool) -> Iterator[tuple[int, Path]]:
+@dataclass(frozen=True)
+class Remed:
+    port: int
+    state: Path
+    proc: subprocess.Popen[bytes]
+
+
+def start_remed(tmp_path: Path, pki: dict[str, Pem], mtls: bool) -> Iterator[Remed]:
     state = tmp_path / "state"
-    s = pki["server"]
+    # the daemon's own copies, so that a test may renew them in place
+    s = Pem(tmp_path / "remed.crt", tmp_path / "remed.key")
+    s.cert.write_bytes(pki["server"].cert.read_bytes())
+    s.key.write_bytes(pki["server"].key.read_bytes())
     cfg = tmp_path / "remed.toml"
     cfg.write_text(
         f'state_dir = "{state}"\n[kafka]\nenabled = false\n'
@@ -114,7 +128,7 @@ def start_remed(tmp_path: Path, pki: dict[str, Pem], mtls: bool) -> Iterator[tup
                 return False
 
         wait_for(ready, 30, "readyz over https")
-        yield port, state
+        yield Remed(port, state, proc)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -122,12 +136,12 @@ def start_remed(tmp_path: Path, pki: dict[str, Pem], mtls: bool) -> Iterator[tup
 
 
 @pytest.fixture
-def remed_https(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[tuple[int, Path]]:
+def remed_https(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[Remed]:
     yield from start_remed(tmp_path, pki, mtls=False)
 
 
 @pytest.fixture
-def remed_mtls(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[tuple[int, Path]]:
+def remed_mtls(tmp_path: Path, pki: dict[str, Pem]) -> Iterator[Remed]:
     yield from start_remed(tmp_path, pki, mtls=True)
 
 
@@ -197,10 +211,25 @@ def incidents(state: Path) -> list[tuple[str, str, str]]:
         return conn.execute("SELECT source, target, state FROM incidents").fetchall()
 
 
+def served_common_name(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # only reading the name
+        with ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+        input=pem, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split("commonName", 1)[1].split("=", 1)[1].strip()
+
+
 def test_alertmanager_delivers_over_https(
-    tmp_path: Path, pki: dict[str, Pem], remed_https: tuple[int, Path]
+    tmp_path: Path, pki: dict[str, Pem], remed_https: Remed
 ) -> None:
-    port, state = remed_https
+    port, state = remed_https.port, remed_https.state
     base = f"https://127.0.0.1:{port}"
     trusting = client_ctx(pki["ca"].cert)
     am, am_port, _ = start_alertmanager(tmp_path, port, {"ca_file": str(pki["ca"].cert)})
@@ -227,6 +256,16 @@ def test_alertmanager_delivers_over_https(
             refused(f"http://127.0.0.1:{port}{path}")  # plain HTTP on the HTTPS port
         err = refused(f"{base}/healthz", client_ctx(pki["rogue_ca"].cert))
         assert "CERTIFICATE_VERIFY_FAILED" in err, err
+
+        # a renewed certificate written over the files is served after SIGHUP, no restart
+        assert served_common_name(port) == "remed"
+        renewed = issue(pki["ca"], tmp_path, "remed-renewed", san="IP:127.0.0.1")
+        for src, dst in ((renewed.cert, "remed.crt"), (renewed.key, "remed.key")):
+            (tmp_path / f"{dst}.new").write_bytes(src.read_bytes())
+            (tmp_path / f"{dst}.new").rename(tmp_path / dst)
+        remed_https.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: served_common_name(port) == "remed-renewed", 30, "the renewed cert")
+        assert get(f"{base}/readyz", trusting)[0] == 200
     finally:
         for proc in (am, wrong):
             proc.terminate()
@@ -234,9 +273,9 @@ def test_alertmanager_delivers_over_https(
 
 
 def test_mtls_needs_a_client_certificate_from_the_ca(
-    tmp_path: Path, pki: dict[str, Pem], remed_mtls: tuple[int, Path]
+    tmp_path: Path, pki: dict[str, Pem], remed_mtls: Remed
 ) -> None:
-    port, state = remed_mtls
+    port, state = remed_mtls.port, remed_mtls.state
     base = f"https://127.0.0.1:{port}"
     ca = str(pki["ca"].cert)
     am, am_port, _ = start_alertmanager(
