@@ -103,7 +103,24 @@ def _bootstrap_hosts(bootstrap: str) -> list[tuple[str, int]]:
 
 
 def describe_refusal(cfg: KafkaConfig, exc: BaseException) -> KafkaAuthError | None:
-    """The KafkaAuthError an exception from connecting to the broker stands for, if any."""
+    """The KafkaAuthError an exception from connecting to the broker stands for, if any.
+
+    A TLS alert that arrives after the handshake (TLS 1.3 reports a refused client certificate
+    on the first read) reaches us as aiokafka's "Connection closed" caused by the SSLError, so
+    the chain of causes is searched too.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        refusal = _describe_one(cfg, cause)
+        if refusal is not None:
+            return refusal
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _describe_one(cfg: KafkaConfig, exc: BaseException) -> KafkaAuthError | None:
     where = f"Kafka at {cfg.bootstrap} ({cfg.security_protocol})"
     if isinstance(exc, SaslAuthenticationFailed):
         return KafkaAuthError(
@@ -125,6 +142,8 @@ def describe_refusal(cfg: KafkaConfig, exc: BaseException) -> KafkaAuthError | N
             "CA that signed it, and make sure the certificate names the host in "
             "kafka.bootstrap"
         )
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return None  # the peer went away mid-handshake: an outage, retried like one
     if isinstance(exc, ssl.SSLError):
         return KafkaAuthError(
             f"{where}: the TLS handshake failed ({exc}). Check that the listener speaks TLS, "

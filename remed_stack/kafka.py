@@ -3,6 +3,13 @@
 The jars come from Maven Central (`make setup` resolves `kafka_runtime/pom.xml` into
 `.cache/kafka/libs`); this module formats the storage on first start, runs `kafka.Kafka` with a
 bounded heap, waits until the broker answers metadata requests, and creates remed's topics.
+
+The stack's broker has one PLAINTEXT listener. Tests of remed's transport security start a
+broker of their own with extra listeners beside it (`Kafka(paths, extra_listeners=("SSL",
+"SASL_SSL"), extra_config=..., scram_users=...)`): each is named after its security protocol and
+gets a port from the OS; the PLAINTEXT listener stays for the broker's own traffic and for
+creating topics, and SCRAM users are written into the metadata log when the storage is
+formatted (`kafka-storage format --add-scram`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,21 @@ TOPICS = (
 )
 
 
+@dataclass(frozen=True)
+class ScramUser:
+    """A SASL/SCRAM login created with the broker's storage (first start only)."""
+
+    name: str
+    password: str
+    mechanism: str = "SCRAM-SHA-512"
+
+    def format_arg(self) -> str:
+        return f"--add-scram={self.mechanism}=[name={self.name},password={self.password}]"
+
+
+LISTENER_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
 def new_cluster_id() -> str:
     """16 random bytes, URL-safe base64 without padding, as `kafka-storage random-uuid` makes.
 
@@ -59,8 +82,24 @@ class Kafka:
 
     name = "kafka"
 
-    def __init__(self, paths: StackPaths) -> None:
+    def __init__(
+        self,
+        paths: StackPaths,
+        *,
+        extra_listeners: Sequence[str] = (),
+        extra_config: Mapping[str, str] | None = None,
+        scram_users: Sequence[ScramUser] = (),
+    ) -> None:
+        """`extra_listeners`: security protocols (SSL, SASL_PLAINTEXT, SASL_SSL), one listener
+        each beside PLAINTEXT; `extra_config`: more server.properties lines (TLS stores, SASL
+        mechanisms, per-listener settings); `scram_users`: logins to create at format time."""
+        unknown = [p for p in extra_listeners if p not in LISTENER_PROTOCOLS]
+        if unknown:
+            raise ValueError(f"unknown listener protocol(s) {unknown}: use {LISTENER_PROTOCOLS}")
         self.paths = paths
+        self.extra_listeners = tuple(extra_listeners)
+        self.extra_config = dict(extra_config or {})
+        self.scram_users = tuple(scram_users)
         self.dir = paths.component_dir(self.name)
         self.pidfile = self.dir / "kafka.pid"
         self.logfile = self.dir / "kafka.log"
@@ -72,6 +111,12 @@ class Kafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self._state()['port']}"
+
+    def listener_bootstrap(self, protocol: str) -> str:
+        """The address of the extra listener for `protocol` (e.g. "SASL_SSL")."""
+        if protocol not in self.extra_listeners:
+            raise KeyError(f"this broker has no {protocol} listener: {self.extra_listeners}")
+        return f"127.0.0.1:{self._state()['listener_ports'][protocol]}"
 
     def up(self) -> None:
         if procs.live_process(self.pidfile) is None:
@@ -101,13 +146,18 @@ class Kafka:
     def _state(self) -> dict[str, Any]:
         if self.statefile.exists():
             state: dict[str, Any] = json.loads(self.statefile.read_text())
-            return state
-        state = {
-            "port": procs.free_port(),
-            "controller_port": procs.free_port(),
-            "cluster_id": new_cluster_id(),
-        }
-        self.statefile.write_text(json.dumps(state))
+        else:
+            state = {
+                "port": procs.free_port(),
+                "controller_port": procs.free_port(),
+                "cluster_id": new_cluster_id(),
+            }
+        ports: dict[str, int] = state.setdefault("listener_ports", {})
+        missing = [p for p in self.extra_listeners if p not in ports]
+        for protocol in missing:
+            ports[protocol] = procs.free_port()
+        if missing or not self.statefile.exists():
+            self.statefile.write_text(json.dumps(state))
         return state
 
     def _java(self) -> list[str]:
@@ -130,6 +180,9 @@ class Kafka:
     def _write_config(self) -> Path:
         state = self._state()
         port, cport = state["port"], state["controller_port"]
+        extra = [(p, state["listener_ports"][p]) for p in self.extra_listeners]
+        listeners = ",".join(f"{p}://127.0.0.1:{n}" for p, n in extra)
+        protocol_map = "".join(f",{p}:{p}" for p, _ in extra)
         config = self.dir / "server.properties"
         config.write_text(
             "\n".join(
@@ -137,11 +190,14 @@ class Kafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{cport}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
+                    + (f",{listeners}" if listeners else ""),
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}"
+                    + (f",{listeners}" if listeners else ""),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+                    + protocol_map,
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
                     "auto.create.topics.enable=false",
@@ -153,6 +209,7 @@ class Kafka:
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
                     "log.retention.hours=24",
+                    *(f"{k}={v}" for k, v in self.extra_config.items()),
                     "",
                 ]
             )
@@ -174,6 +231,7 @@ class Kafka:
                     # argument the option parser would read it as an option.
                     f"--cluster-id={self._state()['cluster_id']}",
                     f"--config={config}",
+                    *(u.format_arg() for u in self.scram_users),
                 ],
                 capture_output=True,
                 text=True,
