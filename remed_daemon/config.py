@@ -79,15 +79,80 @@ class KafkaConfig:
     outbox_retry_initial_s: float = 0.5
     outbox_retry_max_s: float = 30.0
     producer_linger_ms: int = 5
+    # A report older than this (its `observed_at`, else the Kafka record's timestamp) is not
+    # remediated: its outcome is `expired`. A consumer that fell behind, or a new consumer
+    # group reading from the start, must not replay yesterday's alerts against today's hosts.
+    max_report_age_s: float = 3600.0
+    # Transport security of every Kafka client (kafka_security.py). SSL: TLS, the broker
+    # verified against ssl_cafile (empty = the system CA store), ssl_certfile/ssl_keyfile for
+    # mutual TLS; SASL_SSL: TLS plus a SASL login (PLAIN or SCRAM) with sasl_username and
+    # sasl_password (prefer REMED_KAFKA_SASL_PASSWORD_FILE).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: Secret = field(default_factory=lambda: Secret(""))
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    sasl_username: str = ""
+    sasl_password: Secret = field(default_factory=lambda: Secret(""))
 
     def __post_init__(self) -> None:
-        _positive(self, "session_timeout_ms", "queue_max_items", "request_timeout_ms")
+        _positive(self, "session_timeout_ms", "queue_max_items", "request_timeout_ms",
+                  "max_report_age_s")  # fmt: skip
+        self._check_security()
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ConfigError(
                 "kafka.heartbeat_interval_ms must be at most a third of kafka.session_timeout_ms "
                 f"(got {self.heartbeat_interval_ms} and {self.session_timeout_ms}): lower the "
                 "heartbeat or raise the session timeout"
             )
+
+    def _check_security(self) -> None:
+        proto = self.security_protocol
+        tls, sasl = proto in ("SSL", "SASL_SSL"), proto in ("SASL_PLAINTEXT", "SASL_SSL")
+        ssl_keys = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+        set_ssl = [k for k in ssl_keys if getattr(self, k)]
+        if set_ssl and not tls:
+            raise ConfigError(
+                f"kafka.{set_ssl[0]} is set but kafka.security_protocol = {proto!r} does not "
+                "use TLS: set security_protocol = 'SSL' or 'SASL_SSL', or remove the ssl_ keys"
+            )
+        set_sasl = [k for k in ("sasl_mechanism", "sasl_username", "sasl_password")
+                    if getattr(self, k)]  # fmt: skip
+        if set_sasl and not sasl:
+            raise ConfigError(
+                f"kafka.{set_sasl[0]} is set but kafka.security_protocol = {proto!r} has no "
+                "SASL login: set security_protocol = 'SASL_SSL', or remove the sasl_ keys"
+            )
+        if sasl:
+            missing = [k for k in ("sasl_mechanism", "sasl_username", "sasl_password")
+                       if not getattr(self, k)]  # fmt: skip
+            if missing:
+                raise ConfigError(
+                    f"kafka.security_protocol = {proto!r} needs "
+                    + ", ".join(f"kafka.{k}" for k in missing)
+                    + " (mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; the password best "
+                    "from REMED_KAFKA_SASL_PASSWORD_FILE)"
+                )
+            if proto == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+                raise ConfigError(
+                    "kafka.sasl_mechanism = 'PLAIN' over security_protocol = 'SASL_PLAINTEXT' "
+                    "sends the password in clear text: use 'SASL_SSL', or a SCRAM mechanism"
+                )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError(
+                "kafka.ssl_keyfile is set without kafka.ssl_certfile: mutual TLS needs the "
+                "client certificate too"
+            )
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(
+                    f"kafka.{key} {path!r} is not a file: give the path of a PEM file that "
+                    "the remed user may read"
+                )
+        # The files are loaded when the daemon starts (kafka_security.py), not here: operator
+        # commands read this config too and need not be able to read the daemon's key.
 
 
 @dataclass(frozen=True)
