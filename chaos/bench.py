@@ -4,8 +4,10 @@ Per case (chaostoolkit's shape: steady state → method → rollbacks that alway
 steady-state probe (reset the shop if it does not hold) → inject → confirm (the category check
 must fail, else the case leaves the denominator, as in MicroRemed) → diagnosis report →
 remediator → verify (category check + steady state, fault left in place) → cleanup (always) →
-reset to the baseline. Every case leaves a JSON journal in DIR/cases/; DIR/summary.json,
-DIR/summary.md and DIR/success_by_category.png summarise the run.
+reset to the baseline. A remediator's plan goes through the daemon's guard first
+(chaos.remediators.apply_guarded): a refused plan, or a high-risk one nobody approved, is a case
+not recovered, with the verdict in the case file. Every case leaves a JSON journal in
+DIR/cases/; DIR/summary.json, DIR/summary.md and DIR/success_by_category.png summarise the run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 from chaos.faults import Fault, make_fault
 from chaos.lab import probes, provision
 from chaos.lab.hosts import Lab
-from chaos.remediators import Remediation, Remediator
+from chaos.remediators import (
+    CHECK_FAILED,
+    NEEDS_APPROVAL,
+    REJECTED,
+    Remediation,
+    Remediator,
+)
 from chaos.scenario import Scenario, diagnosis
 
 
@@ -83,7 +91,9 @@ def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult
         result.tokens = dict(remediation.tokens)
         verify = _timed(t, "verify", fault.verify)
         result.verification = dataclasses.asdict(verify)
-        result.recovered = verify.ok
+        # A plan the guard refused, or one left waiting for a person, fixed nothing even if
+        # the fault went away by itself.
+        result.recovered = verify.ok and remediation.applied
         if verify.ok:
             t["ttr_s"] = round(time.monotonic() - remediation_started, 3)
     except Exception as exc:
@@ -126,6 +136,19 @@ def summarise(
         rate = cat["recovered"] / cat["injected"] if cat["injected"] else None
         cat["success_rate"] = None if rate is None else round(rate, 3)
     resets = [r.timings.get("reset_s", 0.0) for r in results]
+    # what the guard did to the plans of confirmed injections (see chaos.remediators)
+    guard: dict[str, Any] = {REJECTED: 0, NEEDS_APPROVAL: 0, CHECK_FAILED: 0}
+    guard["approved_by_bench"] = 0
+    rules: dict[str, int] = {}
+    for r in injected:
+        status = r.remediation.get("status")
+        if status in guard:
+            guard[status] += 1
+        guard["approved_by_bench"] += bool(r.remediation.get("approved_by"))
+        if status == REJECTED:
+            for v in (r.remediation.get("guard") or {}).get("violations", []):
+                rules[v["rule"]] = rules.get(v["rule"], 0) + 1
+    guard["rules"] = dict(sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])))
     return {
         "suite": suite,
         "remediator": remediator,
@@ -144,6 +167,7 @@ def summarise(
             "prompt": sum(r.tokens.get("prompt", 0) for r in results),
             "completion": sum(r.tokens.get("completion", 0) for r in results),
         },
+        "guard": guard,
         "mean_reset_s": round(statistics.mean(resets), 3) if resets else 0.0,
         "errors": sum(r.error is not None for r in results),
         "cleanup_errors": sum(r.cleanup_error is not None for r in results),
@@ -161,6 +185,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"p90 {summary['p90_ttr_s']} s; mean attempts {summary['mean_attempts']}; tokens "
         f"{summary['tokens']['prompt']}+{summary['tokens']['completion']}; mean reset "
         f"{summary['mean_reset_s']} s; run {summary['duration_s']} s",
+        "",
+        _guard_line(summary.get("guard") or {}),
         "",
         "| category | cases | injected | recovered | success |",
         "|---|---:|---:|---:|---:|",
@@ -183,6 +209,17 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {name} | {cat['cases']} | {cat['injected']} | {cat['recovered']} | {rate} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _guard_line(guard: dict[str, Any]) -> str:
+    rules = ", ".join(f"{k} {v}" for k, v in list(guard.get("rules", {}).items())[:8])
+    return (
+        f"guard: {guard.get(REJECTED, 0)} plan(s) rejected"
+        + (f" ({rules})" if rules else "")
+        + f", {guard.get(NEEDS_APPROVAL, 0)} left waiting for approval, "
+        f"{guard.get(CHECK_FAILED, 0)} stopped by the check run, "
+        f"{guard.get('approved_by_bench', 0)} high-risk run with the bench approving"
+    )
 
 
 def chart(out: Path, summary: dict[str, Any]) -> Path:

@@ -1,11 +1,19 @@
 """The remediators `remed bench` compares, and ansible-runner execution of their playbooks.
 
-- oracle: the expert playbook for the category (chaos/playbooks.py), run with ansible-runner.
-- rules: the static runbook (restart the alerting service), run with ansible-runner.
-- model: one-shot plan from Triton's `remed_planner` (async HTTP client), the ```yaml block
-  extracted and run with ansible-runner.
+- oracle: the expert playbook for the category (chaos/playbooks.py).
+- rules: the static runbook (restart the alerting service).
+- model: one plan from Triton's `remed_planner` through the daemon's own planner client
+  (`remed_daemon.agents.plan.TritonPlanner`: timeouts, retries, breaker, playbook extraction),
+  with the daemon's prompt and topology facts for the target. One shot: no probes and no second
+  attempt (`--remediator daemon` measures the daemon's whole loop).
 - daemon: the report published on Kafka `remed.diagnoses`; the daemon's outcome awaited on
   `remed.outcomes` (the daemon runs the playbook itself).
+
+The first three hand their playbook to `apply_guarded`, which does what the daemon does before a
+plan may touch a host (`remed_daemon.agents.guard.check_playbook` for the incident's hosts):
+refused → nothing runs and the case fails with the guard's violations; high risk → a person
+would have to approve it; medium → `--check --diff` first (the daemon's check run), and a check
+run that fails stops the plan. The case file keeps the verdict (`remediation.guard`).
 """
 
 from __future__ import annotations
@@ -13,28 +21,40 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chaos.faults import Fault
 from chaos.lab.hosts import Lab
 from chaos.playbooks import oracle_playbook, rules_playbook
 from chaos.scenario import Scenario
 
+if TYPE_CHECKING:
+    from remed_daemon.agents.check import CheckRun
+    from remed_daemon.agents.guard import GuardVerdict
+    from remed_daemon.agents.plan import AgentPlanner, PlanRequest
+    from remed_daemon.agents.topology import ServiceFacts, Topology
+
 PLAYBOOK_TIMEOUT_S = 60
+CHECK_TIMEOUT_S = 120.0  # the daemon's agents.check_timeout_s default
 MODEL_TIMEOUT_S = 120.0
 MODEL_MAX_TOKENS = 384
 DAEMON_TIMEOUT_S = 180.0
 OUTCOMES_TOPIC = "remed.outcomes"
 DIAGNOSES_TOPIC = "remed.diagnoses"
-YAML_BLOCK = re.compile(r"```(?:yaml|yml)?\s*\n(.*?)```", re.DOTALL)
+LAB_SSH_USER = "remedops"
+# Remediation.status of a plan that did not run (the bench counts the case as not recovered)
+REJECTED, NEEDS_APPROVAL, CHECK_FAILED, NO_PLAYBOOK = (
+    "rejected", "needs_approval", "check_failed", "no_playbook"
+)  # fmt: skip
+NOT_APPLIED = frozenset({REJECTED, NEEDS_APPROVAL, CHECK_FAILED, NO_PLAYBOOK})
 
 
 @dataclass
@@ -47,9 +67,21 @@ class Remediation:
     events: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
     attempts: int = 0
-    status: str = ""  # ansible-runner status, or the daemon's outcome status
+    status: str = ""  # ansible-runner status, one of NOT_APPLIED, or the daemon's outcome status
     error: str | None = None
     outcome: dict[str, Any] | None = None
+    # The guard's verdict on the (last) plan: `remed guard check --json`'s object
+    guard: dict[str, Any] | None = None
+    # The `--check --diff` run of a medium-risk plan: {"ok", "status", "diff", "failed"}
+    check: dict[str, Any] | None = None
+    # A high-risk plan the bench ran in a person's place (reference remediators only)
+    approved_by: str = ""
+    model_version: str = ""
+
+    @property
+    def applied(self) -> bool:
+        """False when the plan was refused, needed a person, failed its check or was absent."""
+        return self.status not in NOT_APPLIED
 
 
 class Remediator(Protocol):
@@ -114,11 +146,89 @@ def _play_host(scenario: Scenario) -> str:
     return scenario.target.host
 
 
+def target_facts(scenario: Scenario, topology: Topology | None = None) -> ServiceFacts:
+    """The target's facts as the daemon sees them (its topology; the lab's by default): the
+    planner prompt's facts, and the incident's hosts the guard allows plays on."""
+    from chaos.lab.topology import HOST_ADDRESSES
+    from remed_daemon.agents import topology as topo
+
+    t = scenario.target
+    known = topo.load() if topology is None else topology
+    return topo.facts_for(known, t.service, t.host, HOST_ADDRESSES.get(t.host, t.host))
+
+
+def _guard_note(verdict: GuardVerdict) -> str:
+    parts = [f"{v.rule} ({v.task}): {v.detail}" for v in verdict.violations[:10]]
+    return "the guard refused the plan, nothing ran: " + "; ".join(parts)
+
+
+def _check_run(lab: Lab, playbook: str, hosts: list[str], extravars: dict[str, str]) -> CheckRun:
+    """The daemon's `--check --diff` run (remed_daemon.agents.check), on the lab."""
+    from opentelemetry import trace
+
+    from remed_daemon.agents.check import check_run
+    from remed_daemon.agents.execute import RunnerSettings
+
+    settings = RunnerSettings(
+        inventory=str(lab.inventory), ssh_private_key=str(lab.key), ssh_user=LAB_SSH_USER,
+        known_hosts=str(lab.known_hosts), timeout_s=CHECK_TIMEOUT_S,
+    )  # fmt: skip
+    run_dir = Path(tempfile.mkdtemp(prefix="check-", dir=lab.chaos_dir))
+    try:
+        return asyncio.run(check_run(
+            settings, playbook, run_dir=run_dir, hosts=hosts, extravars=extravars,
+            tracer=trace.get_tracer("remed.bench"), cancel=threading.Event(),
+        ))  # fmt: skip
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def apply_guarded(
+    lab: Lab, playbook: str, facts: ServiceFacts, result: Remediation, *,
+    approve_high_risk: str = "",
+) -> None:  # fmt: skip
+    """Judge `playbook` with the daemon's guard for the incident's hosts and run it only where
+    the daemon would run it on its own. `approve_high_risk` names who stands in for the person
+    a high-risk plan waits for (the reference remediators: the expert approves their own plan);
+    empty, a high-risk plan is not run and the case is not auto-remediated."""
+    from remed_daemon.agents.guard import check_playbook
+
+    hosts = facts.incident_hosts
+    verdict = check_playbook(playbook, hosts)
+    result.guard = verdict.to_json()
+    if not verdict.allowed:
+        result.status = REJECTED
+        result.error = _guard_note(verdict)[:2000]
+        return
+    high = verdict.needs_approval or verdict.risk == "high"
+    if high and not approve_high_risk:
+        why = "; ".join(f"{r.rule} ({r.task}): {r.detail}" for r in verdict.reasons[:10])
+        result.status = NEEDS_APPROVAL
+        result.error = f"high-risk plan needs a person's approval; not run: {why}"[:2000]
+        return
+    if high or verdict.check_first:
+        extravars = {"remed_host": facts.host, "remed_service": facts.name}
+        check = _check_run(lab, playbook, hosts, extravars)
+        failed = [t for t in check.tasks if t.failed or t.unreachable]
+        result.check = {
+            "ok": check.ok, "status": check.status, "diff": check.diff[:20_000],
+            "failed": [{"host": t.host, "task": t.task, "msg": t.msg} for t in failed],
+        }  # fmt: skip
+        if not check.ok:
+            result.status = CHECK_FAILED
+            result.error = check.evidence()[:2000]
+            return
+    if high:
+        result.approved_by = approve_high_risk
+    run_playbook(lab, playbook, result)
+
+
 class OracleRemediator:
     name = "oracle"
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, *, approve_high_risk: str = "bench (the expert's own plan)"):
         self.lab = lab
+        self.approve_high_risk = approve_high_risk
 
     def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
         result = Remediation(attempts=1)
@@ -126,15 +236,17 @@ class OracleRemediator:
             scenario.category, _play_host(scenario), scenario.target.service, fault.params()
         )
         result.playbooks.append(playbook)
-        run_playbook(self.lab, playbook, result)
+        apply_guarded(self.lab, playbook, target_facts(scenario), result,
+                      approve_high_risk=self.approve_high_risk)  # fmt: skip
         return result
 
 
 class RulesRemediator:
     name = "rules"
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, *, approve_high_risk: str = "bench (the runbook's own plan)"):
         self.lab = lab
+        self.approve_high_risk = approve_high_risk
 
     def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
         result = Remediation(attempts=1)
@@ -142,76 +254,70 @@ class RulesRemediator:
             scenario.category, scenario.target.host, scenario.target.service
         )
         result.playbooks.append(playbook)
-        run_playbook(self.lab, playbook, result)
+        apply_guarded(self.lab, playbook, target_facts(scenario), result,
+                      approve_high_risk=self.approve_high_risk)  # fmt: skip
         return result
 
 
-def extract_playbook(text: str) -> str | None:
-    """The first ```yaml block of a completion (or the whole text if it is a bare play list)."""
-    match = YAML_BLOCK.search(text)
-    if match:
-        return match.group(1).strip() + "\n"
-    if text.lstrip().startswith("- "):
-        return text.strip() + "\n"
-    return None
-
-
 class ModelRemediator:
-    """One-shot generation from `remed_planner` on Triton."""
+    """One plan from `remed_planner` through the daemon's `TritonPlanner`, guarded and run as
+    the daemon would: a plan the guard refuses fails the case with its violations, and a
+    high-risk plan is not auto-remediated (nobody approves for the model)."""
 
     name = "model"
 
-    def __init__(self, lab: Lab, triton_http: str) -> None:
+    def __init__(
+        self, lab: Lab, triton_http: str, *, max_tokens: int = MODEL_MAX_TOKENS,
+        timeout_s: float = MODEL_TIMEOUT_S, planner: AgentPlanner | None = None,
+    ) -> None:  # fmt: skip
+        """`planner`: another of the daemon's planners in Triton's place (tests use the
+        daemon's file-backed OraclePlanner to stand in for a model that writes a given plan)."""
+        from remed_daemon.agents import topology as topo
+        from remed_daemon.agents.plan import TritonPlanner, TritonSettings
+
         self.lab = lab
-        self.url = triton_http.removeprefix("http://")
+        self.planner: AgentPlanner = planner or TritonPlanner(
+            TritonSettings(url=triton_http, timeout_s=timeout_s, max_tokens=max_tokens)
+        )
+        self.topology = topo.load()
 
-    async def generate(
-        self, prompt: str, max_tokens: int = MODEL_MAX_TOKENS
-    ) -> tuple[str, int, int]:
-        import numpy as np
-        import tritonclient.http.aio as httpclient
+    @staticmethod
+    def request(
+        scenario: Scenario, report: dict[str, Any], topology: Topology | None = None
+    ) -> PlanRequest:
+        """The daemon's first plan request for this report, without probe output."""
+        from remed_daemon.agents.plan import PlanRequest
 
-        client = httpclient.InferenceServerClient(self.url, conn_timeout=MODEL_TIMEOUT_S)
-        try:
-            text = httpclient.InferInput("text_input", [1], "BYTES")
-            text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
-            limit = httpclient.InferInput("max_tokens", [1], "INT32")
-            limit.set_data_from_numpy(np.array([max_tokens], dtype=np.int32))
-            async with asyncio.timeout(MODEL_TIMEOUT_S):
-                response = await client.infer("remed_planner", [text, limit])
-            out = response.as_numpy("text_output")
-            completion = out.reshape(-1)[0]
-            completion = completion.decode() if isinstance(completion, bytes) else str(completion)
-            prompt_tokens = int(response.as_numpy("prompt_tokens").reshape(-1)[0])
-            completion_tokens = int(response.as_numpy("completion_tokens").reshape(-1)[0])
-            return completion, prompt_tokens, completion_tokens
-        finally:
-            await client.close()
+        facts = target_facts(scenario, topology)
+        return PlanRequest(
+            report=report, service=facts.name, host=facts.host,
+            category=str(report.get("category") or ""), facts=facts.describe(),
+        )  # fmt: skip
 
     @staticmethod
     def prompt(scenario: Scenario, report: dict[str, Any]) -> str:
-        from chaos.lab import topology as topo
-        from remed_daemon.agents.prompt import build_plan_prompt
-
-        return build_plan_prompt(report, [topo.facts(scenario.target.service)])
+        return ModelRemediator.request(scenario, report).prompt()
 
     def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
+        from remed_daemon.errors import PlannerUnavailable
+
         result = Remediation(attempts=1)
-        prompt = self.prompt(scenario, report)
-        result.prompts.append(prompt)
+        request = self.request(scenario, report, self.topology)
+        result.prompts.append(request.prompt())
         try:
-            completion, p_tok, c_tok = asyncio.run(self.generate(prompt))
-        except Exception as exc:
-            result.error = f"triton: {type(exc).__name__}: {exc}"[:500]
+            draft = asyncio.run(self.planner.plan(request))
+        except PlannerUnavailable as exc:
+            result.error = f"triton: {exc}"[:500]
             return result
-        result.completions.append(completion)
-        result.tokens = {"prompt": p_tok, "completion": c_tok}
-        playbook = extract_playbook(completion)
-        if playbook is None:
-            result.error = "no ```yaml block in the model's answer"
+        result.completions.append(draft.completion)
+        result.tokens = {"prompt": draft.prompt_tokens, "completion": draft.completion_tokens}
+        result.model_version = draft.model_version
+        if not draft.playbook:
+            result.status = NO_PLAYBOOK
+            result.error = "no playbook could be extracted from the planner's answer"
             return result
-        result.playbooks.append(playbook)
-        run_playbook(self.lab, playbook, result)
+        result.playbooks.append(draft.playbook)
+        apply_guarded(self.lab, draft.playbook, target_facts(scenario, self.topology), result)
         return result
 
 
@@ -294,6 +400,8 @@ class DaemonRemediator:
         for attempt in attempts:
             if attempt.get("playbook"):
                 result.playbooks.append(str(attempt["playbook"]))
+            if isinstance(attempt.get("guard"), dict):
+                result.guard = dict(attempt["guard"])
             tokens = attempt.get("tokens") or {}
             result.tokens["prompt"] += int(tokens.get("prompt", 0) or 0)
             result.tokens["completion"] += int(tokens.get("completion", 0) or 0)

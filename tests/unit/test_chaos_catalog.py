@@ -14,7 +14,6 @@ from chaos.faults.service import CONFIG_ERRORS
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 from chaos.playbooks import oracle_playbook, rules_playbook
-from chaos.remediators import extract_playbook
 
 pytestmark = pytest.mark.unit
 
@@ -76,13 +75,6 @@ def test_rules_runbook_only_restarts_the_alerting_service() -> None:
     plays = yaml.safe_load(rules_playbook("dependency-down", "app", "cart"))
     assert plays[0]["hosts"] == "app"
     assert "supervisorctl restart cart" in str(plays[0]["tasks"])
-
-
-def test_extract_playbook_from_a_completion() -> None:
-    text = "Here you go:\n```yaml\n- hosts: app\n  tasks: []\n```\ntrailing"
-    assert extract_playbook(text) == "- hosts: app\n  tasks: []\n"
-    assert extract_playbook("- hosts: app\n") == "- hosts: app\n"
-    assert extract_playbook("I cannot help") is None
 
 
 def test_summary_counts_only_confirmed_injections() -> None:
