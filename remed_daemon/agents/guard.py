@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import yaml
 
-from remed_daemon.agents import guard_shell
+from remed_daemon.agents import guard_shell, guard_shell_processes, guard_templates
 from remed_daemon.agents.guard_paths import (
     HIGH,
     LEVEL_NAMES,
@@ -267,6 +267,7 @@ LOOP_OK = frozenset(
 )  # fmt: skip
 ALLOWED_COLLECTIONS = frozenset({"ansible.builtin", "ansible.legacy"})
 EXPR_KEYS = frozenset({"when", "changed_when", "failed_when", "until", "that", "var"})
+_DUNDER_WORD = re.compile(r"__\w+__")
 _JINJA_BLOCK = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.S)
 _JINJA_DANGER: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"\b(lookup|query|q)\s*\("), "controller.lookup",
@@ -484,8 +485,13 @@ def _service_state(name: str | None, state: str, enabled: Any, c: _ModCtx, modul
                      f"{module} stops or disables {unit}: keeps the host reachable")  # fmt: skip
             return
         c.fx.add(MEDIUM if state != "absent" else HIGH, "service.stop", f"{module} {state} {unit}")
+        c.fx.stopped.add(unit)
+        if guard_shell_processes.is_data_store(unit):
+            c.fx.add(HIGH, "service.data_store_stop", f"{module} {state} {unit}: a data store")
         return
     if state in ("restarted", "reloaded", "started", "present", "", "running"):
+        if state in ("restarted", "reloaded", "started", "running"):
+            c.fx.started.add(unit)
         if critical:
             c.fx.add(HIGH, "service.critical_restart", f"{module} {state} {unit}")
         if enabled is not None and _truthy(enabled):
@@ -910,6 +916,8 @@ class _Checker:
     defs: dict[str, list[Any]] = field(default_factory=dict)
     tasks: list[_Task] = field(default_factory=list)
     play_hosts: set[str] = field(default_factory=set)
+    # (task label, services it stops, services it starts), in playbook order.
+    service_events: list[tuple[str, set[str], set[str]]] = field(default_factory=list)
 
     def add(self, level: int, rule: str, task: str, detail: str) -> None:
         self.found.append((level, Violation(rule, task, detail[:300])))
@@ -957,6 +965,19 @@ class _Checker:
         self._collect_defs(data)
         for task in self.tasks:
             self._task_module(task)
+        self._left_stopped()
+
+    def _left_stopped(self) -> None:
+        """A service stopped by one task and started by no later task stays down: high risk."""
+        down: dict[str, str] = {}
+        for label, stopped, started in self.service_events:
+            for unit in started:
+                down.pop(unit, None)
+            for unit in stopped - started:
+                down[unit] = label
+        for unit, label in sorted(down.items()):
+            self.add(HIGH, "service.left_stopped", label,
+                     f"stops {unit} and no later task starts it again")  # fmt: skip
 
     def _keys(self, data: Mapping[str, Any], allowed: frozenset[str], label: str) -> None:
         for key in data:
@@ -1214,6 +1235,7 @@ class _Checker:
                 self.add(f.level, f.rule, label, f.detail)
             self.files |= fx.files
             self.services |= fx.services
+            self.service_events.append((label, set(fx.stopped), set(fx.started)))
 
     # -- templates ---------------------------------------------------------------------------
 
@@ -1235,6 +1257,13 @@ class _Checker:
             self._jinja_text(node, label, expression=key in EXPR_KEYS)
 
     def _jinja_text(self, text: str, label: str, *, expression: bool) -> None:
+        # The rule: the template as ansible-core's Jinja parses it (guard_templates).
+        for finding in guard_templates.judge(text, expression=expression):
+            self.add(REJECT, finding.rule, label, f"{finding.detail}: {text.strip()[:80]}")
+        if _DUNDER_WORD.fullmatch(text.strip()):
+            # A bare `__class__` value exists only to be used as a subscript key elsewhere.
+            self.add(REJECT, "jinja.sandbox", label, f"value {text.strip()!r} names an internal")
+        # A second opinion only: patterns over the text, for spellings the AST walk might miss.
         parts = [text] if expression else []
         parts += [m.group(1) or m.group(2) or "" for m in _JINJA_BLOCK.finditer(text)]
         if ("{{" in text or "{%" in text) and not _JINJA_BLOCK.search(text):

@@ -36,6 +36,10 @@ class Effects:
     findings: list[Finding] = field(default_factory=list)
     files: set[str] = field(default_factory=set)
     services: set[str] = field(default_factory=set)
+    # Services this task stops (or kills) and starts (or restarts): the guard compares them
+    # across the playbook, since a stop with no later start leaves the service down.
+    stopped: set[str] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)
 
     def add(self, level: int, rule: str, detail: str) -> None:
         self.findings.append(Finding(level, rule, detail[:300]))
@@ -326,7 +330,10 @@ def read_level(path: str | None) -> tuple[int, str, str]:
     return LOW, "", ""
 
 
-_ROTATED = re.compile(r"(\.\d+|\.gz|\.bz2|\.xz|\.zst|\.old|\.bak|-\d{8,})(\.gz)?$")
+# A rotated or compressed log, named or by glob: `app.log.1`, `*.gz`, `*.[0-9]`, `*.log.[0-9]*`.
+_ROTATED = re.compile(
+    r"(\.\d+|\.\[\d-\d\]\*?|\.gz|\.bz2|\.xz|\.zst|\.old|\.bak|-\d{8,}|-\[\d-\d\]\*)(\.gz)?$"
+)
 
 
 def delete_level(path: str | None, *, recursive: bool, what: str = "deletes") -> tuple[int, str]:

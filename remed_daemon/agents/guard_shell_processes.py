@@ -32,6 +32,36 @@ CRITICAL_SERVICES = frozenset(
         "auditd", "sudo", "cron", "crond", "containerd", "docker", "kubelet", "all", "*",
     }
 )  # fmt: skip
+# Data stores: stopping or killing one loses in-flight writes and takes down every service that
+# depends on it, so a person approves it (high), even when the playbook starts it again.
+DATA_STORES = frozenset(
+    {
+        "redis", "redis-server", "postgres", "postgresql", "mysql", "mysqld", "mariadb",
+        "mariadbd", "memcached", "mongod", "mongodb", "etcd", "kafka", "zookeeper",
+        "elasticsearch", "opensearch", "cassandra", "rabbitmq", "rabbitmq-server", "clickhouse",
+        "clickhouse-server", "influxdb", "influxd", "minio", "valkey", "valkey-server",
+    }
+)  # fmt: skip
+_STOP_ACTIONS = frozenset({"stop", "disable", "mask", "kill", "freeze", "remove", "signal"})
+
+
+def is_data_store(unit: str) -> bool:
+    base = re.sub(r"(@.*|-\d+(\.\d+)*|\d+)$", "", unit.removesuffix(".service"))
+    return base in DATA_STORES or unit.removesuffix(".service") in DATA_STORES
+
+
+def data_store_in_pattern(pattern: str) -> str | None:
+    """The data store a kill pattern (`pkill -f redis-server`) reaches, if any."""
+    for store in sorted(DATA_STORES, key=len, reverse=True):
+        try:
+            if re.search(pattern, store) or store in pattern:
+                return store
+        except re.error:
+            if store in pattern:
+                return store
+    return None
+
+
 # Command lines of processes a kill must never reach (matched against pkill -f patterns).
 CRITICAL_CMDLINES = (
     "/usr/sbin/sshd -D", "sshd: root@notty", "sshd: remed [priv]",
@@ -108,6 +138,10 @@ def _kill_pattern(name: str, w: Word, *, full: bool, regex: bool, exact: bool, c
     stripped = re.sub(r"[\^$.*+?()\[\]{}|\\]", "", pat)
     if len(stripped) < 3:
         raise _Refuse("destructive.kill_all", f"{name} pattern {pat!r} is too broad")
+    store = data_store_in_pattern(pat)
+    if store is not None:
+        ctx.effects.stopped.add(store)
+        ctx.add(HIGH, "service.data_store_stop", f"{name} {pat!r} kills the data store {store}")
     subjects = CRITICAL_CMDLINES if full else CRITICAL_COMMS
     for subject in subjects:
         try:
@@ -182,6 +216,12 @@ def _service_name_check(prog: str, action: str, units: list[Word], ctx: Ctx) -> 
             )
         if action in _START_ACTIONS and critical:
             ctx.add(HIGH, "service.critical_restart", f"{prog} {action} {unit}")
+        if action in _STOP_ACTIONS:
+            ctx.effects.stopped.add(unit)
+            if is_data_store(unit):
+                ctx.add(HIGH, "service.data_store_stop", f"{prog} {action} {unit}: a data store")
+        elif action in _START_ACTIONS:
+            ctx.effects.started.add(unit)
 
 
 def _systemctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
@@ -273,6 +313,13 @@ def _supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if any(w.text == "all" for w in names):
             ctx.add(MEDIUM, "service.restart_all", f"supervisorctl {action} all")
         return
+    if action == "signal" and names and names[0].text.upper().removeprefix("SIG") in (
+        "HUP", "USR1", "USR2", "WINCH", "1", "10", "12"
+    ):
+        # Reopen logs / reload config: the program keeps running.
+        _service_name_check(name, "reload", names[1:], ctx)
+        ctx.add(MEDIUM, "service.signal", f"supervisorctl signal {names[0].text}")
+        return
     if action in ("stop", "signal", "remove"):
         targets = names[1:] if action == "signal" else names
         _service_name_check(name, "stop" if action != "remove" else "remove", targets, ctx)
@@ -309,6 +356,7 @@ def _nginx(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         sig = texts[k + 1] if k + 1 < len(texts) else ""
         ctx.effects.services.add("nginx")
         if sig in ("stop", "quit"):
+            ctx.effects.stopped.add("nginx")
             ctx.add(MEDIUM, "service.stop", f"nginx -s {sig}")
         return
     plain = [t for k, t in enumerate(texts) if t != "-c" and (k == 0 or texts[k - 1] != "-c")]
