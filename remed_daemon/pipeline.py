@@ -16,7 +16,6 @@ Remediators here:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import threading
@@ -271,24 +270,27 @@ class AnsibleRemediator:
                 "detail": "no remediation.verify_command configured",
             }
             return {"passed": True, "checks": [check]}
-        import asyncssh
+        from remed_daemon.agents.ssh import HostAccess, HostUnreachable
 
-        address = _inventory_address(Path(self.cfg.inventory), host)
+        # The host's address, port, user, key and known_hosts as its playbook sees them
+        # (ansible-core reads the inventory; see remed_daemon/agents/inventory.py).
+        hosts = HostAccess(
+            self.cfg.inventory,
+            user=self.cfg.ssh_user,
+            key=self.cfg.ssh_private_key,
+            known_hosts=self.cfg.known_hosts,
+            connect_timeout_s=self.cfg.verify_timeout_s,
+        )
         try:
-            async with asyncssh.connect(
-                address,
-                username=self.cfg.ssh_user or None,
-                client_keys=[self.cfg.ssh_private_key] if self.cfg.ssh_private_key else None,
-                known_hosts=self.cfg.known_hosts or (),
-                connect_timeout=self.cfg.verify_timeout_s,
-            ) as conn:
-                async with asyncio.timeout(self.cfg.verify_timeout_s):
-                    res = await conn.run(self.cfg.verify_command, check=False)
-        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            async with hosts:
+                res = await hosts.run(
+                    host, self.cfg.verify_command, timeout_s=self.cfg.verify_timeout_s
+                )
+        except HostUnreachable as exc:
             check = {"name": "verify-command", "passed": False, "detail": str(exc)[:4000]}
             return {"passed": False, "checks": [check]}
         passed = res.exit_status == 0
-        detail = f"exit {res.exit_status}: {str(res.stdout or '')[-2000:]}"
+        detail = f"exit {res.exit_status}: {res.text[-2000:]}"
         return {
             "passed": passed,
             "checks": [{"name": "verify-command", "passed": passed, "detail": detail}],
@@ -299,18 +301,6 @@ def _ansible_path() -> str:
     from remed_daemon.agents.execute import ansible_path
 
     return ansible_path()
-
-
-def _inventory_address(inventory: Path, host: str) -> str:
-    """`ansible_host=` of `host` in an INI inventory, else the name itself."""
-    with contextlib.suppress(OSError):
-        for line in inventory.read_text().splitlines():
-            parts = line.split()
-            if parts and parts[0] == host:
-                for p in parts[1:]:
-                    if p.startswith("ansible_host="):
-                        return p.split("=", 1)[1]
-    return host
 
 
 def make_remediator(cfg: RemediationConfig) -> Remediator:

@@ -247,7 +247,7 @@ class ThinkRemed:
         service, host = target_of(incident.report)
         report = incident.report
         category = str(report.get("category") or "")
-        facts = facts_for(self.topology, service, host, self.hosts.address(host))
+        facts = facts_for(self.topology, service, host, await self.hosts.address(host))
         planner = self.planner_for(report)
         run = _Run(self, ctx, incident, facts, category, planner)
         return await run.go()

@@ -2,21 +2,33 @@
 
 Host keys are always verified against a known_hosts file: there is no switch to turn that off.
 Connections are kept in a small pool keyed by host and reused by every step of every incident;
-a dropped connection is replaced on next use. Addresses, the user, the key and the known_hosts
-file come from the remediation config, else from the Ansible inventory's variables (the same
-inventory ansible-runner uses), so probes and playbooks reach the same machine the same way.
+a dropped connection is replaced on next use. Each host's address, port, user, key and
+known_hosts file are resolved from the Ansible inventory by ansible-core itself
+(`remed_daemon.agents.inventory`), with the precedence a playbook run by ansible-runner sees:
+the host's inventory variables first, then the remediation config (which ansible-runner passes
+as `--user` and `--private-key`, the lowest precedence in Ansible), then ssh's defaults. The
+config's known_hosts is in ANSIBLE_SSH_ARGS, which comes before the inventory's
+`ansible_ssh_common_args` on ssh's command line, so it wins unless the host sets
+`ansible_ssh_args`. Probes and playbooks reach the same machine the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
+from remed_daemon.agents.inventory import (
+    LOAD_TIMEOUT_S,
+    HostConnection,
+    InventoryError,
+    load_inventory_async,
+)
 from remed_daemon.errors import RemedError
 
 
@@ -26,6 +38,12 @@ class HostUnreachable(RemedError):
     retriable = True
 
 
+class HostMisconfigured(HostUnreachable):
+    """The inventory has no usable entry for the host: trying again will not help."""
+
+    retriable = False
+
+
 @dataclass(frozen=True)
 class HostEndpoint:
     name: str
@@ -33,6 +51,25 @@ class HostEndpoint:
     user: str
     key: str
     known_hosts: str
+    port: int | None = None  # None: ssh's default (22, or what ~/.ssh/config says)
+
+
+def endpoint_for(
+    conn: HostConnection, *, user: str = "", key: str = "", known_hosts: str = ""
+) -> HostEndpoint:
+    """The endpoint for an inventory host, with the fallbacks ansible-runner is given
+    (`--user`, `--private-key`, `-o UserKnownHostsFile=` in ANSIBLE_SSH_ARGS) where the
+    inventory is silent. Host keys are always checked: without any known_hosts setting it is
+    ~/.ssh/known_hosts, as for ssh."""
+    default_args = f"-o UserKnownHostsFile={shlex.quote(known_hosts)}" if known_hosts else ""
+    return HostEndpoint(
+        name=conn.name,
+        address=conn.address,
+        user=conn.user or user,
+        key=conn.key_file or (os.path.expanduser(key) if key else ""),
+        known_hosts=conn.known_hosts(default_args) or str(Path.home() / ".ssh" / "known_hosts"),
+        port=conn.port,
+    )
 
 
 @dataclass(frozen=True)
@@ -51,45 +88,6 @@ class CommandResult:
         return self.stderr.decode("utf-8", "replace")
 
 
-def parse_inventory(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """({host: address}, {var: value}) from an INI inventory: `ansible_host=` per host and the
-    group vars remed needs (`ansible_user`, `ansible_ssh_private_key_file`, and the
-    `UserKnownHostsFile` named in `ansible_ssh_common_args`)."""
-    hosts: dict[str, str] = {}
-    env: dict[str, str] = {}
-    section = ""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return hosts, env
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        if section.endswith(":vars"):
-            key, _, value = line.partition("=")
-            value = value.strip().strip("'\"")
-            env[key.strip()] = value
-            if key.strip() == "ansible_ssh_common_args":
-                with contextlib.suppress(ValueError):
-                    for word in shlex.split(value):
-                        if word.startswith("UserKnownHostsFile="):
-                            env["known_hosts"] = word.split("=", 1)[1]
-            continue
-        if section.endswith(":children"):
-            continue
-        parts = line.split()
-        address = parts[0]
-        for p in parts[1:]:
-            if p.startswith("ansible_host="):
-                address = p.split("=", 1)[1]
-        hosts[parts[0]] = address
-    return hosts, env
-
-
 class HostAccess:
     """Pooled, host-key-verified SSH to inventory hosts. `close()` is idempotent."""
 
@@ -101,30 +99,38 @@ class HostAccess:
         key: str = "",
         known_hosts: str = "",
         connect_timeout_s: float = 10.0,
+        inventory_timeout_s: float = LOAD_TIMEOUT_S,
     ) -> None:
         self.inventory = inventory
-        self._hosts, env = parse_inventory(Path(inventory)) if inventory else ({}, {})
-        self.user = user or env.get("ansible_user", "")
-        self.key = key or env.get("ansible_ssh_private_key_file", "")
-        self.known_hosts = known_hosts or env.get("known_hosts", "")
-        if not self.known_hosts:
-            default = Path.home() / ".ssh" / "known_hosts"
-            self.known_hosts = str(default)
+        # The fallbacks ansible-runner passes as `--user`, `--private-key` and
+        # ANSIBLE_SSH_ARGS: an inventory variable for the host wins over the first two.
+        self.user = user
+        self.key = key
+        self.known_hosts = known_hosts
         self.connect_timeout_s = connect_timeout_s
+        self.inventory_timeout_s = inventory_timeout_s
         self._pool: dict[str, asyncssh.SSHClientConnection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def endpoint(self, host: str) -> HostEndpoint:
-        return HostEndpoint(
-            name=host,
-            address=self._hosts.get(host, host),
-            user=self.user,
-            key=self.key,
-            known_hosts=self.known_hosts,
-        )
+    async def endpoint(self, host: str) -> HostEndpoint:
+        """Where and how to reach `host`, as its playbooks do. Raises `InventoryError` (naming
+        the inventory) for an unknown host, a broken inventory or a host not reached over
+        SSH."""
+        if not self.inventory:
+            conn = HostConnection(name=host, address=host)
+        else:
+            inv = await load_inventory_async(self.inventory, timeout_s=self.inventory_timeout_s)
+            conn = inv[host]
+            if not conn.over_ssh:
+                raise InventoryError(
+                    f"host {host!r} has ansible_connection={conn.connection} in the Ansible "
+                    f"inventory {inv.path}: remed's probes, snapshots and verification reach "
+                    "hosts over SSH only"
+                )
+        return endpoint_for(conn, user=self.user, key=self.key, known_hosts=self.known_hosts)
 
-    def address(self, host: str) -> str:
-        return self._hosts.get(host, host)
+    async def address(self, host: str) -> str:
+        return (await self.endpoint(host)).address
 
     async def connection(self, host: str) -> asyncssh.SSHClientConnection:
         lock = self._locks.setdefault(host, asyncio.Lock())
@@ -132,10 +138,14 @@ class HostAccess:
             conn = self._pool.get(host)
             if conn is not None and not conn.is_closed():
                 return conn
-            ep = self.endpoint(host)
+            try:
+                ep = await self.endpoint(host)
+            except InventoryError as exc:
+                raise HostMisconfigured(f"cannot SSH to {host}: {exc}") from exc
             try:
                 conn = await asyncssh.connect(
                     ep.address,
+                    port=ep.port if ep.port is not None else (),
                     username=ep.user or None,
                     client_keys=[ep.key] if ep.key else None,
                     known_hosts=ep.known_hosts,  # always verified; never None
@@ -143,8 +153,9 @@ class HostAccess:
                     keepalive_interval=15,
                 )
             except (OSError, asyncssh.Error, TimeoutError) as exc:
+                where = ep.address if ep.port is None else f"{ep.address}:{ep.port}"
                 raise HostUnreachable(
-                    f"cannot SSH to {host} ({ep.address}) as {ep.user or 'the current user'}: "
+                    f"cannot SSH to {host} ({where}) as {ep.user or 'the current user'}: "
                     f"{exc}; check the inventory, the key and known_hosts {ep.known_hosts}"
                 ) from exc
             self._pool[host] = conn

@@ -48,7 +48,7 @@ async def test_probe_allowlist_refuses_and_output_is_redacted(lab: Any) -> None:
     try:
         await sh(hosts, f"sudo -n mkdir -p {base} && sudo -n tee {conf} >/dev/null",
                  secret_conf.encode())  # fmt: skip
-        facts = ServiceFacts(name="remedprobe", host=HOST, address=hosts.address(HOST),
+        facts = ServiceFacts(name="remedprobe", host=HOST, address=await hosts.address(HOST),
                              program="remedprobe", config=conf, log=conf)  # fmt: skip
         prober = Prober(hosts, timeout_s=10, max_output_chars=500)
         results = await prober.requested(

@@ -16,7 +16,7 @@ from remed_daemon.agents.loop import default_guard, reflect, verdict_doc
 from remed_daemon.agents.plan import OraclePlanner, PlanRequest
 from remed_daemon.agents.probe import CATALOG, Prober, ProbeRefused
 from remed_daemon.agents.snapshot import touched
-from remed_daemon.agents.ssh import HostAccess, parse_inventory
+from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import ServiceFacts, facts_for, from_mapping
 from remed_daemon.config import AgentsConfig, RemediationConfig
 from remed_daemon.errors import ConfigError
@@ -141,7 +141,7 @@ def test_probe_commands_are_catalog_only_and_quoted() -> None:
         assert "rm " not in text.replace(shlex.quote(FACTS.config), "")
 
 
-def test_topology_and_inventory(tmp_path: Path) -> None:
+def test_topology() -> None:
     topo = from_mapping({
         "hosts": {"app": "10.0.0.2", "db": "10.0.0.3"},
         "services": {"cart": {"host": "app", "port": 8082, "health": "http",
@@ -153,14 +153,7 @@ def test_topology_and_inventory(tmp_path: Path) -> None:
     assert cart.depends_on[0].address == "10.0.0.3"
     assert "redis@db" in cart.describe()
     assert facts_for(topo, "other", "web", "10.0.0.1").program == "other"
-    inv = tmp_path / "inv.ini"
-    inv.write_text(
-        "[app]\napp ansible_host=10.0.0.2\n[lab:vars]\nansible_user=ops\n"
-        "ansible_ssh_common_args='-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/k'\n"
-    )
-    hosts, env = parse_inventory(inv)
-    assert hosts == {"app": "10.0.0.2"} and env["ansible_user"] == "ops"
-    assert env["known_hosts"] == "/k"
+    # the inventory itself: tests/unit/test_inventory.py
 
 
 async def test_oracle_planner_from_a_directory(tmp_path: Path) -> None:
