@@ -198,7 +198,11 @@ def load_playbook(text: str, policy: GuardPolicy = DEFAULT) -> Any:
     """Strictly parse playbook YAML; raises _YamlRefused with a rule id."""
     if len(text.encode("utf-8", "surrogatepass")) > policy.max_bytes:
         raise _YamlRefused("yaml.too_large", f"playbook larger than {policy.max_bytes} bytes")
-    loader = _StrictLoader(text)
+    try:
+        # The reader checks the characters as it is built: a control character raises here.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as exc:
+        raise _YamlRefused("yaml.invalid", str(exc).strip().splitlines()[0][:200]) from None
     loader.max_depth = policy.max_depth
     try:
         return loader.get_single_data()

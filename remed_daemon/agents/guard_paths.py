@@ -281,6 +281,8 @@ def category(path: str | None) -> str:
         return "history"
     if _is_control(path):
         return "control"
+    if not parts:  # "", or what a glob's base reduces to: judge it as the root
+        return "root"
     if parts[0] == "var" and len(parts) >= 2 and parts[1] == "log":
         if len(parts) == 3 and (parts[2] in SYSTEM_LOGS or "." in parts[2]):
             return "syslog"

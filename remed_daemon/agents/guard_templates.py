@@ -154,29 +154,57 @@ def _judge(text: str, *, expression: bool, depth: int) -> list[TemplateFinding]:
         # reading with the default ones can be trusted.
         return [TemplateFinding("jinja.override", "a #jinja2: header redefines the delimiters")]
     templated = is_template(text)
+    if expression and _all_template(text):
+        # ansible-core renders a conditional that is wholly a template and then evaluates the
+        # *result* as the expression (`when: "{{ c }}"` with `c: "lookup('pipe', 'id')"`): the
+        # expression that runs is not in the playbook, so it cannot be judged.
+        why = "a conditional whose expression a template renders"
+        return [TemplateFinding("jinja.indirect", why)]
     if not templated and not expression:
-        return []
-    # A conditional is an expression to ansible-core; one holding `{{ }}` is rendered as a
-    # template too. Whichever readings apply must parse, with and without backslash escaping
-    # (templates use it, conditionals do not): a reading that fails is one we cannot judge.
-    shapes = ([True] if expression else []) + ([False] if templated else [])
+        return _as_value(text, depth)
+    # A conditional is parsed as an expression without backslash escaping, a template with it;
+    # both readings must parse, or ansible-core may read it some way we did not.
+    as_expression = expression
     trees: list[nodes.Node] = []
-    for as_expression in shapes:
-        for escape in (True, False):
-            try:
-                trees.append(_parse(text, as_expression=as_expression, escape=escape))
-            except Exception as exc:  # jinja2.TemplateSyntaxError, and anything else it raises
-                if as_expression and templated:
-                    continue  # `when: "{{ x }}"` is no expression; its template reading counts
-                shape = "expression" if as_expression else "template"
-                detail = f"cannot read as a Jinja {shape}: {type(exc).__name__}: {exc}"
-                return [TemplateFinding("jinja.unparseable", detail[:200])]
+    for escape in (True, False):
+        try:
+            trees.append(_parse(text, as_expression=as_expression, escape=escape))
+        except Exception as exc:  # jinja2.TemplateSyntaxError, and anything else it raises
+            shape = "expression" if as_expression else "template"
+            detail = f"cannot read as a Jinja {shape}: {type(exc).__name__}: {exc}"
+            return [TemplateFinding("jinja.unparseable", detail[:200])]
     out: list[TemplateFinding] = []
     for tree in trees:
         for finding in _Walker(depth).walk(tree):
             if finding not in out:
                 out.append(finding)
     return out
+
+
+def _all_template(text: str) -> bool:
+    """ansible-core's `is_possibly_all_template`, on the stripped text (stricter)."""
+    t = text.strip()
+    return t.startswith(("{{", "{%", "{#")) and t.endswith(("}}", "%}", "#}"))
+
+
+_VALUE_RULES = frozenset({"controller.lookup", "jinja.sandbox", "jinja.override"})
+
+
+def _as_value(text: str, depth: int) -> list[TemplateFinding]:
+    """A plain string that would run a lookup if a conditional ever used it as its expression.
+
+    ansible-core 2.19 does not evaluate a variable's string value as an expression, but older
+    releases did (`when: c` with `c: "lookup(...)"`), and a value like that has no business in a
+    remediation anyway. Only strings that parse as an expression are judged, and only for the
+    rules that matter here: most plain strings (task names, paths) are no expression at all.
+    """
+    if not any(name in text for name in CONTROLLER_LOOKUPS | {"__"}):
+        return []
+    try:
+        tree = _parse(text, as_expression=True, escape=False)
+    except Exception:
+        return []
+    return [f for f in _Walker(depth).walk(tree) if f.rule in _VALUE_RULES]
 
 
 def _parse(text: str, *, as_expression: bool, escape: bool) -> nodes.Node:
