@@ -15,7 +15,11 @@ from remed_daemon.agents.guard_paths import Effects
 
 pytestmark = pytest.mark.unit
 
-FAST = settings(max_examples=int(os.environ.get("REMED_FUZZ_CRASH_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=int(os.environ.get("REMED_FUZZ_CRASH_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 SHELL_ALPHABET = st.sampled_from(
     [*list("abcrm -/;|&$(){}[]<>'\"`\\\n*?~=!#.0123456789"), "rm", "-rf", "${IFS}", "{{", "}}"]
