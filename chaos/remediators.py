@@ -10,7 +10,7 @@
   `remed.outcomes` (the daemon runs the playbook itself).
 
 The first three hand their playbook to `apply_guarded`, which does what the daemon does before a
-plan may touch a host (`remed_daemon.agents.guard.check_playbook` for the incident's hosts):
+plan may touch a host (`remed_daemon.guard.check_playbook` for the incident's hosts):
 refused → nothing runs and the case fails with the guard's violations; high risk → a person
 would have to approve it; medium → `--check --diff` first (the daemon's check run), and a check
 run that fails stops the plan. The case file keeps the verdict (`remediation.guard`).
@@ -38,9 +38,9 @@ from chaos.scenario import Scenario
 
 if TYPE_CHECKING:
     from remed_daemon.agents.check import CheckRun
-    from remed_daemon.agents.guard import GuardVerdict
     from remed_daemon.agents.plan import AgentPlanner, PlanRequest
     from remed_daemon.agents.topology import ServiceFacts, Topology
+    from remed_daemon.guard import GuardVerdict
 
 PLAYBOOK_TIMEOUT_S = 60
 CHECK_TIMEOUT_S = 120.0  # the daemon's agents.check_timeout_s default
@@ -191,7 +191,7 @@ def apply_guarded(
     the daemon would run it on its own. `approve_high_risk` names who stands in for the person
     a high-risk plan waits for (the reference remediators: the expert approves their own plan);
     empty, a high-risk plan is not run and the case is not auto-remediated."""
-    from remed_daemon.agents.guard import check_playbook
+    from remed_daemon.guard import check_playbook
 
     hosts = facts.incident_hosts
     verdict = check_playbook(playbook, hosts)

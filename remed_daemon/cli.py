@@ -144,7 +144,7 @@ def _decide(args: argparse.Namespace) -> int:
 def _guard(args: argparse.Namespace) -> int:
     import json
 
-    from remed_daemon.agents.guard import EXIT_USAGE, GuardUsageError, check_playbook
+    from remed_daemon.guard import EXIT_USAGE, GuardUsageError, check_playbook
 
     try:
         with open(args.playbook, encoding="utf-8", errors="surrogateescape") as f:

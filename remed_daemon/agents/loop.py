@@ -80,10 +80,10 @@ GuardFn = Callable[[str, Sequence[str]], Any]
 
 
 def default_guard(playbook: str, hosts: Sequence[str]) -> Any:
-    """`remed_daemon.agents.guard.check_playbook`, or a verdict refusing everything when the
+    """`remed_daemon.guard.check_playbook`, or a verdict refusing everything when the
     guard module is missing (nothing runs unguarded)."""
     try:
-        from remed_daemon.agents.guard import check_playbook
+        from remed_daemon.guard import check_playbook
     except ImportError as exc:
         return {
             "allowed": False,

@@ -6,13 +6,13 @@ import textwrap
 
 import pytest
 
-from remed_daemon.agents.guard import (
+from remed_daemon.guard import (
     GuardPolicy,
     GuardUsageError,
     GuardVerdict,
     check_playbook,
-    normalize_module,
 )
+from remed_daemon.guard.modules import normalize_module
 
 pytestmark = pytest.mark.unit
 

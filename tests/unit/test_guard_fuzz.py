@@ -9,9 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remed_daemon.agents import guard_shell
-from remed_daemon.agents.guard import GuardVerdict, check_playbook
-from remed_daemon.agents.guard_paths import Effects
+from remed_daemon.guard import GuardVerdict, check_playbook
+from remed_daemon.guard.paths import Effects
+from remed_daemon.guard.shell import rules as guard_shell
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from remed_daemon.agents import guard_shell
-from remed_daemon.agents.guard_paths import HIGH, LEVEL_NAMES, LOW, MEDIUM, REJECT, Effects
+from remed_daemon.guard.paths import HIGH, LEVEL_NAMES, LOW, MEDIUM, REJECT, Effects
+from remed_daemon.guard.shell import rules as guard_shell
 
 pytestmark = pytest.mark.unit
 

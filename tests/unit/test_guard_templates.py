@@ -18,8 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remed_daemon.agents import guard_templates
-from remed_daemon.agents.guard import check_playbook
+from remed_daemon.guard import check_playbook
+from remed_daemon.guard import templates as guard_templates
 
 pytestmark = pytest.mark.unit
 

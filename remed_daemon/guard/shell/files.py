@@ -4,14 +4,14 @@ Text tools that read their operands (`grep`, `cat`, `head`, `tail`, `sed`, `awk`
 writes them) and the programs that delete, write, copy, link, re-permission or archive files
 (`rm`, `find`, `chmod`/`chown`, `setfacl`, `truncate`, `dd`, `tee`, `touch`/`mkdir`,
 `cp`/`mv`/`ln`/`install`/`rsync`, `tar`, `zip`, `gzip` and friends). Every path goes through
-`_reads`, `_writes` or `_deletes`, so the path rules stay in `guard_paths`.
+`note_reads`, `note_writes` or `note_deletes`, so the path rules stay in `guard.paths`.
 """
 
 from __future__ import annotations
 
 import re
 
-from remed_daemon.agents.guard_paths import (
+from remed_daemon.guard.paths import (
     HIGH,
     MEDIUM,
     UNKNOWN,
@@ -22,16 +22,16 @@ from remed_daemon.agents.guard_paths import (
     read_level,
     write_level,
 )
-from remed_daemon.agents.guard_shell_operands import (
+from remed_daemon.guard.shell.operands import (
     Ctx,
-    _deletes,
-    _flags,
-    _operands,
-    _paths,
-    _reads,
-    _writes,
+    flags_of,
+    note_deletes,
+    note_reads,
+    note_writes,
+    operands_of,
+    paths_of,
 )
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _Refuse
+from remed_daemon.guard.shell.parse import Cmd, Refuse, Word
 
 # grep options that take the next word as their value (`-A 3`, `--max-count 5`).
 GREP_VALUE_OPTIONS = frozenset(
@@ -42,7 +42,7 @@ GREP_VALUE_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-def _grep_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_grep_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     """grep reads its FILE operands and any -f pattern file; the first operand is the pattern
     unless -e/-f gave one, so `grep -o 'pid=[0-9]*'` reads stdin, not a file named like that."""
     files: list[Word] = []
@@ -95,14 +95,14 @@ def _grep_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             files.append(w)
     if recursive and not files:
         files.append(Word("."))  # grep -r with no FILE searches the working directory
-    _reads(files, ctx)
+    note_reads(files, ctx)
 
 
-def _cat_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    _reads([w for w in args if not w.text.startswith("-")], ctx)
+def check_cat_like(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    note_reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
-def _sed(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_sed(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     scripts: list[str] = []
     files: list[Word] = []
     in_place = False
@@ -137,9 +137,9 @@ def _sed(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for script in scripts:
         _sed_script(script)
     if in_place:
-        _writes(files, ctx, prog="sed -i", backup=backup)
+        note_writes(files, ctx, prog="sed -i", backup=backup)
     else:
-        _reads(files, ctx)
+        note_reads(files, ctx)
 
 
 _SED_S = re.compile(r"s(.)(?:\\.|(?!\1).)*\1(?:\\.|(?!\1).)*\1([a-zA-Z0-9]*)")
@@ -147,18 +147,18 @@ _SED_S = re.compile(r"s(.)(?:\\.|(?!\1).)*\1(?:\\.|(?!\1).)*\1([a-zA-Z0-9]*)")
 
 def _sed_script(script: str) -> None:
     if UNKNOWN in script:
-        raise _Refuse("obfuscation.variable_command", "sed script from a variable")
+        raise Refuse("obfuscation.variable_command", "sed script from a variable")
     for m in _SED_S.finditer(script):
         if "e" in m.group(2) or "w" in m.group(2):
-            raise _Refuse("shell.inline_code", "sed s///e or s///w runs commands or writes files")
+            raise Refuse("shell.inline_code", "sed s///e or s///w runs commands or writes files")
     rest = _SED_S.sub("", script)
     for part in re.split(r"[;\n{}]", rest):
         part = re.sub(r"^\s*([0-9$]+|/[^/]*/)?(,\s*([0-9$]+|/[^/]*/))?\s*!?\s*", "", part)
         if part[:1] in ("e", "w", "W", "r", "R"):
-            raise _Refuse("shell.inline_code", f"sed command {part[:20]!r} runs or reads files")
+            raise Refuse("shell.inline_code", f"sed command {part[:20]!r} runs or reads files")
 
 
-def _awk(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_awk(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     program: str | None = None
     files: list[Word] = []
     it = iter(args)
@@ -167,7 +167,7 @@ def _awk(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if t in ("-F", "-v"):
             nxt = next(it, None)
             if t == "-v" and nxt is not None and "ENVIRON" in nxt.text:
-                raise _Refuse("shell.inline_code", "awk with environment tricks")
+                raise Refuse("shell.inline_code", "awk with environment tricks")
         elif t == "-f" or t.startswith("--file"):
             ctx.add(HIGH, "shell.script_file", "awk -f runs a program file the guard cannot see")
             next(it, None)
@@ -180,26 +180,26 @@ def _awk(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             files.append(w)
     prog = program or ""
     if UNKNOWN in prog:
-        raise _Refuse("obfuscation.variable_command", "awk program from a variable")
+        raise Refuse("obfuscation.variable_command", "awk program from a variable")
     if re.search(r"system\s*\(|\|\s*getline|getline\s*<|\|&|print[f]?\b[^;{}]*[|>]\s*\"", prog):
-        raise _Refuse("shell.inline_code", "awk program runs commands or writes files")
+        raise Refuse("shell.inline_code", "awk program runs commands or writes files")
     if "ENVIRON" in prog:
-        raise _Refuse("secrets.read", "awk reads the environment")
-    _reads(files, ctx)
+        raise Refuse("secrets.read", "awk reads the environment")
+    note_reads(files, ctx)
 
 
-def _rm(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    flags = _flags(args)
+def check_rm(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    flags = flags_of(args)
     if "--no-preserve-root" in flags:
-        raise _Refuse("destructive.system_path", "rm --no-preserve-root")
+        raise Refuse("destructive.system_path", "rm --no-preserve-root")
     recursive = bool(flags & {"-r", "-R", "--recursive"}) or (name == "rmdir" and "-p" in flags)
-    targets = _operands(args)
+    targets = operands_of(args)
     if not targets:
         return
-    _deletes(targets, ctx, recursive=recursive, prog=name)
+    note_deletes(targets, ctx, recursive=recursive, prog=name)
 
 
-def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     i = 0
     while i < len(args) and args[i].text in ("-H", "-L", "-P", "-O0", "-O1", "-O2", "-O3"):
         i += 1
@@ -223,7 +223,7 @@ def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             filtered = True
         j += 1
     base_paths = []
-    for _w, p in _paths(roots, ctx):
+    for _w, p in paths_of(roots, ctx):
         base_paths.append(None if p is None else (p.rstrip("/") + "/" + pattern))
     j = 0
     while j < len(expr):
@@ -231,7 +231,7 @@ def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if t == "-delete":
             for root, p in zip(roots, base_paths, strict=True):
                 if p is None:
-                    raise _Refuse(
+                    raise Refuse(
                         "destructive.unknown_target", "find -delete under a run-time path"
                     )
                 level, rule = delete_level(p, recursive=not filtered)
@@ -253,23 +253,23 @@ def _find(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                     inner.append(w)
                 j += 1
             if not inner:
-                raise _Refuse("shell.syntax", "find -exec without a command")
+                raise Refuse("shell.syntax", "find -exec without a command")
             # Imported here: the dispatcher imports this module for its handler table.
-            from remed_daemon.agents.guard_shell import _program
+            from remed_daemon.guard.shell.rules import check_program
 
             ctx.depth += 1
             try:
-                _program(inner, Cmd(words=inner), ctx)
+                check_program(inner, Cmd(words=inner), ctx)
             finally:
                 ctx.depth -= 1
         elif t in ("-fprint", "-fprint0", "-fprintf", "-fls"):
             if j + 1 < len(expr):
-                _writes([expr[j + 1]], ctx, prog="find -fprint")
+                note_writes([expr[j + 1]], ctx, prog="find -fprint")
         j += 1
 
 
-def _chmod(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    flags = _flags(args)
+def check_chmod(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    flags = flags_of(args)
     recursive = bool(flags & {"-R", "--recursive"})
     ops = [w for w in args if not (w.text.startswith("-") and not re.match(r"^-[rwxXst]", w.text))]
     ops = [w for w in ops if w.text != "--"]
@@ -278,7 +278,7 @@ def _chmod(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if len(ops) < 2:
         return
     spec, targets = ops[0], ops[1:]
-    for _w, path in _paths(targets, ctx):
+    for _w, path in paths_of(targets, ctx):
         if name == "chmod":
             level, rule, detail = mode_level(path, spec.text, recursive=recursive)
         else:
@@ -287,24 +287,24 @@ def _chmod(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.effects.touch(path)
 
 
-def _setfacl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    recursive = bool(_flags(args) & {"-R", "--recursive"})
-    for _w, path in _paths(_operands(args, "mMxX")[0:] if args else [], ctx):
+def check_setfacl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    recursive = bool(flags_of(args) & {"-R", "--recursive"})
+    for _w, path in paths_of(operands_of(args, "mMxX")[0:] if args else [], ctx):
         if path is not None and (is_secret(path) or category(path) == "control"):
-            raise _Refuse("secrets.expose", f"setfacl on {path}")
+            raise Refuse("secrets.expose", f"setfacl on {path}")
         level, rule, detail = mode_level(path, "", recursive=recursive)
         ctx.add(max(level, MEDIUM), rule, f"setfacl {detail}")
 
 
-def _zip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_zip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ops = [w for w in args if not w.text.startswith("-")]
     if ops:
-        _writes(ops[:1], ctx, prog=name)
-        _reads(ops[1:], ctx)
+        note_writes(ops[:1], ctx, prog=name)
+        note_reads(ops[1:], ctx)
 
 
-def _truncate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    for _w, path in _paths(_operands(args, "sro"), ctx):
+def check_truncate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    for _w, path in paths_of(operands_of(args, "sro"), ctx):
         level, rule = write_level(path)
         if rule == "config.edit":
             level, rule = HIGH, "config.truncate"
@@ -314,22 +314,22 @@ def _truncate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.effects.touch(path)
 
 
-def _dd(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_dd(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for w in args:
         key, _, value = w.text.partition("=")
         if key == "of":
-            _writes([Word(value, unknown=w.unknown)], ctx, prog="dd")
+            note_writes([Word(value, unknown=w.unknown)], ctx, prog="dd")
         elif key == "if":
-            _reads([Word(value, unknown=w.unknown)], ctx)
+            note_reads([Word(value, unknown=w.unknown)], ctx)
 
 
-def _tee(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    _writes(_operands(args), ctx, prog="tee")
+def check_tee(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    note_writes(operands_of(args), ctx, prog="tee")
 
 
-def _touch_mkdir(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args, "mdrtTgoZ" if name != "touch" else "drt")
-    for _w, path in _paths(ops, ctx):
+def check_touch_mkdir(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    ops = operands_of(args, "mdrtTgoZ" if name != "touch" else "drt")
+    for _w, path in paths_of(ops, ctx):
         level, rule = write_level(path)
         if rule in ("config.edit", "data.write"):
             level = MEDIUM  # creating a directory or an empty file
@@ -337,16 +337,16 @@ def _touch_mkdir(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.effects.touch(path)
 
 
-def _cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if name == "rsync":
         for w in args:
             if not w.text.startswith("-") and (
                 "::" in w.text or "://" in w.text or re.match(r"^[^/]*:", w.text)
             ):
-                raise _Refuse("exfil.network", f"rsync to or from a remote: {w.text}")
+                raise Refuse("exfil.network", f"rsync to or from a remote: {w.text}")
             if w.text.startswith(("-e", "--rsh", "--rsync-path")):
-                raise _Refuse("exec.escape", "rsync with a remote shell or remote program")
-    ops = _operands(args, "tSm" if name != "ln" else "tS")
+                raise Refuse("exec.escape", "rsync with a remote shell or remote program")
+    ops = operands_of(args, "tSm" if name != "ln" else "tS")
     target_dir = None
     for k, w in enumerate(args):
         if w.text in ("-t",) and k + 1 < len(args):
@@ -366,14 +366,14 @@ def _cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     sources = ops if target_dir is not None else ops[:-1]
     backup = any(w.text.startswith(("-b", "--backup")) for w in args)
     if name == "ln":
-        for _w, p in _paths(sources, ctx):
+        for _w, p in paths_of(sources, ctx):
             if p is not None and (category(p) in ("control", "device") or read_level(p)[0]):
-                raise _Refuse("secrets.read", f"ln exposes {p} through a link")
+                raise Refuse("secrets.read", f"ln exposes {p} through a link")
     elif name == "mv":
-        _deletes(sources, ctx, recursive=True, prog="mv")
-        _reads(sources, ctx)
+        note_deletes(sources, ctx, recursive=True, prog="mv")
+        note_reads(sources, ctx)
     else:
-        _reads(sources, ctx)
+        note_reads(sources, ctx)
     dest_path = dest.path(ctx.cwd)
     level, rule = write_level(dest_path)
     if name == "ln" and rule == "data.write":
@@ -384,26 +384,26 @@ def _cp_mv(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ctx.effects.touch(dest_path)
 
 
-def _tar(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_tar(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     text = " ".join(w.text for w in args)
     if re.search(r"--to-command|--checkpoint-action|--use-compress-program|(^|\s)-I\s|"
                  r"--info-script|--new-volume-script|--rsh-command|-F\s", text):  # fmt: skip
-        raise _Refuse("shell.inline_code", f"{name} option that runs commands")
+        raise Refuse("shell.inline_code", f"{name} option that runs commands")
     if re.search(r"(^|\s)-?[a-zA-Z]*x", text.split(" ")[0] if args else "") or "--extract" in text:
         ctx.add(HIGH, "archive.extract", f"{name} extracts files over the file system")
         return
     for w in args:
         if ":" in w.text and not w.text.startswith("/"):
-            raise _Refuse("exfil.network", f"{name} to a remote archive {w.text}")
-    _reads([w for w in args if w.text.startswith("/")], ctx)
+            raise Refuse("exfil.network", f"{name} to a remote archive {w.text}")
+    note_reads([w for w in args if w.text.startswith("/")], ctx)
     ctx.add(MEDIUM, "archive.create", f"{name} writes an archive")
 
 
-def _compress(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    flags = _flags(args)
-    files = _operands(args, "S")
+def check_compress(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    flags = flags_of(args)
+    files = operands_of(args, "S")
     if flags & {"-c", "--stdout", "-l", "-t"}:
-        _reads(files, ctx)
+        note_reads(files, ctx)
         return
-    _deletes(files, ctx, recursive="-r" in flags, prog=name)
-    _reads(files, ctx)
+    note_deletes(files, ctx, recursive="-r" in flags, prog=name)
+    note_reads(files, ctx)

@@ -11,19 +11,19 @@ would do, conservatively:
    `su -c`, `find -exec`, `xargs`, `env -S`;
 3. resolve the program behind wrappers and paths;
 4. judge the program and its arguments with a per-program rule, and classify every path it
-   reads, writes or deletes with `guard_paths`.
+   reads, writes or deletes with `guard.paths`.
 
 Anything that only makes sense as obfuscation (decoding piped anywhere, `printf '\\x..'`,
 `$'\\x..'`, `${IFS}`, a variable or template as the program name, inline interpreter code, a
 here-string into a shell, function definitions such as a fork bomb) is refused outright. An
 unknown program is not refused but waits for a person.
 
-Where it lives: `guard_shell_parse` tokenises; this module holds the entry points, the
-dispatcher (`_program`: wrappers, paths, program classes), the rules for shells, interpreters,
+Where it lives: `shell.parse` tokenises; this module holds the entry points, the
+dispatcher (`check_program`: wrappers, paths, program classes), the rules for shells, interpreters,
 wrappers, `eval`, `cd` and read-only programs, and the one table that maps every other program
-to its handler. The handlers are grouped by theme in `guard_shell_files`, `guard_shell_network`,
-`guard_shell_processes`, `guard_shell_system` and `guard_shell_databases`; what they share
-(`Ctx`, argument and path helpers, the URL policy) is in `guard_shell_operands`.
+to its handler. The handlers are grouped by theme in `shell.files`, `shell.network`,
+`shell.processes`, `shell.system` and `shell.databases`; what they share
+(`Ctx`, argument and path helpers, the URL policy) is in `shell.operands`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from remed_daemon.agents.guard_paths import (
+from remed_daemon.guard.paths import (
     HIGH,
     LOW,
     MEDIUM,
@@ -43,66 +43,72 @@ from remed_daemon.agents.guard_paths import (
     read_level,
     write_level,
 )
-from remed_daemon.agents.guard_shell_databases import _pg_tools, _psql, _redis_cli
-from remed_daemon.agents.guard_shell_files import (
-    _awk,
-    _cat_like,
-    _chmod,
-    _compress,
-    _cp_mv,
-    _dd,
-    _find,
-    _grep_like,
-    _rm,
-    _sed,
-    _setfacl,
-    _tar,
-    _tee,
-    _touch_mkdir,
-    _truncate,
-    _zip,
+from remed_daemon.guard.shell.databases import check_pg_tools, check_psql, check_redis_cli
+from remed_daemon.guard.shell.files import (
+    check_awk,
+    check_cat_like,
+    check_chmod,
+    check_compress,
+    check_cp_mv,
+    check_dd,
+    check_find,
+    check_grep_like,
+    check_rm,
+    check_sed,
+    check_setfacl,
+    check_tar,
+    check_tee,
+    check_touch_mkdir,
+    check_truncate,
+    check_zip,
 )
-from remed_daemon.agents.guard_shell_network import _curl, _firewall, _ip, _nc, _openssl
-from remed_daemon.agents.guard_shell_operands import (
+from remed_daemon.guard.shell.network import (
+    check_curl,
+    check_firewall,
+    check_ip,
+    check_nc,
+    check_openssl,
+)
+from remed_daemon.guard.shell.operands import (
     Ctx,
     Handler,
-    _flags,
-    _operands,
-    _reads,
+    flags_of,
+    note_reads,
+    operands_of,
     url_is_local,
 )
-from remed_daemon.agents.guard_shell_parse import (
+from remed_daemon.guard.shell.parse import (
     MAX_COMMANDS,
     Cmd,
+    Refuse,
+    Tokens,
     Word,
-    _expand_braces,
-    _Refuse,
-    _Tokens,
+    expand_braces,
 )
-from remed_daemon.agents.guard_shell_processes import (
+from remed_daemon.guard.shell.processes import (
     CRITICAL_SERVICES,
-    _dmesg,
-    _journalctl,
-    _kill,
-    _logrotate,
-    _nginx,
-    _prlimit,
-    _renice,
-    _service,
-    _supervisorctl,
-    _systemctl,
+    check_dmesg,
+    check_journalctl,
+    check_kill,
+    check_logrotate,
+    check_nginx,
+    check_prlimit,
+    check_renice,
+    check_service,
+    check_supervisorctl,
+    check_systemctl,
 )
-from remed_daemon.agents.guard_shell_system import (
+from remed_daemon.guard.shell.system import (
     CRITICAL_PACKAGES,
-    _getent,
-    _mount,
-    _pip,
-    _pkg,
-    _simple_medium,
-    _sysctl,
+    check_getent,
+    check_mount,
+    check_pip,
+    check_pkg,
+    check_simple_medium,
+    check_sysctl,
 )
 
-# What guard.py and the tests use; the constants and url_is_local live with their handlers.
+# What the policy and the tests use; the constants and url_is_local live with their handlers.
 __all__ = [
     "CRITICAL_PACKAGES",
     "CRITICAL_SERVICES",
@@ -240,7 +246,7 @@ def check_argv(
         words.append(Word(re.sub(r"\{\{.*?\}\}|\{%.*?%\}", UNKNOWN, a), unknown=unknown))
     try:
         _simple(Cmd(words=words), ctx)
-    except _Refuse as exc:
+    except Refuse as exc:
         ctx.add(REJECT, exc.rule, exc.detail)
 
 
@@ -249,14 +255,14 @@ def _script(script: str, ctx: Ctx) -> None:
         ctx.add(REJECT, "obfuscation.nesting", "shell nesting deeper than 6 levels")
         return
     try:
-        cmds = _Tokens(script, ctx.shell_vars).parse()
+        cmds = Tokens(script, ctx.shell_vars).parse()
         for cmd in cmds:
             ctx.count += 1
             if ctx.count > MAX_COMMANDS:
-                raise _Refuse("shell.too_long", "more than 200 commands")
+                raise Refuse("shell.too_long", "more than 200 commands")
             _simple(cmd, ctx)
         _pipeline_checks(cmds, ctx)
-    except _Refuse as exc:
+    except Refuse as exc:
         ctx.add(REJECT, exc.rule, exc.detail)
     except RecursionError:
         ctx.add(REJECT, "obfuscation.nesting", "command nested too deeply to judge")
@@ -279,9 +285,9 @@ def _pipeline_checks(cmds: list[Cmd], ctx: Ctx) -> None:
         if name in ("base64", "base32", "basenc", "uudecode") and any(
             w.text in ("-d", "--decode", "-D", "-di", "-id") for w in cmd.words
         ):
-            raise _Refuse("obfuscation.decode", f"{name} decoding: hides the real command")
+            raise Refuse("obfuscation.decode", f"{name} decoding: hides the real command")
         if name == "xxd" and any(w.text.startswith("-r") for w in cmd.words):
-            raise _Refuse("obfuscation.decode", "xxd -r decoding: hides the real command")
+            raise Refuse("obfuscation.decode", "xxd -r decoding: hides the real command")
 
 
 def _prog_name(cmd: Cmd) -> str:
@@ -304,11 +310,11 @@ def _simple(cmd: Cmd, ctx: Ctx) -> None:
             _nested(sub, ctx)
         _redirect(op, target, ctx)
     if cmd.function_def:
-        raise _Refuse("obfuscation.function", "defines a shell function (fork bombs, hiding)")
+        raise Refuse("obfuscation.function", "defines a shell function (fork bombs, hiding)")
     words: list[Word] = []
     for w in cmd.words:
         if not w.quoted and not w.unknown and "," in w.text and "{" in w.text:
-            words.extend(Word(t) for t in _expand_braces(w.text))
+            words.extend(Word(t) for t in expand_braces(w.text))
         else:
             words.append(w)
     # Leading NAME=value assignments: environment for this command, or shell variables.
@@ -320,22 +326,22 @@ def _simple(cmd: Cmd, ctx: Ctx) -> None:
         words.pop(0)
     if not words:
         return
-    _program(words, cmd, ctx)
+    check_program(words, cmd, ctx)
 
 
 def _env_name(name: str, value: str, ctx: Ctx) -> None:
     if DANGEROUS_ENV.match(name):
         rule = "tamper.history" if name.startswith("HIST") else "env.smuggle"
-        raise _Refuse(rule, f"sets {name}={value[:40]}: changes what code runs or what is kept")
+        raise Refuse(rule, f"sets {name}={value[:40]}: changes what code runs or what is kept")
 
 
 _DECL = frozenset({"export", "declare", "typeset", "readonly", "local"})
 
 
-def _program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     prog = words[0]
     if prog.unknown:
-        raise _Refuse(
+        raise Refuse(
             "obfuscation.variable_command",
             "the program name comes from a variable, substitution or template",
         )
@@ -343,7 +349,7 @@ def _program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if raw in ("}", "!", "then", "else", "elif", "fi", "do", "done",
                                       "if", "while", "until", "time", "{"):  # fmt: skip
         if len(words) > 1:
-            _program(words[1:], cmd, ctx)
+            check_program(words[1:], cmd, ctx)
         return
     if raw == "for":
         _for_loop(words, ctx)
@@ -352,18 +358,18 @@ def _program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         return
     name = raw.rsplit("/", 1)[-1]
     if raw.startswith("/etc/init.d/") and len(words) > 1:
-        _service("service", [Word(name), *words[1:]], cmd, ctx)
+        check_service("service", [Word(name), *words[1:]], cmd, ctx)
         return
     if raw != name:
         path = normalize(raw, ctx.cwd) or ""
         cat = category(path)
         if cat in ("tmp", "home", "svclog", "run", "devnull", "unknown"):
-            raise _Refuse("exec.untrusted_path", f"runs {raw}: a program outside system dirs")
+            raise Refuse("exec.untrusted_path", f"runs {raw}: a program outside system dirs")
         if cat in ("data", "other", "data_root", "svcconf"):
             ctx.add(HIGH, "exec.unknown_path", f"runs {raw}, a program the guard cannot see")
             return
     if name.startswith("-") or not name:
-        raise _Refuse("shell.syntax", f"odd program name {raw!r}")
+        raise Refuse("shell.syntax", f"odd program name {raw!r}")
     if name in _DECL:
         for w in words[1:]:
             m = re.match(r"^([A-Za-z_]\w*)=(.*)$", w.text, re.S)
@@ -372,9 +378,9 @@ def _program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                 if not w.unknown:
                     ctx.shell_vars[m.group(1)] = m.group(2)
             elif w.text in ("-f", "-n") and name == "export":
-                raise _Refuse("obfuscation.function", "exports a shell function")
+                raise Refuse("obfuscation.function", "exports a shell function")
             elif re.fullmatch(r"[A-Za-z_]\w*", w.text) and DANGEROUS_ENV.match(w.text):
-                raise _Refuse("env.smuggle", f"{name} {w.text}")
+                raise Refuse("env.smuggle", f"{name} {w.text}")
         return
     handler = _HANDLERS.get(name)
     args = words[1:]
@@ -388,17 +394,17 @@ def _program(words: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         _interpreter(name, args, cmd, ctx)
         return
     if POWER.match(name):
-        raise _Refuse("destructive.power", f"{name}: shuts down or reboots the host")
+        raise Refuse("destructive.power", f"{name}: shuts down or reboots the host")
     if DISK_DESTROYERS.match(name):
-        raise _Refuse("destructive.disk", f"{name}: destroys or rewrites disks or filesystems")
+        raise Refuse("destructive.disk", f"{name}: destroys or rewrites disks or filesystems")
     if name in ESCAPES:
-        raise _Refuse("exec.escape", f"{name}: escapes the task's control or persists")
+        raise Refuse("exec.escape", f"{name}: escapes the task's control or persists")
     if name in EXFIL:
-        raise _Refuse("exfil.network", f"{name}: sends data to or runs code from elsewhere")
+        raise Refuse("exfil.network", f"{name}: sends data to or runs code from elsewhere")
     if name in USER_REMOVAL:
-        raise _Refuse("destructive.user_removal", f"{name}: removes accounts")
+        raise Refuse("destructive.user_removal", f"{name}: removes accounts")
     if name in ACCOUNTS:
-        raise _Refuse("auth.accounts", f"{name}: changes accounts, passwords or keys")
+        raise Refuse("auth.accounts", f"{name}: changes accounts, passwords or keys")
     if name in READ_ONLY:
         _read_only(name, args, cmd, ctx)
         return
@@ -424,7 +430,7 @@ def _redirect(op: str, target: Word, ctx: Ctx) -> None:
         if level:
             ctx.add(level, rule, detail)
         if path is not None and path.startswith(("/dev/tcp/", "/dev/udp/")):
-            raise _Refuse("exfil.network", f"opens network socket {path}")
+            raise Refuse("exfil.network", f"opens network socket {path}")
         if op == "<":
             return
     if op == "<<<":
@@ -452,25 +458,25 @@ def _read_only(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if re.search(r"\\(x[0-9a-fA-F]|[0-7]{1,3}|u[0-9a-fA-F]|U[0-9a-fA-F])", text) or (
             name == "printf" and "%b" in text
         ):
-            raise _Refuse("obfuscation.escapes", f"{name} with hex/octal escapes builds text")
+            raise Refuse("obfuscation.escapes", f"{name} with hex/octal escapes builds text")
         return
     if name in ("dig", "host", "nslookup", "ping", "ping6", "traceroute", "tracepath"):
-        if any(w.unknown for w in args) or (name.startswith("ping") and "-p" in _flags(args)):
-            raise _Refuse("exfil.network", f"{name} with run-time data (DNS/ICMP exfiltration)")
+        if any(w.unknown for w in args) or (name.startswith("ping") and "-p" in flags_of(args)):
+            raise Refuse("exfil.network", f"{name} with run-time data (DNS/ICMP exfiltration)")
         return
     if name == "history":
-        if _flags(args) & {"-c", "-w", "-d", "-a", "-r", "-n", "-s"}:
-            raise _Refuse("tamper.history", "history rewriting")
+        if flags_of(args) & {"-c", "-w", "-d", "-a", "-r", "-n", "-s"}:
+            raise Refuse("tamper.history", "history rewriting")
         return
     if name == "set":
         if any(w.text in ("+o", "history") for w in args) and any(
             w.text == "history" for w in args
         ):
-            raise _Refuse("tamper.history", "set +o history")
+            raise Refuse("tamper.history", "set +o history")
         return
     if name == "unset":
         if any(w.text.startswith("HIST") for w in args):
-            raise _Refuse("tamper.history", "unsets HISTFILE")
+            raise Refuse("tamper.history", "unsets HISTFILE")
         return
     if name in ("hostname", "hostnamectl"):
         ops = [w for w in args if not w.text.startswith("-")]
@@ -481,20 +487,20 @@ def _read_only(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         _env(name, args, cmd, ctx)
         return
     if name in ("base64", "base32", "xxd"):
-        if _flags(args) & {"-d", "--decode", "-D", "-r"}:
-            raise _Refuse("obfuscation.decode", f"{name} decoding: hides the real command")
+        if flags_of(args) & {"-d", "--decode", "-D", "-r"}:
+            raise Refuse("obfuscation.decode", f"{name} decoding: hides the real command")
     if name in CONTENT_READERS:
-        _reads([w for w in args if not w.text.startswith("-")], ctx)
+        note_reads([w for w in args if not w.text.startswith("-")], ctx)
 
 
 def _eval(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if any(w.unknown for w in args):
-        raise _Refuse("obfuscation.eval", "eval of variables or substitutions")
+        raise Refuse("obfuscation.eval", "eval of variables or substitutions")
     _nested(" ".join(w.text for w in args), ctx)
 
 
 def _cd(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args)
+    ops = operands_of(args)
     if not ops:
         ctx.cwd = "/root"
         return
@@ -510,17 +516,17 @@ def _shell(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if script is None and t.startswith("-") and not t.startswith("--") and "c" in t[1:]:
             nxt = next(it, None)
             if nxt is None:
-                raise _Refuse("shell.syntax", f"{name} -c without a script")
+                raise Refuse("shell.syntax", f"{name} -c without a script")
             if nxt.unknown:
-                raise _Refuse("obfuscation.variable_command", f"{name} -c of a variable")
+                raise Refuse("obfuscation.variable_command", f"{name} -c of a variable")
             script = nxt.text
             continue
         if script is None and (t.startswith(("-", "+"))):
             if t in ("-s", "-i") or ("s" in t[1:] and not t.startswith("--")):
-                raise _Refuse("shell.pipe_to_interpreter", f"{name} {t} reads commands from stdin")
+                raise Refuse("shell.pipe_to_interpreter", f"{name} {t} reads commands from stdin")
             if t in ("-o", "+o") and (nxt := next(it, None)) is not None:
                 if nxt.text == "history":
-                    raise _Refuse("tamper.history", f"{name} {t} history")
+                    raise Refuse("tamper.history", f"{name} {t} history")
             continue
         rest.append(w)
         if script is None:
@@ -531,10 +537,10 @@ def _shell(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if rest:
         path = rest[0].path(ctx.cwd)
         if path is None or category(path) in ("tmp", "home", "other", "run"):
-            raise _Refuse("exec.untrusted_path", f"{name} runs a script from {rest[0].text}")
+            raise Refuse("exec.untrusted_path", f"{name} runs a script from {rest[0].text}")
         ctx.add(HIGH, "shell.script_file", f"{name} runs {path}, a script the guard cannot see")
         return
-    raise _Refuse(
+    raise Refuse(
         "shell.pipe_to_interpreter",
         f"{name} reading commands from a pipe, here-string or stdin",
     )
@@ -543,8 +549,8 @@ def _shell(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
 def _interpreter(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if name == "busybox":
         if not args:
-            raise _Refuse("shell.interactive", "busybox without an applet")
-        _program(args, cmd, ctx)
+            raise Refuse("shell.interactive", "busybox without an applet")
+        check_program(args, cmd, ctx)
         return
     texts = [w.text for w in args]
     if (
@@ -553,7 +559,7 @@ def _interpreter(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         and texts[0] == "-m"
         and texts[1] in ("pip", "pip3")
     ):
-        _pip(texts[2:], ctx)
+        check_pip(texts[2:], ctx)
         return
     if (
         not texts
@@ -561,20 +567,20 @@ def _interpreter(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         or (cmd.pipe_in and not texts)
         or (cmd.heredoc_in or ctx.stdin_data)
     ):
-        raise _Refuse("shell.pipe_to_interpreter", f"{name} reading code from stdin")
+        raise Refuse("shell.pipe_to_interpreter", f"{name} reading code from stdin")
     if set(texts) <= {"--version", "-V", "-v", "--help", "-h"}:
         return
     for t in texts:
         if t.startswith("-") and any(c in t for c in "ceErM") and not t.startswith("--"):
-            raise _Refuse("shell.inline_code", f"{name} {t}: inline code")
+            raise Refuse("shell.inline_code", f"{name} {t}: inline code")
         if t in ("-m",):
-            raise _Refuse("shell.inline_code", f"{name} -m runs a module (e.g. an HTTP server)")
+            raise Refuse("shell.inline_code", f"{name} -m runs a module (e.g. an HTTP server)")
         if not t.startswith("-"):
             break
     script = next((w for w in args if not w.text.startswith("-")), None)
     path = script.path(ctx.cwd) if script else None
     if path is None or category(path) in ("tmp", "home", "other", "run", "devnull"):
-        raise _Refuse(
+        raise Refuse(
             "exec.untrusted_path", f"{name} runs code from {script.text if script else '?'}"
         )
     ctx.add(HIGH, "shell.script_file", f"{name} runs {path}, code the guard cannot see")
@@ -595,13 +601,13 @@ def _wrapper(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if name in ("sudo", "doas") and opt in ("-i", "-s", "--login", "--shell"):
             rest = args[k + 1 :]
             if not rest:
-                raise _Refuse("shell.interactive", f"{name} {t} opens a shell")
+                raise Refuse("shell.interactive", f"{name} {t} opens a shell")
             if any(w.unknown for w in rest):
-                raise _Refuse("obfuscation.variable_command", f"{name} {t} with variables")
+                raise Refuse("obfuscation.variable_command", f"{name} {t} with variables")
             _nested(" ".join(w.text for w in rest), ctx)
             return
         if name in ("sudo",) and opt in ("-e", "--edit"):
-            raise _Refuse("exec.escape", "sudo -e edits files through an editor")
+            raise Refuse("exec.escape", "sudo -e edits files through an editor")
         if name in ("env",) and opt in ("-S", "--split-string"):
             value = t.split("=", 1)[1] if "=" in t else (args[k + 1].text if k + 1 < len(args)
                                                          else "")  # fmt: skip
@@ -614,7 +620,7 @@ def _wrapper(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if name in ("xargs", "flock", "su", "runuser", "sg") and opt in ("-c", "--command"):
             if k + 1 < len(args):
                 if args[k + 1].unknown:
-                    raise _Refuse("obfuscation.variable_command", f"{name} -c of a variable")
+                    raise Refuse("obfuscation.variable_command", f"{name} -c of a variable")
                 _nested(args[k + 1].text, ctx)
                 return
         if name in ("ionice", "chrt", "taskset") and opt in ("-p", "--pid"):
@@ -640,7 +646,7 @@ def _wrapper(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         rest = rest[1:]  # the duration, lock file, CPU mask or priority
     if name in ("su", "runuser", "sg"):
         if name != "runuser" or not rest:
-            raise _Refuse("auth.accounts", f"{name} without -c switches user interactively")
+            raise Refuse("auth.accounts", f"{name} without -c switches user interactively")
     if name == "command" and any(a.text in ("-v", "-V") for a in args):
         return
     if not rest:
@@ -649,12 +655,12 @@ def _wrapper(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if name == "xargs":
             rest = [Word("echo")]
         else:
-            raise _Refuse("shell.interactive", f"{name} without a command")
+            raise Refuse("shell.interactive", f"{name} without a command")
     if name == "xargs":
         rest = [*rest, Word(UNKNOWN, unknown=True)]
         if any("{}" in w.text for w in rest) or any(a.text in ("-I", "-i") for a in args):
             rest = [Word(UNKNOWN, unknown=True) if "{}" in w.text else w for w in rest]
-    _program(rest, cmd, ctx)
+    check_program(rest, cmd, ctx)
 
 
 def _env(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
@@ -696,41 +702,42 @@ _WRAPPERS: dict[str, tuple[frozenset[str], None, str]] = {
 # --- handler tables -------------------------------------------------------------------------
 
 _READ_SPECIAL: dict[str, Handler] = {
-    "grep": _grep_like, "egrep": _grep_like, "fgrep": _grep_like, "zgrep": _grep_like,
-    "rg": _grep_like, "ag": _grep_like, "cat": _cat_like, "head": _cat_like,
-    "tail": _cat_like, "sed": _sed, "awk": _awk, "gawk": _awk, "mawk": _awk, "nawk": _awk,
-    "curl": _curl, "wget": _curl, "supervisorctl": _supervisorctl, "getent": _getent,
+    "grep": check_grep_like, "egrep": check_grep_like, "fgrep": check_grep_like,
+    "zgrep": check_grep_like, "rg": check_grep_like, "ag": check_grep_like, "cat": check_cat_like,
+    "head": check_cat_like, "tail": check_cat_like, "sed": check_sed, "awk": check_awk,
+    "gawk": check_awk, "mawk": check_awk, "nawk": check_awk, "curl": check_curl, "wget": check_curl,
+    "supervisorctl": check_supervisorctl, "getent": check_getent,
 }  # fmt: skip
 
 _HANDLERS: dict[str, Handler] = {
-    "nc": _nc,
-    "setfacl": _setfacl,
-    "zip": _zip,
-    "7z": _zip,
-    "ncat": _nc,
-    "netcat": _nc,
-    "rm": _rm, "rmdir": _rm, "unlink": _rm, "find": _find, "chmod": _chmod, "chown": _chmod,
-    "chgrp": _chmod, "truncate": _truncate, "dd": _dd, "tee": _tee, "touch": _touch_mkdir,
-    "mkdir": _touch_mkdir, "install": _cp_mv, "cp": _cp_mv, "mv": _cp_mv, "ln": _cp_mv,
-    "rsync": _cp_mv, "tar": _tar, "gzip": _compress, "gunzip": _compress, "bzip2": _compress,
-    "xz": _compress, "zstd": _compress, "kill": _kill, "pkill": _kill, "killall": _kill,
-    "killall5": _kill, "fuser": _kill, "systemctl": _systemctl, "service": _service,
-    "apt": _pkg, "apt-get": _pkg, "aptitude": _pkg, "dpkg": _pkg, "yum": _pkg, "dnf": _pkg,
-    "rpm": _pkg, "zypper": _pkg, "apk": _pkg, "pacman": _pkg, "snap": _pkg, "flatpak": _pkg,
-    "pip": _pkg, "pip3": _pkg, "npm": _pkg, "gem": _pkg, "cargo": _pkg, "yarn": _pkg,
-    "iptables": _firewall, "ip6tables": _firewall, "iptables-legacy": _firewall,
-    "iptables-nft": _firewall, "ip6tables-legacy": _firewall, "ip6tables-nft": _firewall,
-    "iptables-restore": _firewall, "ip6tables-restore": _firewall, "iptables-save": _firewall,
-    "ebtables": _firewall, "arptables": _firewall, "nft": _firewall, "ufw": _firewall,
-    "firewall-cmd": _firewall, "ip": _ip, "ifdown": _ip, "ifup": _ip, "ifconfig": _ip,
-    "tc": _ip, "nmcli": _ip, "sysctl": _sysctl, "mount": _mount, "umount": _mount,
-    "swapoff": _mount, "swapon": _mount, "openssl": _openssl, "redis-cli": _redis_cli,
-    "psql": _psql, "pg_ctl": _pg_tools, "pg_ctlcluster": _pg_tools, "pg_dump": _pg_tools,
-    "pg_dumpall": _pg_tools, "vacuumdb": _pg_tools, "reindexdb": _pg_tools,
-    "clusterdb": _pg_tools, "dropdb": _pg_tools, "dropuser": _pg_tools,
-    "pg_resetwal": _pg_tools, "createdb": _pg_tools, "createuser": _pg_tools,
-    "nginx": _nginx, "logrotate": _logrotate, "journalctl": _journalctl, "dmesg": _dmesg,
-    "prlimit": _prlimit, "renice": _renice, "eval": _eval, "cd": _cd, "pushd": _cd,
-    "popd": _cd, "ldconfig": _simple_medium, "ln.": _cp_mv,
+    "nc": check_nc, "setfacl": check_setfacl, "zip": check_zip, "7z": check_zip, "ncat": check_nc,
+    "netcat": check_nc, "rm": check_rm, "rmdir": check_rm, "unlink": check_rm, "find": check_find,
+    "chmod": check_chmod, "chown": check_chmod, "chgrp": check_chmod, "truncate": check_truncate,
+    "dd": check_dd, "tee": check_tee, "touch": check_touch_mkdir, "mkdir": check_touch_mkdir,
+    "install": check_cp_mv, "cp": check_cp_mv, "mv": check_cp_mv, "ln": check_cp_mv,
+    "rsync": check_cp_mv, "tar": check_tar, "gzip": check_compress, "gunzip": check_compress,
+    "bzip2": check_compress, "xz": check_compress, "zstd": check_compress, "kill": check_kill,
+    "pkill": check_kill, "killall": check_kill, "killall5": check_kill, "fuser": check_kill,
+    "systemctl": check_systemctl, "service": check_service, "apt": check_pkg, "apt-get": check_pkg,
+    "aptitude": check_pkg, "dpkg": check_pkg, "yum": check_pkg, "dnf": check_pkg, "rpm": check_pkg,
+    "zypper": check_pkg, "apk": check_pkg, "pacman": check_pkg, "snap": check_pkg,
+    "flatpak": check_pkg, "pip": check_pkg, "pip3": check_pkg, "npm": check_pkg, "gem": check_pkg,
+    "cargo": check_pkg, "yarn": check_pkg, "iptables": check_firewall, "ip6tables": check_firewall,
+    "iptables-legacy": check_firewall, "iptables-nft": check_firewall,
+    "ip6tables-legacy": check_firewall, "ip6tables-nft": check_firewall,
+    "iptables-restore": check_firewall, "ip6tables-restore": check_firewall,
+    "iptables-save": check_firewall, "ebtables": check_firewall, "arptables": check_firewall,
+    "nft": check_firewall, "ufw": check_firewall, "firewall-cmd": check_firewall, "ip": check_ip,
+    "ifdown": check_ip, "ifup": check_ip, "ifconfig": check_ip, "tc": check_ip, "nmcli": check_ip,
+    "sysctl": check_sysctl, "mount": check_mount, "umount": check_mount, "swapoff": check_mount,
+    "swapon": check_mount, "openssl": check_openssl, "redis-cli": check_redis_cli,
+    "psql": check_psql, "pg_ctl": check_pg_tools, "pg_ctlcluster": check_pg_tools,
+    "pg_dump": check_pg_tools, "pg_dumpall": check_pg_tools, "vacuumdb": check_pg_tools,
+    "reindexdb": check_pg_tools, "clusterdb": check_pg_tools, "dropdb": check_pg_tools,
+    "dropuser": check_pg_tools, "pg_resetwal": check_pg_tools, "createdb": check_pg_tools,
+    "createuser": check_pg_tools, "nginx": check_nginx, "logrotate": check_logrotate,
+    "journalctl": check_journalctl, "dmesg": check_dmesg, "prlimit": check_prlimit,
+    "renice": check_renice, "eval": _eval, "cd": _cd, "pushd": _cd, "popd": _cd,
+    "ldconfig": check_simple_medium, "ln.": check_cp_mv,
     **{w: _wrapper for w in _WRAPPERS},
 }  # fmt: skip

@@ -1,10 +1,10 @@
 """Shell syntax for the guard: split a script into simple commands the way the shell would.
 
-`_Tokens` removes quotes and escapes, splits on control operators (`;` `&&` `||` `|` `&`,
+`Tokens` removes quotes and escapes, splits on control operators (`;` `&&` `||` `|` `&`,
 newlines, subshells), records redirections and here-documents, and keeps the inner scripts of
 `$(...)`, backticks and `<(...)` on each `Word` so the caller can judge them too. Whatever only
 makes sense as obfuscation at this level (invisible or look-alike characters, `$'\\x..'`,
-`${IFS}`, substitutions inside arithmetic) raises `_Refuse`, the exception every part of the
+`${IFS}`, substitutions inside arithmetic) raises `Refuse`, the exception every part of the
 shell policy uses to refuse a command outright.
 """
 
@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from remed_daemon.agents.guard_paths import UNKNOWN, normalize
+from remed_daemon.guard.paths import UNKNOWN, normalize
 
 MAX_COMMANDS = 200
 
@@ -40,7 +40,7 @@ class Cmd:
     function_def: bool = False
 
 
-class _Refuse(Exception):
+class Refuse(Exception):
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(detail)
         self.rule, self.detail = rule, detail
@@ -66,7 +66,7 @@ def _find_close(s: str, i: int, opener: str, closer: str) -> int:
         if c == "'":
             j = s.find("'", i + 1)
             if j < 0:
-                raise _Refuse("shell.syntax", "unterminated single quote")
+                raise Refuse("shell.syntax", "unterminated single quote")
             i = j + 1
             continue
         if c == '"':
@@ -83,7 +83,7 @@ def _find_close(s: str, i: int, opener: str, closer: str) -> int:
             i += len(closer)
             continue
         i += 1
-    raise _Refuse("shell.syntax", f"unterminated {opener!r}")
+    raise Refuse("shell.syntax", f"unterminated {opener!r}")
 
 
 def _find_dquote_end(s: str, i: int) -> int:
@@ -100,21 +100,21 @@ def _find_dquote_end(s: str, i: int) -> int:
         if c == "`":
             j = s.find("`", i + 1)
             if j < 0:
-                raise _Refuse("shell.syntax", "unterminated backtick")
+                raise Refuse("shell.syntax", "unterminated backtick")
             i = j + 1
             continue
         i += 1
-    raise _Refuse("shell.syntax", "unterminated double quote")
+    raise Refuse("shell.syntax", "unterminated double quote")
 
 
-class _Tokens:
+class Tokens:
     """Splits a script into simple commands; nested scripts are returned for recursion."""
 
     def __init__(self, s: str, shell_vars: dict[str, str]) -> None:
         if _INVISIBLE.search(s.replace("\t", " ")):
-            raise _Refuse("obfuscation.invisible", "control or invisible characters in command")
+            raise Refuse("obfuscation.invisible", "control or invisible characters in command")
         if nfkc_suspicious(s):
-            raise _Refuse(
+            raise Refuse(
                 "obfuscation.lookalike", "look-alike (fullwidth/compatibility) characters"
             )
         self.s = s
@@ -181,10 +181,10 @@ class _Tokens:
             if s.startswith("((", self.i):
                 end = s.find("))", self.i)
                 if end < 0:
-                    raise _Refuse("shell.syntax", "unterminated (( ))")
+                    raise Refuse("shell.syntax", "unterminated (( ))")
                 inner = s[self.i + 2 : end]
                 if "$(" in inner or "`" in inner:
-                    raise _Refuse("obfuscation.arithmetic", "command substitution in (( ))")
+                    raise Refuse("obfuscation.arithmetic", "command substitution in (( ))")
                 self.i = end + 2
                 continue
             cur.words.append(self._word())
@@ -195,7 +195,7 @@ class _Tokens:
         if cmd.words or cmd.redirects:
             self.cmds.append(cmd)
             if len(self.cmds) > MAX_COMMANDS:
-                raise _Refuse("shell.too_long", "more than 200 commands in one script")
+                raise Refuse("shell.too_long", "more than 200 commands in one script")
 
     def _read_heredocs(self) -> None:
         for delim, quoted, cmd in self.heredocs:
@@ -235,7 +235,7 @@ class _Tokens:
             if c == "'":
                 j = s.find("'", self.i + 1)
                 if j < 0:
-                    raise _Refuse("shell.syntax", "unterminated single quote")
+                    raise Refuse("shell.syntax", "unterminated single quote")
                 out.append(s[self.i + 1 : j])
                 word.quoted = True
                 self.i = j + 1
@@ -252,7 +252,7 @@ class _Tokens:
                     j += 2 if s[j] == "\\" else 1
                 body = s[self.i + 2 : j]
                 if _ANSI_ESCAPE.search(body):
-                    raise _Refuse("obfuscation.escapes", f"$'...' with escapes: $'{body[:40]}'")
+                    raise Refuse("obfuscation.escapes", f"$'...' with escapes: $'{body[:40]}'")
                 out.append(body.replace("\\n", "\n").replace("\\t", "\t"))
                 word.quoted = True
                 self.i = j + 1
@@ -263,7 +263,7 @@ class _Tokens:
             if c == "{" and s.startswith("{{", self.i):
                 end = s.find("}}", self.i)
                 if end < 0:
-                    raise _Refuse("jinja.syntax", "unterminated {{ in command")
+                    raise Refuse("jinja.syntax", "unterminated {{ in command")
                 out.append(UNKNOWN)
                 word.unknown = True
                 self.i = end + 2
@@ -287,7 +287,7 @@ class _Tokens:
             if body.startswith("{{", i):
                 end = body.find("}}", i)
                 if end < 0:
-                    raise _Refuse("jinja.syntax", "unterminated {{ in command")
+                    raise Refuse("jinja.syntax", "unterminated {{ in command")
                 out.append(UNKNOWN)
                 word.unknown = True
                 i = end + 2
@@ -300,9 +300,9 @@ class _Tokens:
         if s.startswith("$((", i):
             end = s.find("))", i)
             if end < 0:
-                raise _Refuse("shell.syntax", "unterminated $(( ))")
+                raise Refuse("shell.syntax", "unterminated $(( ))")
             if "$(" in s[i + 3 : end] or "`" in s[i + 3 : end]:
-                raise _Refuse("obfuscation.arithmetic", "command substitution in $(( ))")
+                raise Refuse("obfuscation.arithmetic", "command substitution in $(( ))")
             out.append(UNKNOWN)
             word.unknown = True
             return end + 2
@@ -315,7 +315,7 @@ class _Tokens:
         if s[i] == "`":
             end = s.find("`", i + 1)
             if end < 0:
-                raise _Refuse("shell.syntax", "unterminated backtick")
+                raise Refuse("shell.syntax", "unterminated backtick")
             word.subs.append(s[i + 1 : end].replace("\\`", "`"))
             out.append(UNKNOWN)
             word.unknown = True
@@ -325,7 +325,7 @@ class _Tokens:
             inner = s[i + 2 : end]
             mname = re.match(r"[!#]?(\w*)", inner)
             if "IFS" in inner:
-                raise _Refuse("obfuscation.ifs", "${IFS} used to hide word boundaries")
+                raise Refuse("obfuscation.ifs", "${IFS} used to hide word boundaries")
             if "$(" in inner or "`" in inner:
                 word.subs.extend(re.findall(r"\$\(([^()]*)\)", inner))
             var = mname.group(1) if mname else ""
@@ -339,7 +339,7 @@ class _Tokens:
         if mv:
             name = mv.group(1)
             if name == "IFS":
-                raise _Refuse("obfuscation.ifs", "$IFS used to hide word boundaries")
+                raise Refuse("obfuscation.ifs", "$IFS used to hide word boundaries")
             if name in self.vars:
                 out.append(self.vars[name])
             else:
@@ -356,17 +356,17 @@ def _extract_sub(body: str, i: int) -> str | None:
             return body[i + 2 : _find_close(body, i + 2, "(", ")")]
         end = body.find("`", i + 1)
         return body[i + 1 : end] if end > 0 else None
-    except _Refuse:
+    except Refuse:
         return body[i:]
 
 
-def _expand_braces(text: str) -> list[str]:
+def expand_braces(text: str) -> list[str]:
     m = re.search(r"\{([^{}]*,[^{}]*)\}", text)
     if not m:
         return [text]
     out: list[str] = []
     for alt in m.group(1).split(","):
-        out.extend(_expand_braces(text[: m.start()] + alt + text[m.end() :]))
+        out.extend(expand_braces(text[: m.start()] + alt + text[m.end() :]))
         if len(out) > 64:
             break
     return out

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 
-from remed_daemon.agents.guard_paths import HIGH, MEDIUM, UNKNOWN
-from remed_daemon.agents.guard_shell_operands import Ctx, _writes, url_is_local
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _Refuse
+from remed_daemon.guard.paths import HIGH, MEDIUM, UNKNOWN
+from remed_daemon.guard.shell.operands import Ctx, note_writes, url_is_local
+from remed_daemon.guard.shell.parse import Cmd, Refuse, Word
 
 
-def _redis_cli(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_redis_cli(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     k = 0
     words = [w.text for w in args]
     while k < len(words) and words[k].startswith("-"):
@@ -31,26 +31,26 @@ def _redis_cli(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             k += 2 if t not in ("--tls",) else 1
             continue
         if t in ("--eval", "-x", "--rdb", "--pipe", "--functions-rdb"):
-            raise _Refuse("shell.inline_code", f"redis-cli {t}")
+            raise Refuse("shell.inline_code", f"redis-cli {t}")
         k += 1
     ops = [w.upper() for w in words[k:]]
     if not ops:
         if cmd.pipe_in or cmd.heredoc_in or ctx.stdin_data:
             ctx.add(HIGH, "db.stdin", "redis-cli reads commands from stdin")
             return
-        raise _Refuse("shell.interactive", "redis-cli without a command is interactive")
+        raise Refuse("shell.interactive", "redis-cli without a command is interactive")
     verb = ops[0]
     arg1 = ops[1] if len(ops) > 1 else ""
     if verb in ("FLUSHALL", "FLUSHDB", "SWAPDB"):
-        raise _Refuse("destructive.data", f"redis-cli {verb} deletes every key")
+        raise Refuse("destructive.data", f"redis-cli {verb} deletes every key")
     if verb in ("DEBUG", "MODULE", "SLAVEOF", "REPLICAOF", "MIGRATE", "EVAL", "EVALSHA",
                 "SCRIPT", "FUNCTION", "FCALL", "ACL", "SYNC", "PSYNC", "MONITOR"):  # fmt: skip
-        raise _Refuse("exec.escape", f"redis-cli {verb}")
+        raise Refuse("exec.escape", f"redis-cli {verb}")
     if verb == "CONFIG":
         if arg1 == "SET":
             param = ops[2] if len(ops) > 2 else ""
             if param in ("DIR", "DBFILENAME", "LOGFILE", "APPENDFILENAME", "APPENDDIRNAME"):
-                raise _Refuse("persistence.control_file", f"redis CONFIG SET {param}: file write")
+                raise Refuse("persistence.control_file", f"redis CONFIG SET {param}: file write")
             ctx.add(MEDIUM, "db.config", f"redis-cli CONFIG SET {param}")
             return
         if arg1 in ("GET", "HELP"):
@@ -104,15 +104,15 @@ def _sql(sql: str, ctx: Ctx, prog: str) -> None:
     if UNKNOWN in sql:
         ctx.add(HIGH, "db.unknown", f"{prog} SQL built at run time")
     if "\\!" in sql or re.search(r"\\(o|g|w|copy|i|ir|setenv|cd)\b", sql):
-        raise _Refuse("shell.inline_code", f"{prog} meta-command runs programs or files")
+        raise Refuse("shell.inline_code", f"{prog} meta-command runs programs or files")
     if _SQL_REJECT.search(sql):
-        raise _Refuse("exec.escape", f"{prog}: SQL that runs programs, reads files or grants")
+        raise Refuse("exec.escape", f"{prog}: SQL that runs programs, reads files or grants")
     if re.search(r"\bCOPY\b[^;]*\bTO\b", sql, re.I):
-        raise _Refuse("exfil.file", f"{prog}: COPY TO writes server files")
+        raise Refuse("exfil.file", f"{prog}: COPY TO writes server files")
     for stmt in [s for s in sql.split(";") if s.strip()]:
         if _SQL_DESTROY.search(stmt):
             if re.search(r"\bDROP\s+(DATABASE|SCHEMA|TABLE)\b|\bTRUNCATE\b", stmt, re.I):
-                raise _Refuse("destructive.data", f"{prog}: {stmt.strip()[:60]}")
+                raise Refuse("destructive.data", f"{prog}: {stmt.strip()[:60]}")
             ctx.add(HIGH, "destructive.data", f"{prog}: {stmt.strip()[:60]}")
         elif _SQL_KILL.search(stmt):
             ctx.add(MEDIUM, "kill.targeted", f"{prog}: {stmt.strip()[:60]}")
@@ -126,7 +126,7 @@ def _sql(sql: str, ctx: Ctx, prog: str) -> None:
             ctx.add(HIGH, "db.write", f"{prog}: {stmt.strip()[:60]}")
 
 
-def _psql(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_psql(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     sqls: list[str] = []
     it = iter(args)
     for w in it:
@@ -145,7 +145,7 @@ def _psql(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         elif t in ("-o", "--output", "-L", "--log-file"):
             nxt = next(it, None)
             if nxt is not None:
-                _writes([nxt], ctx, prog="psql -o")
+                note_writes([nxt], ctx, prog="psql -o")
         elif t in ("-h", "--host"):
             nxt = next(it, None)
             if (
@@ -164,15 +164,15 @@ def _psql(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             ctx.add(HIGH, "db.stdin", "psql reads SQL from stdin")
             return
         if name == "psql":
-            raise _Refuse("shell.interactive", "psql without -c is interactive")
+            raise Refuse("shell.interactive", "psql without -c is interactive")
     for sql in sqls:
         _sql(sql, ctx, name)
 
 
-def _pg_tools(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_pg_tools(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ops = [w.text for w in args if not w.text.startswith("-")]
     if name in ("dropdb", "dropuser", "pg_resetwal", "pg_resetxlog"):
-        raise _Refuse("destructive.data", f"{name} destroys data or access")
+        raise Refuse("destructive.data", f"{name} destroys data or access")
     if name in ("pg_ctl", "pg_ctlcluster"):
         action = next((o for o in ops if o in ("start", "stop", "restart", "reload", "status",
                                                 "promote", "kill", "init",
@@ -186,11 +186,11 @@ def _pg_tools(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.add(HIGH, "db.other", f"{name} {action}")
         return
     if name == "pg_dumpall":
-        raise _Refuse("secrets.read", "pg_dumpall dumps role password hashes")
+        raise Refuse("secrets.read", "pg_dumpall dumps role password hashes")
     if name == "pg_dump":
         for k, w in enumerate(args):
             if w.text in ("-f", "--file") and k + 1 < len(args):
-                _writes([args[k + 1]], ctx, prog="pg_dump")
+                note_writes([args[k + 1]], ctx, prog="pg_dump")
         ctx.add(MEDIUM, "db.dump", "pg_dump")
         return
     if name in ("vacuumdb", "reindexdb", "clusterdb"):

@@ -1,6 +1,6 @@
 """What every program handler of the shell policy shares: the state of one judgement (`Ctx`),
 the handler signature, the helpers that split arguments into options and operands and record
-what reading, writing or deleting those operands costs (`guard_paths` decides the level), and
+what reading, writing or deleting those operands costs (`guard.paths` decides the level), and
 the URL policy (only the host itself and the incident's hosts may be called).
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from remed_daemon.agents.guard_paths import (
+from remed_daemon.guard.paths import (
     HIGH,
     UNKNOWN,
     Effects,
@@ -20,7 +20,7 @@ from remed_daemon.agents.guard_paths import (
     read_level,
     write_level,
 )
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _expand_braces
+from remed_daemon.guard.shell.parse import Cmd, Word, expand_braces
 
 
 @dataclass
@@ -43,7 +43,7 @@ Handler = Callable[[str, list[Word], Cmd, Ctx], None]
 # --- generic argument helpers ---------------------------------------------------------------
 
 
-def _operands(args: list[Word], with_value: str = "") -> list[Word]:
+def operands_of(args: list[Word], with_value: str = "") -> list[Word]:
     """Non-option words; options listed in `with_value` (letters) take the next word."""
     out: list[Word] = []
     skip = False
@@ -64,7 +64,7 @@ def _operands(args: list[Word], with_value: str = "") -> list[Word]:
     return out
 
 
-def _flags(args: list[Word]) -> set[str]:
+def flags_of(args: list[Word]) -> set[str]:
     out: set[str] = set()
     for w in args:
         t = w.text
@@ -77,19 +77,19 @@ def _flags(args: list[Word]) -> set[str]:
     return out
 
 
-def _paths(words: list[Word], ctx: Ctx) -> list[tuple[Word, str | None]]:
+def paths_of(words: list[Word], ctx: Ctx) -> list[tuple[Word, str | None]]:
     out: list[tuple[Word, str | None]] = []
     for w in words:
         if w.unknown:
             out.append((w, None))
             continue
-        for text in _expand_braces(w.text) if not w.quoted else [w.text]:
+        for text in expand_braces(w.text) if not w.quoted else [w.text]:
             out.append((w, normalize(text, ctx.cwd)))
     return out
 
 
-def _reads(words: list[Word], ctx: Ctx) -> None:
-    for w, path in _paths(words, ctx):
+def note_reads(words: list[Word], ctx: Ctx) -> None:
+    for w, path in paths_of(words, ctx):
         if path is None:
             # A run-time part (`/proc/$(pgrep x)/environ`, `$HOME/.ssh/id_rsa`) may be anything.
             path = normalize(w.text.replace(UNKNOWN, "1"), ctx.cwd or "/root")
@@ -98,16 +98,16 @@ def _reads(words: list[Word], ctx: Ctx) -> None:
             ctx.add(level, rule, detail)
 
 
-def _deletes(words: list[Word], ctx: Ctx, *, recursive: bool, prog: str) -> None:
-    for w, path in _paths(words, ctx):
+def note_deletes(words: list[Word], ctx: Ctx, *, recursive: bool, prog: str) -> None:
+    for w, path in paths_of(words, ctx):
         level, rule = delete_level(path, recursive=recursive)
         shown = path or w.text.replace(UNKNOWN, "$?")
         ctx.add(level, rule, f"{prog} {'-r ' if recursive else ''}{shown}")
         ctx.effects.touch(path)
 
 
-def _writes(words: list[Word], ctx: Ctx, *, prog: str, backup: bool = False) -> None:
-    for w, path in _paths(words, ctx):
+def note_writes(words: list[Word], ctx: Ctx, *, prog: str, backup: bool = False) -> None:
+    for w, path in paths_of(words, ctx):
         level, rule = write_level(path)
         if rule == "config.edit" and not backup:
             level, rule = HIGH, "config.no_backup"

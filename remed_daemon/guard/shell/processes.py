@@ -12,16 +12,16 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from remed_daemon.agents.guard_paths import HIGH, MEDIUM, category, has_glob, normalize
-from remed_daemon.agents.guard_shell_operands import (
+from remed_daemon.guard.paths import HIGH, MEDIUM, category, has_glob, normalize
+from remed_daemon.guard.shell.operands import (
     Ctx,
-    _flags,
-    _operands,
-    _paths,
-    _reads,
+    flags_of,
+    note_reads,
+    operands_of,
+    paths_of,
     url_is_local,
 )
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _Refuse
+from remed_daemon.guard.shell.parse import Cmd, Refuse, Word
 
 # Services whose loss cuts the host off or hides it: never stopped, killed or masked.
 CRITICAL_SERVICES = frozenset(
@@ -77,10 +77,10 @@ CRITICAL_COMMS = (
 )  # fmt: skip
 
 
-def _kill(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_kill(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if name == "killall5":
-        raise _Refuse("destructive.kill_all", "killall5 kills every process")
-    flags = _flags(args)
+        raise Refuse("destructive.kill_all", "killall5 kills every process")
+    flags = flags_of(args)
     if name == "kill":
         if any(w.text in ("-l", "-L", "--list", "--table") for w in args):
             return
@@ -99,32 +99,32 @@ def _kill(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         return
     if name == "fuser":
         if "-k" not in flags and not any(w.text.startswith("-k") for w in args):
-            _reads(_operands(args, "n"), ctx)
+            note_reads(operands_of(args, "n"), ctx)
             return
-        for w in _operands(args, "n"):
+        for w in operands_of(args, "n"):
             if (
                 w.unknown
                 or w.text in ("/", "22/tcp", "22")
                 or category(normalize(w.text)) in ("root", "sysbin")
             ):
-                raise _Refuse("destructive.kill_critical", f"fuser -k {w.text}")
+                raise Refuse("destructive.kill_critical", f"fuser -k {w.text}")
         ctx.add(MEDIUM, "kill.targeted", "fuser -k kills the processes using a port or file")
         return
     # pkill / killall / pgrep-style pattern matching
     full = bool(flags & {"-f", "--full"})
     regex = name == "pkill" or "-r" in flags or "--regexp" in flags
     exact = bool(flags & {"-x", "--exact", "-e"}) if name == "pkill" else name == "killall"
-    ops = _operands(args, "uUgGPstnsoOwcF" if name == "pkill" else "uoyOsn")
+    ops = operands_of(args, "uUgGPstnsoOwcF" if name == "pkill" else "uoyOsn")
     for w in args:
         if w.text in ("-u", "-U", "--euid", "--uid", "--user") and w is not args[-1]:
             user = args[args.index(w) + 1].text
             if user in ("root", "0") or not ops:
-                raise _Refuse("destructive.kill_all", f"{name} -u {user} kills a user's processes")
+                raise Refuse("destructive.kill_all", f"{name} -u {user} kills a user's processes")
         if w.text in ("-P", "--parent") and w is not args[-1]:
             if args[args.index(w) + 1].text in ("0", "1"):
-                raise _Refuse("destructive.kill_critical", f"{name} -P 1: every child of init")
+                raise Refuse("destructive.kill_critical", f"{name} -P 1: every child of init")
     if not ops:
-        raise _Refuse("destructive.kill_all", f"{name} without a pattern")
+        raise Refuse("destructive.kill_all", f"{name} without a pattern")
     for w in ops:
         _kill_pattern(name, w, full=full, regex=regex, exact=exact, ctx=ctx)
     ctx.add(MEDIUM, "kill.targeted", f"{name} {' '.join(w.text for w in ops)[:80]}")
@@ -137,7 +137,7 @@ def _kill_pattern(name: str, w: Word, *, full: bool, regex: bool, exact: bool, c
     pat = w.text
     stripped = re.sub(r"[\^$.*+?()\[\]{}|\\]", "", pat)
     if len(stripped) < 3:
-        raise _Refuse("destructive.kill_all", f"{name} pattern {pat!r} is too broad")
+        raise Refuse("destructive.kill_all", f"{name} pattern {pat!r} is too broad")
     store = data_store_in_pattern(pat)
     if store is not None:
         ctx.effects.stopped.add(store)
@@ -153,7 +153,7 @@ def _kill_pattern(name: str, w: Word, *, full: bool, regex: bool, exact: bool, c
         except re.error:
             hit = pat in subject
         if hit:
-            raise _Refuse(
+            raise Refuse(
                 "destructive.kill_critical",
                 f"{name} {pat!r} would also kill {subject.split()[0]!r} (keeps the host reachable)",
             )
@@ -163,7 +163,7 @@ def _kill_target(w: Word, ctx: Ctx) -> None:
     t = w.text
     if not w.unknown:
         if t in ("1", "-1", "0") or re.fullmatch(r"-\d+", t):
-            raise _Refuse("destructive.kill_critical", f"kill {t}: PID 1, all processes or a group")
+            raise Refuse("destructive.kill_critical", f"kill {t}: PID 1, all processes or a group")
         if t.startswith("%") or t.isdigit():
             ctx.add(MEDIUM, "kill.targeted", f"kill {t}")
             return
@@ -178,7 +178,7 @@ def _kill_target(w: Word, ctx: Ctx) -> None:
         if m.group(1) == "cat":
             name = tokens[-1].rsplit("/", 1)[-1] if tokens else ""
             if any(c in name for c in ("sshd", "supervisord", "init")):
-                raise _Refuse("destructive.kill_critical", f"kill $(cat {name})")
+                raise Refuse("destructive.kill_critical", f"kill $(cat {name})")
             ctx.add(MEDIUM, "kill.targeted", f"kill the process in {name}")
             return
         full = "-f" in m.group(2)
@@ -210,7 +210,7 @@ def _service_name_check(prog: str, action: str, units: list[Word], ctx: Ctx) -> 
         if action in ("stop", "disable", "mask", "kill", "freeze", "shutdown", "remove") and (
             critical or has_glob(unit)
         ):
-            raise _Refuse(
+            raise Refuse(
                 "destructive.critical_service",
                 f"{prog} {action} {unit}: keeps the host reachable and supervised",
             )
@@ -224,13 +224,13 @@ def _service_name_check(prog: str, action: str, units: list[Word], ctx: Ctx) -> 
             ctx.effects.started.add(unit)
 
 
-def _systemctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_systemctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for w in args:
         if w.text in ("-H", "--host", "-M", "--machine") or w.text.startswith(
             ("--host=", "--machine=")
         ):
-            raise _Refuse("exec.escape", "systemctl on another machine")
-    ops = _operands(args, "tpnos")
+            raise Refuse("exec.escape", "systemctl on another machine")
+    ops = operands_of(args, "tpnos")
     if not ops:
         return
     action = ops[0].text
@@ -247,7 +247,7 @@ def _systemctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         return
     if action in ("stop", "disable", "mask", "kill", "freeze"):
         _service_name_check(name, action, units, ctx)
-        if "--now" in _flags(args) or action in ("stop", "kill", "disable"):
+        if "--now" in flags_of(args) or action in ("stop", "kill", "disable"):
             ctx.add(MEDIUM, "service.stop", f"{name} {action} {' '.join(w.text for w in units)}")
         else:
             ctx.add(HIGH, "service.mask", f"{name} {action}")
@@ -259,12 +259,12 @@ def _systemctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if action in ("poweroff", "reboot", "halt", "kexec", "suspend", "hibernate", "hybrid-sleep",
                   "rescue", "emergency", "isolate", "default", "soft-reboot", "exit",
                   "switch-root", "suspend-then-hibernate"):  # fmt: skip
-        raise _Refuse("destructive.power", f"systemctl {action}")
+        raise Refuse("destructive.power", f"systemctl {action}")
     ctx.add(HIGH, "service.other", f"systemctl {action}")
 
 
-def _service(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args)
+def check_service(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    ops = operands_of(args)
     if len(ops) < 2:
         return
     unit, action = ops[0], ops[1].text
@@ -280,7 +280,7 @@ def _service(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ctx.add(HIGH, "service.other", f"service {unit.text} {action}")
 
 
-def _supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     it = list(args)
     k = 0
     while k < len(it) and it[k].text.startswith("-"):
@@ -288,7 +288,7 @@ def _supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if t in ("-s", "--serverurl") and k + 1 < len(it):
             if not url_is_local(it[k + 1].text.replace("unix://", "http://localhost"),
                                 ctx.local_hosts):  # fmt: skip
-                raise _Refuse("exfil.network", "supervisorctl on a remote server")
+                raise Refuse("exfil.network", "supervisorctl on a remote server")
             k += 2
             continue
         if t in ("-c", "--configuration") and k + 1 < len(it):
@@ -301,11 +301,11 @@ def _supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         k += 1
     ops = it[k:]
     if not ops:
-        raise _Refuse("shell.interactive", "supervisorctl without an action is interactive")
+        raise Refuse("shell.interactive", "supervisorctl without an action is interactive")
     action, names = ops[0].text, ops[1:]
     if action in ("status", "avail", "pid", "tail", "version", "help", "maintail"):
         if any(w.text == "-f" for w in names):
-            raise _Refuse("shell.interactive", "supervisorctl tail -f never ends")
+            raise Refuse("shell.interactive", "supervisorctl tail -f never ends")
         return
     if action in ("restart", "start", "update", "reread", "add"):
         if action in ("restart", "start"):
@@ -329,20 +329,20 @@ def _supervisorctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if action == "clear":
         _service_name_check(name, "clear", names, ctx)
         if any(w.text == "all" for w in names):
-            raise _Refuse("tamper.log_wipe", "supervisorctl clear all")
+            raise Refuse("tamper.log_wipe", "supervisorctl clear all")
         ctx.add(MEDIUM, "logs.truncate", "supervisorctl clear empties a program's logs")
         return
     if action in ("shutdown",):
-        raise _Refuse("destructive.critical_service", "supervisorctl shutdown stops supervisord")
+        raise Refuse("destructive.critical_service", "supervisorctl shutdown stops supervisord")
     if action == "reload":
         ctx.add(HIGH, "service.critical_restart", "supervisorctl reload restarts every program")
         return
     if action in ("fg", "open"):
-        raise _Refuse("shell.interactive", f"supervisorctl {action}")
+        raise Refuse("shell.interactive", f"supervisorctl {action}")
     ctx.add(HIGH, "service.other", f"supervisorctl {action}")
 
 
-def _nginx(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_nginx(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     texts = [w.text for w in args]
     if not texts:
         ctx.add(HIGH, "service.other", "nginx started by hand")
@@ -365,33 +365,34 @@ def _nginx(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ctx.add(HIGH, "service.other", f"nginx {' '.join(texts)[:40]}")
 
 
-def _logrotate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    for _w, path in _paths(_operands(args, "sml"), ctx):
+def check_logrotate(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    for _w, path in paths_of(operands_of(args, "sml"), ctx):
         if path is None or not (path == "/etc/logrotate.conf" or path.startswith(
             "/etc/logrotate.d/")):  # fmt: skip
             ctx.add(HIGH, "logs.rotate_other", f"logrotate with {path or '$?'}")
     ctx.add(MEDIUM, "logs.rotate", "logrotate forces a rotation")
 
 
-def _journalctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_journalctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for w in args:
         if w.text.startswith(("--vacuum", "--rotate", "--flush", "--relinquish", "--setup-keys")):
-            raise _Refuse("tamper.log_wipe", f"journalctl {w.text}: deletes or moves logs")
+            raise Refuse("tamper.log_wipe", f"journalctl {w.text}: deletes or moves logs")
         if w.text in ("-f", "--follow"):
-            raise _Refuse("shell.interactive", "journalctl -f never ends")
+            raise Refuse("shell.interactive", "journalctl -f never ends")
 
 
-def _dmesg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    if _flags(args) & {"-c", "-C", "--clear", "--read-clear", "-n", "--console-level", "-D", "-E"}:
-        raise _Refuse("tamper.log_wipe", "dmesg clears the kernel ring buffer")
+def check_dmesg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    clearing = {"-c", "-C", "--clear", "--read-clear", "-n", "--console-level", "-D", "-E"}
+    if flags_of(args) & clearing:
+        raise Refuse("tamper.log_wipe", "dmesg clears the kernel ring buffer")
 
 
-def _prlimit(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_prlimit(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if not any(w.text.startswith(("--pid", "-p")) for w in args):
         ctx.add(HIGH, "shell.unknown_program", "prlimit running a command")
         return
     ctx.add(MEDIUM, "process.limits", "prlimit changes a running process's limits")
 
 
-def _renice(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_renice(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ctx.add(MEDIUM, "process.priority", f"{name} changes a process priority")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from remed_daemon.agents.guard_paths import HIGH, MEDIUM, category, normalize
-from remed_daemon.agents.guard_shell_operands import Ctx, _flags, _operands
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _Refuse
+from remed_daemon.guard.paths import HIGH, MEDIUM, category, normalize
+from remed_daemon.guard.shell.operands import Ctx, flags_of, operands_of
+from remed_daemon.guard.shell.parse import Cmd, Refuse, Word
 
 # Packages without which the host is unreachable or unmanageable.
 CRITICAL_PACKAGES = (
@@ -26,16 +26,16 @@ CRITICAL_PACKAGES = (
 )  # fmt: skip
 
 
-def _pkg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_pkg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     text_args = [w.text for w in args]
     if any(w.unknown for w in args):
-        raise _Refuse("packages.unknown", f"{name} with run-time package names")
+        raise Refuse("packages.unknown", f"{name} with run-time package names")
     if name in ("apt", "apt-get", "aptitude") and any(
         "Invoke" in t or "Pre-" in t or "Post-" in t for t in text_args
     ):
-        raise _Refuse("shell.inline_code", f"{name} -o hooks run commands")
+        raise Refuse("shell.inline_code", f"{name} -o hooks run commands")
     if name in ("pip", "pip3") or name.startswith("pip3."):
-        return _pip(text_args, ctx)
+        return check_pip(text_args, ctx)
     if name == "dpkg":
         flags = set(text_args)
         if flags & {"-r", "-P", "--remove", "--purge"}:
@@ -49,7 +49,7 @@ def _pkg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                     "unknown",
                     "run",
                 ):
-                    raise _Refuse("download.run", f"dpkg installs an untrusted file {t}")
+                    raise Refuse("download.run", f"dpkg installs an untrusted file {t}")
             ctx.add(HIGH, "packages.install", "dpkg installs a local package file")
             return
         return
@@ -66,7 +66,7 @@ def _pkg(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     sub, pkgs = ops[0], ops[1:]
     for p in pkgs:
         if "://" in p or p.startswith(("/", "./", "~")) or p.endswith((".deb", ".rpm", ".apk")):
-            raise _Refuse("download.run", f"{name} installs from a file or URL: {p}")
+            raise Refuse("download.run", f"{name} installs from a file or URL: {p}")
     if sub in ("remove", "purge", "autoremove", "erase", "uninstall", "del", "autopurge"):
         _pkg_remove(name, pkgs, ctx)
         if sub in ("autoremove", "autopurge") and not pkgs:
@@ -91,14 +91,14 @@ def _pkg_remove(name: str, pkgs: list[str], ctx: Ctx) -> None:
         base = re.split(r"[=:<>]", p, maxsplit=1)[0]
         for crit in CRITICAL_PACKAGES:
             if fnmatch.fnmatchcase(base, crit) or fnmatch.fnmatchcase(crit.rstrip("*"), base):
-                raise _Refuse(
+                raise Refuse(
                     "destructive.critical_package",
                     f"{name} removes {p}: the host needs it to stay reachable and managed",
                 )
     ctx.add(HIGH, "packages.remove", f"{name} removes {' '.join(pkgs)[:60]}")
 
 
-def _pip(args: list[str], ctx: Ctx) -> None:
+def check_pip(args: list[str], ctx: Ctx) -> None:
     ops = [t for t in args if not t.startswith("-")]
     if not ops:
         return
@@ -125,49 +125,49 @@ def _pip(args: list[str], ctx: Ctx) -> None:
             or t.startswith(("--index-url=", "--extra-index-url=", "--find-links="))
             or t.endswith((".whl", ".tar.gz", ".zip"))
         ):
-            raise _Refuse("download.run", f"pip {sub} from a URL, file or other index: {t}")
+            raise Refuse("download.run", f"pip {sub} from a URL, file or other index: {t}")
     if sub == "uninstall":
         _pkg_remove("pip", ops[1:], ctx)
         return
     ctx.add(HIGH, "packages.install", f"pip {sub} {' '.join(ops[1:])[:60]}")
 
 
-def _sysctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_sysctl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     for w in args:
         if w.unknown:
-            raise _Refuse("kernel.unknown", "sysctl with run-time values")
+            raise Refuse("kernel.unknown", "sysctl with run-time values")
         if re.search(r"kernel\.(core_pattern|modprobe|hotplug|sysrq|panic)|binfmt|"
                      r"kernel/(core_pattern|modprobe)", w.text):  # fmt: skip
             if "=" in w.text or "-w" in [a.text for a in args]:
-                raise _Refuse("destructive.kernel", f"sysctl {w.text}: runs code or kills host")
-    if any("=" in w.text for w in args) or _flags(args) & {"-w", "-p", "--load", "--system"}:
+                raise Refuse("destructive.kernel", f"sysctl {w.text}: runs code or kills host")
+    if any("=" in w.text for w in args) or flags_of(args) & {"-w", "-p", "--load", "--system"}:
         ctx.add(HIGH, "kernel.tunable", f"sysctl {' '.join(w.text for w in args)[:60]}")
 
 
-def _mount(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args, "otLU")
+def check_mount(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    ops = operands_of(args, "otLU")
     if not ops and name == "mount":
         return
     if name in ("umount", "swapoff") and (
-        "-a" in _flags(args) or any(w.text in ("/", "/usr", "/var", "/boot") for w in ops)
+        "-a" in flags_of(args) or any(w.text in ("/", "/usr", "/var", "/boot") for w in ops)
     ):
-        raise _Refuse("destructive.disk", f"{name} of the root or all file systems")
+        raise Refuse("destructive.disk", f"{name} of the root or all file systems")
     if "remount" in " ".join(w.text for w in args) and any(w.text == "/" for w in ops):
-        raise _Refuse("destructive.disk", "remounts the root file system")
+        raise Refuse("destructive.disk", "remounts the root file system")
     if (
         name == "mount"
         and ops
         and category(ops[-1].path(ctx.cwd)) in ("root", "sysbin", "control", "unknown", "etc")
     ):
-        raise _Refuse("persistence.system_binary", f"mounts over {ops[-1].text}")
+        raise Refuse("persistence.system_binary", f"mounts over {ops[-1].text}")
     ctx.add(HIGH, "system.mount", f"{name} {' '.join(w.text for w in ops)[:60]}")
 
 
-def _getent(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    ops = _operands(args, "s")
+def check_getent(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    ops = operands_of(args, "s")
     if ops and ops[0].text in ("shadow", "gshadow"):
-        raise _Refuse("secrets.read", f"getent {ops[0].text}")
+        raise Refuse("secrets.read", f"getent {ops[0].text}")
 
 
-def _simple_medium(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_simple_medium(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ctx.add(MEDIUM, "misc.medium", name)

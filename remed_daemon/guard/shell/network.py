@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from remed_daemon.agents.guard_paths import (
+from remed_daemon.guard.paths import (
     HIGH,
     MEDIUM,
     UNKNOWN,
@@ -19,17 +19,17 @@ from remed_daemon.agents.guard_paths import (
     read_level,
     write_level,
 )
-from remed_daemon.agents.guard_shell_operands import (
+from remed_daemon.guard.shell.operands import (
     Ctx,
-    _flags,
-    _operands,
-    _writes,
+    flags_of,
+    note_writes,
+    operands_of,
     url_is_local,
 )
-from remed_daemon.agents.guard_shell_parse import Cmd, Word, _Refuse
+from remed_daemon.guard.shell.parse import Cmd, Refuse, Word
 
 
-def _curl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_curl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     value_opts = {
         "curl": set("XdFTouHAebcKxwmrEyYzCUQ") | {"--data", "--data-binary", "--data-raw",
                  "--data-urlencode", "--form", "--upload-file", "--output", "--header",
@@ -75,7 +75,7 @@ def _curl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         urls.append(t if not w.unknown else UNKNOWN)
     for url in urls:
         if not url_is_local(url, ctx.local_hosts):
-            raise _Refuse(
+            raise Refuse(
                 "exfil.network",
                 f"{name} to {url.replace(UNKNOWN, '$?')[:80]}: only the host itself may be "
                 "called (no downloads, no uploads)",
@@ -93,14 +93,14 @@ def _curl_option(name: str, opt: str, value: str, ctx: Ctx) -> None:
         "wget": {"-e", "--execute", "-i", "--input-file", "--proxy"},
     }[name]  # fmt: skip
     if opt in bad:
-        raise _Refuse("exfil.network", f"{name} {opt}: redirects or scripts the transfer")
+        raise Refuse("exfil.network", f"{name} {opt}: redirects or scripts the transfer")
     if opt in ("-F", "--form") and re.search(r"=[@<]", value):
         value = "@" + re.split(r"=[@<]", value, maxsplit=1)[1].split(";")[0]
     if value.startswith("@") or opt in ("-T", "--upload-file", "--post-file", "--body-file"):
         path = normalize(value.lstrip("@"), "/root")
         level, rule, detail = read_level(path)
         if level:
-            raise _Refuse(rule, detail)
+            raise Refuse(rule, detail)
         if path and category(path) not in ("tmp", "devnull"):
             ctx.add(HIGH, "http.upload_file", f"{name} uploads {path}")
     if opt in ("-o", "--output", "-O", "--output-document") and name in ("curl", "wget"):
@@ -110,22 +110,22 @@ def _curl_option(name: str, opt: str, value: str, ctx: Ctx) -> None:
             if category(path) != "devnull":
                 ctx.add(max(level, MEDIUM), "download.write", f"{name} writes {path or value}")
     if opt in ("-H", "--header") and UNKNOWN in value:
-        raise _Refuse("exfil.network", f"{name} header carries run-time data")
+        raise Refuse("exfil.network", f"{name} header carries run-time data")
 
 
-def _nc(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
-    flags = _flags(args)
-    ops = _operands(args, "wpsqiIOTxX")
+def check_nc(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+    flags = flags_of(args)
+    ops = operands_of(args, "wpsqiIOTxX")
     if "-z" in flags and not flags & {"-e", "-c", "-l", "--exec", "--sh-exec", "--lua-exec"}:
         if ops and url_is_local(ops[0].text, ctx.local_hosts) and not cmd.pipe_in:
             return
-    raise _Refuse("exfil.network", f"{name}: raw network connections (exfiltration, shells)")
+    raise Refuse("exfil.network", f"{name}: raw network connections (exfiltration, shells)")
 
 
-def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     text = [w.text for w in args]
     if any(w.unknown for w in args):
-        raise _Refuse("firewall.unknown", f"{name} with run-time arguments")
+        raise Refuse("firewall.unknown", f"{name} with run-time arguments")
     if name.startswith(("iptables", "ip6tables", "ebtables", "arptables")):
         if name.endswith("-restore"):
             ctx.add(HIGH, "firewall.replace", f"{name} replaces the whole rule set")
@@ -136,12 +136,12 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if flags & {"-F", "--flush", "-X", "--delete-chain"} or any(
             re.fullmatch(r"-[a-zA-Z]*F[a-zA-Z]*", t) and t not in ("-F",) for t in text
         ):
-            raise _Refuse("destructive.firewall_flush", f"{name} flushes rules or chains")
+            raise Refuse("destructive.firewall_flush", f"{name} flushes rules or chains")
         if flags & {"-P", "--policy"}:
             k = text.index("-P") if "-P" in text else text.index("--policy")
             policy = text[k + 2] if k + 2 < len(text) else ""
             if policy.upper() in ("DROP", "REJECT"):
-                raise _Refuse("destructive.firewall_lockout", f"{name} default policy {policy}")
+                raise Refuse("destructive.firewall_lockout", f"{name} default policy {policy}")
             ctx.add(HIGH, "firewall.policy", f"{name} default policy {policy}")
             return
         if flags & {"-L", "-S", "--list", "--list-rules", "-C", "--check", "-nL", "-vnL"} or any(
@@ -158,7 +158,7 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                 else ""
             )
             if target.upper() in ("DROP", "REJECT") and ("22" in text or "ssh" in text):
-                raise _Refuse("destructive.firewall_lockout", f"{name} blocks ssh")
+                raise Refuse("destructive.firewall_lockout", f"{name} blocks ssh")
             if target.upper() in ("DROP", "REJECT") or "22" in text or "ssh" in text:
                 ctx.add(HIGH, "firewall.block", f"{name} adds a blocking rule")
             else:
@@ -167,12 +167,12 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.add(HIGH, "firewall.other", f"{name} {' '.join(text)[:60]}")
         return
     if name == "nft":
-        flags = _flags(args)
+        flags = flags_of(args)
         if flags & {"-f", "--file"}:
             ctx.add(HIGH, "firewall.replace", "nft -f loads a rule file")
             return
         if flags & {"-i", "--interactive"}:
-            raise _Refuse("shell.interactive", "nft -i")
+            raise Refuse("shell.interactive", "nft -i")
         words = " ".join(t for t in text if not t.startswith("-"))
         for stmt in re.split(r"[;\n]", words):
             toks = stmt.split()
@@ -182,7 +182,7 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             if verb in ("list", "describe", "monitor", "-v"):
                 continue
             if verb == "flush":
-                raise _Refuse("destructive.firewall_flush", f"nft {stmt.strip()}")
+                raise Refuse("destructive.firewall_flush", f"nft {stmt.strip()}")
             if verb in ("delete", "destroy"):
                 if len(toks) >= 2 and toks[1] == "rule" and "handle" not in toks:
                     ctx.add(HIGH, "firewall.delete_rule", f"nft {stmt.strip()}")
@@ -191,7 +191,7 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
                 continue
             if verb in ("add", "insert", "create", "replace"):
                 if any(t in ("drop", "reject") for t in toks) and ("22" in toks or "ssh" in toks):
-                    raise _Refuse("destructive.firewall_lockout", f"nft {stmt.strip()}")
+                    raise Refuse("destructive.firewall_lockout", f"nft {stmt.strip()}")
                 if any(t in ("drop", "reject") for t in toks) or "policy" in toks:
                     ctx.add(HIGH, "firewall.block", f"nft {stmt.strip()}")
                 else:
@@ -204,7 +204,7 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         if not ops or ops[0] in ("status", "show", "version", "app"):
             return
         if ops[0] in ("disable", "reset"):
-            raise _Refuse("destructive.firewall_flush", f"ufw {ops[0]}")
+            raise Refuse("destructive.firewall_flush", f"ufw {ops[0]}")
         if ops[0] == "delete":
             ctx.add(MEDIUM, "firewall.delete_rule", "ufw delete")
             return
@@ -216,7 +216,7 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if name == "firewall-cmd":
         joined = " ".join(text)
         if "--panic-on" in joined or ("--set-default-zone" in joined and "drop" in joined):
-            raise _Refuse("destructive.firewall_lockout", "firewall-cmd panic/drop zone")
+            raise Refuse("destructive.firewall_lockout", "firewall-cmd panic/drop zone")
         if any(t.startswith(("--list", "--get", "--query", "--state")) for t in text):
             return
         if any(t.startswith(("--remove", "--add")) for t in text):
@@ -225,10 +225,10 @@ def _firewall(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         ctx.add(HIGH, "firewall.other", "firewall-cmd")
 
 
-def _ip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_ip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     ops = [w.text for w in args if not w.text.startswith("-")]
     if name in ("ifdown", "ifconfig") and (name == "ifdown" or "down" in ops):
-        raise _Refuse("destructive.network", f"{name}: takes an interface down")
+        raise Refuse("destructive.network", f"{name}: takes an interface down")
     if name in ("ifup", "ifconfig"):
         if name == "ifconfig" and len(ops) <= 1:
             return
@@ -245,7 +245,7 @@ def _ip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
         return
     if name == "nmcli":
         if any(t in ("down", "off", "delete", "disconnect") for t in ops):
-            raise _Refuse("destructive.network", "nmcli takes networking down")
+            raise Refuse("destructive.network", "nmcli takes networking down")
         if (
             ops
             and ops[0] in ("general", "g", "device", "d", "connection", "c")
@@ -260,35 +260,35 @@ def _ip(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     obj = ops[0]
     verb = ops[1] if len(ops) > 1 else "show"
     if obj in ("netns",) or (obj == "vrf" and verb == "exec"):
-        raise _Refuse("exec.escape", "ip netns: enters other hosts' network namespaces")
+        raise Refuse("exec.escape", "ip netns: enters other hosts' network namespaces")
     if verb in ("show", "list", "ls", "get", "lst", "sh", "s"):
         return
     if obj.startswith("l") and "down" in ops:
-        raise _Refuse("destructive.network", "ip link set ... down cuts the host off")
+        raise Refuse("destructive.network", "ip link set ... down cuts the host off")
     if verb in ("flush", "f") or (obj.startswith("r") and verb in ("del", "delete") and
                                   "default" in ops):  # fmt: skip
-        raise _Refuse("destructive.network", f"ip {obj} {verb} cuts the host off")
+        raise Refuse("destructive.network", f"ip {obj} {verb} cuts the host off")
     if obj.startswith("l") and "up" in ops:
         ctx.add(MEDIUM, "network.link_up", "ip link set ... up")
         return
     ctx.add(HIGH, "network.change", f"ip {' '.join(ops)[:60]}")
 
 
-def _openssl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
+def check_openssl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
     if not args:
-        raise _Refuse("shell.interactive", "openssl without a command")
+        raise Refuse("shell.interactive", "openssl without a command")
     sub = args[0].text
     rest = args[1:]
     texts = [w.text for w in rest]
     if sub in ("enc", "base64", "smime", "cms", "pkeyutl", "rsautl") or (
         "-d" in texts and sub in ("enc", "base64")
     ):
-        raise _Refuse("obfuscation.decode", f"openssl {sub}: encodes or decodes data")
+        raise Refuse("obfuscation.decode", f"openssl {sub}: encodes or decodes data")
     if sub in ("s_client", "s_time"):
         for k, t in enumerate(texts):
             if t in ("-connect",) and k + 1 < len(texts):
                 if not url_is_local(texts[k + 1], ctx.local_hosts):
-                    raise _Refuse("exfil.network", f"openssl {sub} to {texts[k + 1]}")
+                    raise Refuse("exfil.network", f"openssl {sub} to {texts[k + 1]}")
         return
     outputs = {"-out", "-keyout"}
     has_out = False
@@ -297,13 +297,13 @@ def _openssl(name: str, args: list[Word], cmd: Cmd, ctx: Ctx) -> None:
             break
         if t in outputs:
             has_out = True
-            _writes([rest[k + 1]], ctx, prog=f"openssl {sub}", backup=True)
+            note_writes([rest[k + 1]], ctx, prog=f"openssl {sub}", backup=True)
     if sub in ("rsa", "pkey", "ec", "pkcs12", "pkcs8", "dsa") and not has_out:
         if "-noout" not in texts or "-text" in texts:
-            raise _Refuse("secrets.read", f"openssl {sub} prints private key material")
+            raise Refuse("secrets.read", f"openssl {sub} prints private key material")
     if sub not in ("req", "x509", "genrsa", "genpkey", "ecparam", "verify", "version", "rand",
                    "dgst", "ciphers", "list", "dhparam", "crl", "rsa", "pkey", "ec",
                    "s_server", "speed", "pkcs12", "pkcs8"):  # fmt: skip
         ctx.add(HIGH, "shell.unknown_program", f"openssl {sub}")
     if sub == "s_server":
-        raise _Refuse("exfil.network", "openssl s_server listens for connections")
+        raise Refuse("exfil.network", "openssl s_server listens for connections")
