@@ -340,7 +340,12 @@ def test_usage_errors() -> None:
 
 def test_verdict_json_shape() -> None:
     doc = verdict("- command: rm -rf /\n").to_json()
-    assert set(doc) >= {"allowed", "risk", "needs_approval", "violations"}
+    assert (doc["allowed"], doc["risk"], doc["needs_approval"]) == (False, "high", False)
+    held = verdict("- command: systemctl stop redis-server\n").to_json()
+    assert (held["allowed"], held["risk"], held["needs_approval"]) == (True, "high", True)
+    assert held["violations"] == [] and "service.data_store_stop" in {
+        r["rule"] for r in held["reasons"]
+    }
     assert doc["violations"] == [
         {"rule": "destructive.system_path", "task": "tasks[0]", "detail": "rm -r /"}
     ]
