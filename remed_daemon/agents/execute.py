@@ -6,6 +6,14 @@ runs on a worker thread here and stops through `cancel_callback` (polled about o
 a cancelled or timed-out run is waited for, so "cancelled" means nothing is still running.
 `check=True` runs `--check --diff` and collects the diff (what a medium-risk plan would change).
 Host keys are always checked (`StrictHostKeyChecking=yes`).
+
+ansible-playbook runs hermetically (`remed_daemon.agents.ansible_env`): a remed-owned empty
+`ansible.cfg`, `ANSIBLE_HOME` and `ANSIBLE_LOCAL_TEMP` under the run's private directory
+(`RUN_DIR/ansible/`), and none of the daemon's inherited `ANSIBLE_*` variables, so a
+`~/.ansible.cfg` or `/etc/ansible/ansible.cfg` cannot change the user, the ssh arguments or the
+Jinja environment a playbook the guard judged runs with. ansible-runner seeds its child's
+environment from `os.environ`; the inherited settings are removed from what it built, before it
+starts the child, keeping only its own (its event callback and fact cache) and remed's.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import difflib
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +34,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from remed_daemon.agents import ansible_env
 from remed_daemon.agents.redact import scrub
 from remed_daemon.errors import ExecutionError
 from remed_daemon.outcomes import TaskResult
@@ -37,6 +47,13 @@ _EVENTS = {
     "runner_on_unreachable": "unreachable",
     "runner_on_skipped": "skipped",
 }
+# What ansible-runner sets in its child's environment itself: its event callback (how remed
+# gets per-task results) and its fact cache. Every other ANSIBLE_* variable there is remed's or
+# inherited, and the inherited ones are dropped.
+_RUNNER_OWN = frozenset(
+    {"ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACK_PLUGINS", "ANSIBLE_CACHE_PLUGIN",
+     "ANSIBLE_CACHE_PLUGIN_CONNECTION"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,42 @@ def ansible_path() -> str:
     return path
 
 
+def runner_envvars(settings: RunnerSettings, private_dir: Path, control_dir: str) -> dict[str, str]:
+    """The variables remed gives ansible-runner for one run: the hermetic ansible-core settings
+    of `private_dir`, host-key checking, remed's ssh arguments, PATH."""
+    ssh_args = "-o StrictHostKeyChecking=yes"
+    if settings.known_hosts:
+        ssh_args += f" -o UserKnownHostsFile={settings.known_hosts}"
+    return {
+        **ansible_env.settings(private_dir),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        # Only used when an inventory's ansible_ssh_args turns ControlPersist on: a socket path
+        # must stay under ~100 bytes, which a directory under the state dir may not.
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        # Blank, so ansible-runner's own callback is the only one: it appends its directory to
+        # an inherited ANSIBLE_CALLBACK_PLUGINS, and forwards events to an inherited
+        # ANSIBLE_STDOUT_CALLBACK (as ORIGINAL_STDOUT_CALLBACK).
+        "ANSIBLE_CALLBACK_PLUGINS": "",
+        "ANSIBLE_STDOUT_CALLBACK": "",
+        "PATH": ansible_path(),
+    }
+
+
+def hermetic_env(built: Mapping[str, str], envvars: Mapping[str, str]) -> dict[str, str]:
+    """The environment ansible-runner built (`os.environ`, then `envvars`, then its own
+    settings) without the inherited `ANSIBLE_*` settings; remed's `envvars` win."""
+    env = {
+        k: v
+        for k, v in built.items()
+        if k != "ORIGINAL_STDOUT_CALLBACK"
+        and (not ansible_env.inherited(k) or k in envvars or k in _RUNNER_OWN)
+    }
+    env.update({k: v for k, v in envvars.items() if k not in _RUNNER_OWN})
+    return env
+
+
 async def run_playbook(
     settings: RunnerSettings,
     playbook: str,
@@ -119,7 +172,7 @@ async def run_playbook(
 ) -> PlaybookRun:
     """Apply (or `--check --diff`) `playbook` on `hosts` only (the incident's); spans go under
     the current span."""
-    import ansible_runner
+    import ansible_runner.interface
 
     project = run_dir / "project"
     project.mkdir(parents=True, exist_ok=True)
@@ -181,35 +234,30 @@ async def run_playbook(
         cmdline += ["--private-key", settings.ssh_private_key]
     if settings.ssh_user:
         cmdline += ["--user", settings.ssh_user]
-    ssh_args = "-o StrictHostKeyChecking=yes"
-    if settings.known_hosts:
-        ssh_args += f" -o UserKnownHostsFile={settings.known_hosts}"
-    envvars = {
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_SSH_ARGS": ssh_args,
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "PATH": ansible_path(),
-    }
     deadline = time.monotonic() + settings.timeout_s
 
     def cancelled() -> bool:
         return cancel.is_set() or time.monotonic() > deadline
 
     def work() -> str:
-        r = ansible_runner.run(
-            private_data_dir=str(run_dir),
-            playbook="remed.yml",
-            inventory=str(Path(settings.inventory).resolve()),
-            limit=",".join(hosts),
-            cmdline=" ".join(cmdline) or None,
-            envvars=envvars,
-            extravars=dict(extravars),
-            event_handler=on_event,
-            cancel_callback=cancelled,
-            quiet=True,
-            json_mode=False,
-        )
-        return str(r.status)
+        with tempfile.TemporaryDirectory(prefix="remed-cp-") as control_dir:
+            envvars = runner_envvars(settings, run_dir / "ansible", control_dir)
+            r = ansible_runner.interface.init_runner(
+                private_data_dir=str(run_dir),
+                playbook="remed.yml",
+                inventory=str(Path(settings.inventory).resolve()),
+                limit=",".join(hosts),
+                cmdline=" ".join(cmdline) or None,
+                envvars=envvars,
+                extravars=dict(extravars),
+                event_handler=on_event,
+                cancel_callback=cancelled,
+                quiet=True,
+                json_mode=False,
+            )
+            r.config.env = hermetic_env(r.config.env, envvars)
+            r.run()
+            return str(r.status)
 
     worker = asyncio.ensure_future(asyncio.to_thread(work))
     try:

@@ -12,11 +12,12 @@ Why a child process: ansible-core reads its configuration once, at import, from 
 variables and the first `ansible.cfg` it finds (the current directory, `~/.ansible.cfg`,
 `/etc/ansible`), and creates `~/.ansible/tmp` as it does. In the daemon's own process that
 configuration would be whatever was imported first (or whatever the daemon's working directory
-holds). The child runs with an empty `ansible.cfg`, no inherited `ANSIBLE_*` setting except the
-collections path (where inventory plugins live), and a private temporary directory that is
-removed afterwards, so the result depends on the inventory alone and nothing is written under
-the home directory. Every inventory plugin that ships enabled by default is available
-(host_list, script, auto, yaml, ini, toml).
+holds). The child runs with the hermetic settings every ansible-core child of remed gets
+(`remed_daemon.agents.ansible_env`: an empty `ansible.cfg`, no inherited `ANSIBLE_*` setting
+except the collections path, where inventory plugins live, and a private `ANSIBLE_HOME` and
+temporary directory), removed afterwards, so the result depends on the inventory alone and
+nothing is written under the home directory. Every inventory plugin that ships enabled by
+default is available (host_list, script, auto, yaml, ini, toml).
 
 The result is cached per path until a file of the inventory (or of its `host_vars/` and
 `group_vars/`) changes, or `max_age_s` passes (dynamic inventories change without their files
@@ -41,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from remed_daemon.agents import ansible_env
 from remed_daemon.errors import RemedError
 
 LOAD_TIMEOUT_S = 60.0
@@ -50,8 +52,6 @@ SSH_CONNECTIONS = frozenset(
     {"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh",
      "ansible.builtin.paramiko_ssh"}
 )  # fmt: skip
-# Inherited settings that say where plugins are, not how an inventory resolves.
-_PASS_ENV = ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS")
 _MAX_SIGNATURE_FILES = 10_000
 _MAX_DETAIL_CHARS = 2000
 
@@ -255,12 +255,8 @@ def _signature(source: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def _child_env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") or k in _PASS_ENV}
-    config = tmp / "ansible.cfg"
-    config.write_text("# remed reads inventories with ansible-core's defaults\n")
+    env = ansible_env.environ(tmp / "ansible")
     env.update(
-        ANSIBLE_CONFIG=str(config),
-        ANSIBLE_LOCAL_TEMP=str(tmp / "tmp"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
         # Nothing parsed at all is an error, not "only implicit localhost".
