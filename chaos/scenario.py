@@ -1,4 +1,4 @@
-"""Chaos scenarios (DESIGN.md contract) and the diagnosis reports a remediator receives.
+"""Chaos scenarios (ARCHITECTURE.md contract) and the diagnosis reports a remediator receives.
 
 A scenario file is YAML holding one scenario mapping or a list of them:
 

@@ -1,6 +1,6 @@
 """The daemon's HTTP side (aiohttp): Alertmanager webhook, /healthz, /readyz, /metrics.
 
-`POST /webhook/alertmanager` (contract, DESIGN.md): 401 without valid credentials (bearer token,
+`POST /webhook/alertmanager` (ARCHITECTURE.md): 401 without valid credentials (bearer token,
 or basic auth when configured); 413 above `http.max_body_bytes`; 400 with the exact field at
 fault; 503 with `Retry-After` when `http.max_pending_incidents` are open (Alertmanager retries
 5xx); otherwise the firing alerts are journaled in one transaction and only then 202 is sent.

@@ -4,7 +4,7 @@ SQLite in WAL mode with `synchronous=FULL`: a commit that returned is on disk, s
 202 and the Kafka commit can both rest on it. All SQL runs on one dedicated thread (the event
 loop never blocks on fsync); the async methods hand work to it and await the answer.
 
-State machine (DESIGN.md), plus `cancelled` (a `resolved` alert or a superseding report) and
+State machine (ARCHITECTURE.md), plus `cancelled` (a `resolved` alert or a superseding report) and
 `expired` (a Kafka report older than `kafka.max_report_age_s`, journaled already finished by
 `admit_finished`, so nothing ever plans it):
 

@@ -40,7 +40,7 @@ class TopicSpec:
     partitions: int
 
 
-# contract (DESIGN.md): the daemon's topics. Diagnoses are keyed by target, so more than one
+# contract (ARCHITECTURE.md): the daemon's topics. Diagnoses are keyed by target, so more than one
 # partition lets several daemons share the work while each target stays ordered.
 TOPICS = (
     TopicSpec("remed.diagnoses", partitions=6),

@@ -1,4 +1,4 @@
-"""SSH lab hosts: network namespaces that feel like hosts (DESIGN.md, "Lab hosts").
+"""SSH lab hosts: network namespaces that feel like hosts (ARCHITECTURE.md, "Lab hosts").
 
 Each host is a network namespace (`remed-<host>`) on the private /24 behind the bridge
 `remedbr0`, with its own PID, mount and UTS namespaces (`unshare`), its own copies of the
@@ -289,7 +289,7 @@ class LabHosts:
             _run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
 
     def status(self) -> dict[str, Any]:
-        """The lab's part of `remed stack status --json` (DESIGN.md contract)."""
+        """The lab's part of `remed stack status --json` (ARCHITECTURE.md contract)."""
         return {
             "hosts": [
                 {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in HOSTS

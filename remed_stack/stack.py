@@ -60,7 +60,7 @@ def down(paths: StackPaths, only: Sequence[str] = COMPONENT_NAMES) -> None:
 
 
 def status(paths: StackPaths) -> dict[str, Any]:
-    """The contract shape of `remed stack status --json` (DESIGN.md)."""
+    """The contract shape of `remed stack status --json` (ARCHITECTURE.md)."""
     report: dict[str, Any] = {
         "kafka": make_component("kafka", paths).status(),
         "triton": make_component("triton", paths).status(),

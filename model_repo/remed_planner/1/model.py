@@ -1,6 +1,6 @@
 """remed_planner: Triton Python backend model that turns one prompt into one completion.
 
-Contract (DESIGN.md): input `text_input` (BYTES), optional `max_tokens` (INT32), `temperature`
+Contract (ARCHITECTURE.md): input `text_input` (BYTES), optional `max_tokens` (INT32), `temperature`
 (FP32), `seed` (UINT64); outputs `text_output` (BYTES), `prompt_tokens` and `completion_tokens`
 (INT32). The same knobs may come as request parameters (what the generate extension's
 `"parameters": {...}` object becomes); when both are given, the input wins. The request
