@@ -1,4 +1,4 @@
-"""`remed guard check`: exit codes and the JSON contract (DESIGN.md, commands)."""
+"""`remed guard check`: exit codes and the JSON contract (ARCHITECTURE.md, commands)."""
 
 from __future__ import annotations
 
