@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import ssl
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from remed_daemon.config import Config
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -96,8 +102,77 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon_url(cfg: Config, port: int) -> str:
+    """The daemon's base URL from its [http] keys: https when it serves TLS; a wildcard listen
+    address is reached on loopback (and must be a name or IP in its certificate)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(cfg.http.host, cfg.http.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = "https" if cfg.http.tls_certfile else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _client_tls(args: argparse.Namespace, cfg: Config) -> ssl.SSLContext:
+    """Verification of an https:// daemon: its certificate chains to --cafile (else
+    http.tls_server_cafile, else the system CA store) and names the URL's host; --certfile and
+    --keyfile are the client certificate a daemon with http.tls_client_cafile (mTLS) needs."""
+    cafile = args.cafile or cfg.http.tls_server_cafile or None
+    where = "--cafile" if args.cafile else "http.tls_server_cafile"
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)  # verify chain and host name
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"{where} {cafile!r}: cannot load it as a PEM CA certificate ({exc}); give the CA "
+            "that signed the daemon's http.tls_certfile"
+        ) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if args.keyfile and not args.certfile:
+        raise ValueError("--keyfile needs --certfile (the client certificate it belongs to)")
+    if args.certfile:
+        try:
+            ctx.load_cert_chain(args.certfile, args.keyfile or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"--certfile {args.certfile!r} / --keyfile {args.keyfile or args.certfile!r}: "
+                f"cannot load the client certificate and its key ({exc})"
+            ) from None
+    return ctx
+
+
+def _unreachable(exc: Exception, url: str, args: argparse.Namespace, cfg: Config) -> str:
+    """What a failed connection means, and what to do about it."""
+    import urllib.error
+
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        if reason.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            return (
+                f"the daemon's certificate at {url} is not valid for that host "
+                f"({reason.verify_message}): pass --url with a host name or IP address the "
+                "certificate names (its subjectAltName)"
+            )
+        trusted = args.cafile or cfg.http.tls_server_cafile or "the system CA store"
+        return (
+            f"the daemon's certificate at {url} does not verify against {trusted} "
+            f"({reason.verify_message}): pass --cafile (or set http.tls_server_cafile) with "
+            "the CA that signed the daemon's http.tls_certfile"
+        )
+    if isinstance(reason, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(reason):
+        return f"{url} does not speak TLS: use --url http://... (is http.tls_certfile set?)"
+    hint = ""
+    if url.startswith("https://") and cfg.http.tls_client_cafile and not args.certfile:
+        hint = (
+            "; the daemon asks for a client certificate (http.tls_client_cafile): pass "
+            "--certfile and --keyfile"
+        )
+    elif url.startswith("http://") and cfg.http.tls_certfile:
+        hint = "; the daemon serves HTTPS (http.tls_certfile): use --url https://..."
+    return f"cannot reach the daemon at {url}: {reason}{hint}"
+
+
 def _decide(args: argparse.Namespace) -> int:
-    """`remed approve|reject ID`: the daemon's approval endpoint, with its own token."""
+    """`remed approve|reject ID`: the daemon's approval endpoint, with its own token, over
+    HTTPS (verified) when the daemon serves TLS."""
     from pathlib import Path
 
     from remed_daemon import config as config_mod
@@ -117,28 +192,115 @@ def _decide(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    port = cfg.http.port
-    if not port:  # http.port = 0: the daemon wrote the port it got into the state dir
-        try:
-            port = int((cfg.state_dir / "http.port").read_text())
-        except (OSError, ValueError):
-            print(f"remed {args.command}: http.port = 0 and no {cfg.state_dir}/http.port: is "
-                  "the daemon running? pass --url", file=sys.stderr)  # fmt: skip
-            return 1
-    url = args.url or f"http://{cfg.http.host}:{port}"
+    url = args.url
+    if not url:
+        port = cfg.http.port
+        if not port:  # http.port = 0: the daemon wrote the port it got into the state dir
+            try:
+                port = int((cfg.state_dir / "http.port").read_text())
+            except (OSError, ValueError):
+                print(f"remed {args.command}: http.port = 0 and no {cfg.state_dir}/http.port: "
+                      "is the daemon running? pass --url", file=sys.stderr)  # fmt: skip
+                return 1
+        url = _daemon_url(cfg, port)
+    try:
+        tls = _client_tls(args, cfg) if url.startswith("https://") else None
+    except ValueError as exc:
+        print(f"remed {args.command}: {exc}", file=sys.stderr)
+        return 2
     by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
     try:
         status, answer = request_decision(
-            url, token, args.incident_id, args.command == "approve", by, args.plan_sha256 or ""
-        )
-    except OSError as exc:
-        print(f"remed {args.command}: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+            url, token, args.incident_id, args.command == "approve", by, args.plan_sha256 or "",
+            ssl_context=tls,
+        )  # fmt: skip
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"remed {args.command}: {_unreachable(exc, url, args, cfg)}", file=sys.stderr)
         return 1
     if status != 200:
         print(f"remed {args.command}: {status}: {answer.get('error', answer)}", file=sys.stderr)
         return 1
     print(f"{args.incident_id}: {answer.get('decision')} by {answer.get('by', by)}")
     return 0
+
+
+def _inventory_problems(cfg: Config, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the inventory `cfg` names, read by ansible-core, and of the
+    topology's hosts against it; `doc` gets {"inventory": {"path", "hosts"}}."""
+    import yaml
+
+    from remed_daemon.agents import topology
+    from remed_daemon.agents.inventory import InventoryError, load_inventory
+
+    key = "remediation.inventory"
+    if not cfg.remediation.inventory:
+        return [], [f"{key} is not set: nothing can be probed or applied (shadow mode only)"]
+    doc["inventory"] = {"path": cfg.remediation.inventory, "hosts": {}}
+    try:
+        inv = load_inventory(cfg.remediation.inventory, max_age_s=0)
+    except InventoryError as exc:
+        return [f"{key}: {exc}"], []
+    doc["inventory"]["hosts"] = {name: h.address for name, h in sorted(inv.items())}
+    errors = [
+        f"{key}: host {name!r} does not resolve: {why}; fix its variables in {inv.path}"
+        for name, why in sorted(inv.errors.items())
+    ]
+    if not inv and not inv.errors:
+        errors.append(f"{key}: {inv.path} has no hosts; list the hosts remed remediates there")
+    warnings = [
+        f"{key}: host {h.name!r} uses connection {h.connection!r}: remed's probes, snapshots "
+        "and verification reach hosts over SSH only"
+        for h in inv.values()
+        if not h.over_ssh
+    ]
+    if inv.warnings:
+        warnings.append(f"{key}: ansible-core said: {inv.warnings}")
+    if cfg.agents.topology_file:
+        try:
+            services = topology.load(cfg.agents.topology_file)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+            errors.append(f"agents.topology_file {cfg.agents.topology_file!r}: {exc}")
+            return errors, warnings
+        for host in sorted({s.host for s in services.values()} - set(inv) - set(inv.errors)):
+            names = ", ".join(sorted(n for n, s in services.items() if s.host == host))
+            errors.append(
+                f"agents.topology_file: host {host!r} (services: {names}) is not in the "
+                f"inventory {inv.path}; add it there, or fix the topology"
+            )
+    return errors, warnings
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """`remed config check FILE`: the config as `remed serve` loads it, then the Ansible
+    inventory it names (remediation.inventory) as ansible-core reads it, every host resolved;
+    with agents.topology_file, every host a service runs on must be in that inventory. Exit 0
+    when all is well, 1 when something is broken (each problem printed, naming the key)."""
+    from pathlib import Path
+
+    from remed_daemon import config as config_mod
+    from remed_daemon.errors import ConfigError
+
+    doc: dict[str, Any] = {"config": args.file}
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        cfg = config_mod.load(Path(args.file))
+    except ConfigError as exc:
+        errors.append(str(exc))
+    else:
+        errors, warnings = _inventory_problems(cfg, doc)
+    doc.update(ok=not errors, errors=errors, warnings=warnings)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0 if not errors else 1
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not errors:
+        hosts = doc.get("inventory", {}).get("hosts", {})
+        print(f"{args.file}: ok" + (f" (inventory: {len(hosts)} hosts)" if hosts else ""))
+    return 0 if not errors else 1
 
 
 def _guard(args: argparse.Namespace) -> int:
@@ -248,7 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--url", help="the daemon's HTTP base URL (default: from config)")
         decide.add_argument("--by", help="who decides (default: $SUDO_USER or $USER)")
         decide.add_argument("--plan-sha256", help="approve only this exact plan (GET /approvals)")
+        decide.add_argument(
+            "--cafile",
+            help="PEM CA that signed the daemon's certificate (https; default "
+            "http.tls_server_cafile, else the system CA store)",
+        )
+        decide.add_argument("--certfile", help="client certificate (PEM) for an mTLS daemon")
+        decide.add_argument("--keyfile", help="the client certificate's key (PEM)")
         decide.set_defaults(func=_decide)
+
+    config = sub.add_parser("config", help="check a daemon config before serving it")
+    config_sub = config.add_subparsers(dest="config_action", required=True)
+    config_check = config_sub.add_parser(
+        "check", help="load FILE as `remed serve` would, and the Ansible inventory it names"
+    )
+    config_check.add_argument("file", metavar="FILE", help="TOML config file")
+    config_check.add_argument("--json", action="store_true", help="the result as JSON")
+    config_check.set_defaults(func=_config_check)
 
     model = sub.add_parser("model", help="remed_planner versions served by Triton")
     model_sub = model.add_subparsers(dest="model_action", required=True)

@@ -181,6 +181,9 @@ class HttpConfig:
     # mTLS: clients must present a certificate signed by a CA in this PEM file; empty = any
     # client that has the webhook's credentials.
     tls_client_cafile: str = ""
+    # The CA (PEM) that signed tls_certfile: what `remed approve|reject` verifies the daemon's
+    # certificate against, only that CA; empty = the system CA store. Client side only.
+    tls_server_cafile: str = ""
 
     def __post_init__(self) -> None:
         _positive(self, "max_body_bytes", "max_pending_incidents")

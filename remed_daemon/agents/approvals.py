@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,9 +215,17 @@ def register_routes(app: web.Application, book: ApprovalBook, token: Secret) -> 
 
 
 def request_decision(
-    base_url: str, token: str, incident_id: str, approve: bool, by: str, plan_sha256: str = ""
+    base_url: str,
+    token: str,
+    incident_id: str,
+    approve: bool,
+    by: str,
+    plan_sha256: str = "",
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Client side of `remed approve|reject`: (HTTP status, JSON answer)."""
+    """Client side of `remed approve|reject`: (HTTP status, JSON answer). `ssl_context`
+    verifies an https:// daemon (its CA, the host name, a client certificate for mTLS)."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -231,7 +240,7 @@ def request_decision(
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=ssl_context) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:

@@ -4,6 +4,9 @@ Medium-risk plans (config edits, targeted kills, log truncation) and every plan 
 get one. Nothing changes on the host; the diff (redacted, truncated) goes into the outcome so a
 person — and the reward model — can see what the plan would have changed. A check run that fails
 (a task that cannot even dry-run) stops the plan: its evidence goes to reflection instead.
+It runs through `execute.run_playbook`, so with the same hermetic ansible-core settings as the
+apply (no user `ansible.cfg`, no inherited `ANSIBLE_*`): what the check shows is what the apply
+would do.
 """
 
 from __future__ import annotations
