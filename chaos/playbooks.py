@@ -7,11 +7,17 @@
   Ansible rulebook is usually written: restart the alerting service (and clear old logs for a
   full disk). The baseline users already have.
 
+`python -m chaos.playbooks DIR` writes the oracle's playbooks as a directory for the daemon's
+oracle planner (`agents.oracle_playbook_dir`), which is how `--planner oracle` reaches them.
+
 Every playbook is one play with few tasks (each task costs an SSH round trip).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from chaos.faults.network import DELAY_PROXY_PORT_OFFSET, DELAY_TABLE, LOSS_TABLE
@@ -198,3 +204,42 @@ def rules_playbook(category: str, host: str, service: str) -> str:
       ansible.builtin.shell: rm -f /var/log/shop/*.gz /var/log/shop/*.[0-9]
 """ + body
     return HEADER.format(name=f"runbook for {category} on {service}", host=host) + body
+
+
+HOST_PLACEHOLDER = "{{ remed_host }}"
+
+
+def write_oracle_dir(directory: Path) -> list[Path]:
+    """The oracle's playbooks as the daemon's oracle planner reads them
+    (`agents.oracle_playbook_dir`): `DIR/<category>/<service>.yml` for every category and shop
+    service it has a fix for, the target host left as `{{ remed_host }}` (the planner fills it
+    in). Returns the files written."""
+    from chaos.faults import CATEGORIES
+
+    written = []
+    for category in CATEGORIES:
+        for service in topo.SERVICES:
+            try:
+                text = oracle_playbook(category, HOST_PLACEHOLDER, service, {})
+            except (ValueError, KeyError):
+                continue
+            path = directory / category / f"{service}.yml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="write the oracle's playbooks as a directory for agents.oracle_playbook_dir"
+    )
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    files = write_oracle_dir(args.directory)
+    print(f"{len(files)} playbooks under {args.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
