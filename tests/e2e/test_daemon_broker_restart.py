@@ -10,11 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from reports import diagnosis, key_of, produce, read_topic, values, webhook_body
 
 from remed_daemon.app import Daemon
 from remed_daemon.config import load
@@ -36,46 +35,9 @@ def private_kafka(tmp_path: Path, stack_paths: StackPaths) -> Iterator[Kafka]:
         broker.down()
 
 
-def report(rid: str) -> bytes:
-    return json.dumps(
-        {
-            "schema_version": 1,
-            "report_id": rid,
-            "source": "kafka",
-            "target": {"service": "cart", "host": "app"},
-            "severity": "critical",
-            "summary": "cart down",
-        }
-    ).encode()
-
-
-async def produce(bootstrap: str, rid: str) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await p.start()
-    try:
-        await p.send_and_wait("remed.diagnoses", report(rid), key=b"cart@app")
-    finally:
-        await p.stop()
-
-
-async def outcomes(bootstrap: str, want: int, timeout_s: float) -> list[dict[str, Any]]:
-    c = AIOKafkaConsumer(
-        "remed.outcomes",
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await c.start()
-    out: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < want and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=500)).values():
-                out.extend(json.loads(m.value) for m in msgs)
-    finally:
-        await c.stop()
-    return out
+async def publish(bootstrap: str, rid: str) -> None:
+    report = diagnosis(rid, summary="cart down")
+    await produce(bootstrap, "remed.diagnoses", [(key_of(report), json.dumps(report).encode(), [])])
 
 
 async def test_outbox_drains_in_order_after_broker_restart(
@@ -95,27 +57,16 @@ async def test_outbox_drains_in_order_after_broker_restart(
     daemon = Daemon(load(None, env))
     task = asyncio.create_task(daemon.run())
     try:
-        await produce(bootstrap, "before")
-        assert [d["report_id"] for d in await outcomes(bootstrap, 1, 30)] == ["before"]
+        await publish(bootstrap, "before")
+        first = values(await read_topic(bootstrap, "remed.outcomes", 1, 30))
+        assert [d["report_id"] for d in first] == ["before"]
 
         await asyncio.to_thread(private_kafka.down)
         run = uuid.uuid4().hex[:6]
         async with aiohttp.ClientSession() as http:
             for n in range(3):  # incidents of one target finish while the broker is away
-                body = {
-                    "version": "4",
-                    "groupKey": "g",
-                    "status": "firing",
-                    "alerts": [
-                        {
-                            "status": "firing",
-                            "labels": {"service": "web", "instance": "web:80"},
-                            "annotations": {"summary": "down"},
-                            "startsAt": "2026-11-24T10:00:00Z",
-                            "fingerprint": f"{run}{n}",
-                        }
-                    ],
-                }
+                labels = {"service": "web", "instance": "web:80"}
+                body = webhook_body(f"{run}{n}", labels)
                 async with http.post(
                     f"http://127.0.0.1:{daemon.http_port}/webhook/alertmanager",
                     json=body,
@@ -129,8 +80,8 @@ async def test_outbox_drains_in_order_after_broker_restart(
             await asyncio.sleep(0.2)
 
         await asyncio.to_thread(private_kafka.up)
-        await produce(bootstrap, "after")
-        docs = await outcomes(bootstrap, 5, 60)
+        await publish(bootstrap, "after")
+        docs = values(await read_topic(bootstrap, "remed.outcomes", 5, 60))
         assert len(docs) == 5
         assert {"before", "after"} <= {d["report_id"] for d in docs}
         # one target → one key → one partition: they arrive in the order they finished

@@ -1,10 +1,13 @@
 """kill -9 at random points of a real `remed serve` (real Kafka, real ansible-runner applying a
 real playbook): nothing is lost, nothing is executed twice.
 
-The playbook appends the report id to a ledger file (one line per execution), so "executed
-twice" is counted from what actually ran, not from what the daemon says. Hosts are reached with
-`ansible_connection=local` — the point here is the journal and the commit protocol, not SSH.
-Kafka static membership lets each restart take its partitions back at once.
+The playbook appends the report id to a ledger file on the lab host `app` (one line per
+execution), so "executed twice" is counted from what actually ran, not from what the daemon
+says. It is the operator's fixed playbook (`planner = "static"`) run by the daemon's one engine,
+so it meets the guard, is snapshotted, applied over SSH and verified like any plan; the targets
+are names of a test topology whose program is the host's sshd, so verification passes without
+the test touching any service. Kafka static membership lets each restart take its partitions
+back at once.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from reports import diagnosis, field, produce_reports, read_topic, webhook_body
 
 from remed_stack.kafka import create_private_topics
 from remed_stack.procs import free_port
@@ -45,56 +49,20 @@ PLAYBOOK = """\
   gather_facts: false
   tasks:
     - name: record this execution in the ledger
-      ansible.builtin.shell: "echo {{ remed_report_id }} {{ remed_incident_id }} >> LEDGER"
+      ansible.builtin.shell: >-
+        echo {{ remed_report_id | quote }} {{ remed_incident_id | quote }} >> LEDGER
 """
+HOST, HOST_ADDRESS = "app", "10.231.77.12"
+# Every target of the test, as the topology the daemon is given: services of the host `app`
+# whose supervised program is its sshd (running, never touched by the playbook).
+SERVICES = [f"svc{n}" for n in range(TARGETS)] + [f"web{i}" for i in range(WEBHOOK_ALERTS)]
 
 
-async def produce_reports(bootstrap: str, topic: str, run: str) -> list[str]:
-    ids = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for n in range(REPORTS):
-            service = f"svc{n % TARGETS}"
-            rid = f"{run}-{n}"
-            doc = {
-                "schema_version": 1,
-                "report_id": rid,
-                "source": "kafka",
-                "target": {"service": service, "host": "app"},
-                "severity": "critical",
-                "summary": f"{service} down",
-            }
-            await producer.send_and_wait(
-                topic, json.dumps(doc).encode(), key=f"{service}@app".encode()
-            )
-            ids.append(rid)
-    finally:
-        await producer.stop()
-    return ids
-
-
-async def read_all(bootstrap: str, topic: str, want: int, timeout_s: float) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                out.extend(msgs)
-            if len({json.loads(m.value)["report_id"] for m in out}) >= want:
-                break
-    finally:
-        await consumer.stop()
-    return out
+def reports(run: str) -> list[dict[str, Any]]:
+    return [
+        diagnosis(f"{run}-{n}", f"svc{n % TARGETS}", HOST, summary=f"svc{n % TARGETS} down")
+        for n in range(REPORTS)
+    ]
 
 
 def notify_forever(port: int, run: str, acked: set[str], stop: threading.Event) -> None:
@@ -104,20 +72,8 @@ def notify_forever(port: int, run: str, acked: set[str], stop: threading.Event) 
         i = n % WEBHOOK_ALERTS
         n += 1
         fp, starts = f"{run}w{i}", "2026-11-24T10:00:00Z"
-        body = {
-            "version": "4",
-            "groupKey": "g",
-            "status": "firing",
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": {"service": f"web{i}", "instance": "app:80"},
-                    "annotations": {"summary": "web down"},
-                    "startsAt": starts,
-                    "fingerprint": fp,
-                }
-            ],
-        }
+        labels = {"service": f"web{i}", "instance": "app:80"}
+        body = webhook_body(fp, labels, summary="web down", starts_at=starts)
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/webhook/alertmanager",
             data=json.dumps(body).encode(),
@@ -133,6 +89,16 @@ def notify_forever(port: int, run: str, acked: set[str], stop: threading.Event) 
         time.sleep(0.1)
 
 
+async def read_ledger(lab: Any, path: str) -> str:
+    status = lab.status()
+    async with asyncssh.connect(
+        HOST_ADDRESS, username=status["ssh_user"], client_keys=[status["ssh_key"]],
+        known_hosts=status["known_hosts"], connect_timeout=10,
+    ) as conn:  # fmt: skip
+        result = await conn.run(f"cat {path} 2>/dev/null; rm -f {path}", timeout=30)
+    return str(result.stdout or "")
+
+
 def states(db: Path) -> collections.Counter[str]:
     if not db.exists():
         return collections.Counter()
@@ -140,17 +106,18 @@ def states(db: Path) -> collections.Counter[str]:
         return collections.Counter(r[0] for r in conn.execute("SELECT state FROM incidents"))
 
 
-def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) -> None:
+def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any, lab: Any) -> None:
     topics = asyncio.run(create_private_topics(kafka.bootstrap, "k"))
     port = free_port()
     state = tmp_path / "state"
-    ledger = tmp_path / "ledger.txt"
+    ledger = f"/tmp/remed-ledger-{uuid.uuid4().hex}"  # on the lab host
     playbook = tmp_path / "record.yml"
-    playbook.write_text(PLAYBOOK.replace("LEDGER", str(ledger)))
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(
-        f"app ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
+    playbook.write_text(PLAYBOOK.replace("LEDGER", ledger))
+    topology = tmp_path / "topology.json"
+    topology.write_text(json.dumps({
+        "hosts": {HOST: HOST_ADDRESS},
+        "services": {name: {"host": HOST, "program": "sshd"} for name in SERVICES},
+    }))  # fmt: skip
     cfg = tmp_path / "remed.toml"
     cfg.write_text(
         f'state_dir = "{state}"\n'
@@ -160,12 +127,16 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
         "session_timeout_ms = 6000\nheartbeat_interval_ms = 1000\ncommit_interval_s = 0.2\n"
         + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
         + "[scheduler]\nmax_concurrency = 2\nper_target_budget_per_hour = 100\n"
-        f'[remediation]\nmode = "ansible"\nstatic_playbook = "{playbook}"\n'
-        f'inventory = "{inventory}"\nplaybook_timeout_s = 60\n'
+        f'[remediation]\nmode = "ansible"\nplanner = "static"\nstatic_playbook = "{playbook}"\n'
+        f'inventory = "{lab.status()["inventory"]}"\nplaybook_timeout_s = 60\n'
+        f'[agents]\ntopology_file = "{topology}"\nverify_window_s = 10\nverify_stable_s = 0\n'
+        "verify_interval_s = 0.5\n"
         '[telemetry]\nlog_format = "json"\n'
     )
     run = uuid.uuid4().hex[:6]
-    ids = asyncio.run(produce_reports(kafka.bootstrap, topics["diagnoses_topic"], run))
+    docs = reports(run)
+    asyncio.run(produce_reports(kafka.bootstrap, topics["diagnoses_topic"], docs))
+    ids = [d["report_id"] for d in docs]
     # Meanwhile an "Alertmanager" keeps notifying through every crash; a 202 is a promise.
     acked: set[str] = set()
     stop = threading.Event()
@@ -186,7 +157,9 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
     ids += sorted(acked)
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        outs = asyncio.run(read_all(kafka.bootstrap, topics["outcomes_topic"], len(ids), 150))
+        outs = asyncio.run(
+            read_topic(kafka.bootstrap, topics["outcomes_topic"], len(ids), 300, field("report_id"))
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -199,10 +172,8 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(tmp_path: Path, kafka: Any) 
         if doc["incident_id"] not in by_report[doc["report_id"]]:
             statuses[doc["status"]] += 1
         by_report[doc["report_id"]].add(doc["incident_id"])
-    executed = (
-        collections.Counter(line.split()[0] for line in ledger.read_text().splitlines())
-        if ledger.exists()
-        else collections.Counter()
+    executed = collections.Counter(
+        line.split()[0] for line in asyncio.run(read_ledger(lab, ledger)).splitlines() if line
     )
     lost = [r for r in ids if r not in by_report]
     twice = {r: c for r, c in executed.items() if c > 1}

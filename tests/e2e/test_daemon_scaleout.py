@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from reports import diagnosis, field, produce_reports, read_topic, values
 
 from remed_stack.kafka import create_private_topics
 
@@ -27,50 +27,19 @@ TARGETS = 20
 PER_TARGET = 10
 
 
-async def produce(bootstrap: str, topic: str, run: str) -> list[str]:
-    ids = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for seq in range(PER_TARGET):
-            for t in range(TARGETS):
-                rid = f"{run}-t{t}-s{seq}"
-                doc = {
-                    "schema_version": 1,
-                    "report_id": rid,
-                    "source": "kafka",
-                    "target": {"service": f"svc{t}", "host": "app"},
-                    "severity": "warning",
-                    "summary": f"report {seq} for svc{t}",
-                }
-                await producer.send(topic, json.dumps(doc).encode(), key=f"svc{t}@app".encode())
-                ids.append(rid)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return ids
+def reports(run: str) -> list[dict[str, Any]]:
+    """PER_TARGET reports for each of TARGETS targets, interleaved: the produced order."""
+    return [
+        diagnosis(f"{run}-t{t}-s{seq}", f"svc{t}", "app", severity="warning",
+                  summary=f"report {seq} for svc{t}")
+        for seq in range(PER_TARGET)
+        for t in range(TARGETS)
+    ]  # fmt: skip
 
 
 async def read_outcomes(bootstrap: str, topic: str, want: int, timeout_s: float) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    docs: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(docs) < want and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                for m in msgs:
-                    doc = json.loads(m.value)
-                    docs[doc["incident_id"]] = doc
-    finally:
-        await consumer.stop()
-    return list(docs.values())
+    records = await read_topic(bootstrap, topic, want, timeout_s, field("incident_id"))
+    return list({d["incident_id"]: d for d in values(records)}.values())
 
 
 def assigned(log: Path) -> set[int]:
@@ -121,7 +90,9 @@ def test_two_daemons_share_partitions_and_keep_target_order(tmp_path: Path, kafk
         else:
             raise AssertionError(f"group never split the partitions: {a} / {b}")
         run = uuid.uuid4().hex[:6]
-        ids = asyncio.run(produce(kafka.bootstrap, topics["diagnoses_topic"], run))
+        docs = reports(run)
+        asyncio.run(produce_reports(kafka.bootstrap, topics["diagnoses_topic"], docs))
+        ids = [d["report_id"] for d in docs]
         outs = asyncio.run(read_outcomes(kafka.bootstrap, topics["outcomes_topic"], len(ids), 90))
     finally:
         for p in procs:

@@ -5,7 +5,6 @@ planner; a fresh report next to it is remediated as usual."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -14,25 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from daemon_harness import daemon_on_private_topics
+from reports import diagnosis, read_topic, values
 
 from remed_daemon.journal import State
-from remed_daemon.outcomes import validate
+from remed_daemon.schemas import iter_errors
 
 pytestmark = pytest.mark.integration
 
 
 def report(tag: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "report_id": f"exp-{tag}-{uuid.uuid4().hex[:8]}",
-        "source": "kafka",
-        "target": {"service": "cart", "host": "app"},
-        "severity": "critical",
-        "summary": f"cart is down ({tag})",
-        **extra,
-    }
+    return diagnosis(f"exp-{tag}-{uuid.uuid4().hex[:8]}", summary=f"cart is down ({tag})", **extra)
 
 
 async def test_old_reports_become_expired_outcomes_and_run_nothing(
@@ -62,11 +54,11 @@ async def test_old_reports_become_expired_outcomes_and_run_nothing(
                 )
         finally:
             await producer.stop()
-        outcomes = await read_outcomes(kafka.bootstrap, topics["outcomes_topic"], 3)
+        outcomes = values(await read_topic(kafka.bootstrap, topics["outcomes_topic"], 3, 60))
         by_id = {d["report_id"]: d for d in outcomes}
         for rep, basis in ((old_observed, "observed_at"), (old_record, "Kafka record timestamp")):
             doc = by_id[rep["report_id"]]
-            assert validate("outcome", doc) == []
+            assert iter_errors("outcome", doc) == []
             assert doc["status"] == "expired" and doc["attempts"] == []
             assert basis in doc["reason"] and "kafka.max_report_age_s = 3600 s" in doc["reason"]
             # journal: admitted and finished at once; it never went to planning
@@ -76,23 +68,3 @@ async def test_old_reports_become_expired_outcomes_and_run_nothing(
             assert states == ["received", "expired"]
         assert by_id[fresh["report_id"]]["status"] == "shadow"
         assert daemon.metrics.intake.labels("kafka", "expired")._value.get() == 2
-
-
-async def read_outcomes(bootstrap: str, topic: str, n: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(out) < n:
-                batch = await consumer.getmany(timeout_ms=500)
-                out.extend(json.loads(m.value) for msgs in batch.values() for m in msgs)
-    finally:
-        await consumer.stop()
-    return out
