@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from chaos.bench import run as run_bench  # noqa: E402
 from chaos.lab.hosts import Lab  # noqa: E402
+from chaos.playbooks import write_oracle_dir  # noqa: E402
 from chaos.remediators import DaemonRemediator  # noqa: E402
 from chaos.scenario import load_suite  # noqa: E402
 from remed_daemon.agents.approvals import request_decision  # noqa: E402
@@ -53,6 +54,8 @@ def daemon_config(out: Path, bootstrap: str, topics: dict[str, str], planner: st
     triton = make_component("triton", paths).status()
     triton_url = str(triton.get("http", "")).removeprefix("http://")
     topic_lines = "\n".join(f'{key} = "{name}"' for key, name in topics.items())
+    # The oracle planner reads the lab's expert playbooks from a directory, like any user's.
+    write_oracle_dir(out / "oracle")
     text = f"""\
 state_dir = "{out / "state"}"
 [kafka]
@@ -68,7 +71,6 @@ per_target_budget_per_hour = 1000
 breaker_failures = 1000
 [remediation]
 mode = "ansible"
-engine = "thinkremed"
 planner = "{planner}"
 triton_url = "{triton_url or "127.0.0.1:8000"}"
 inventory = "{lab / "inventory.ini"}"
@@ -78,6 +80,7 @@ known_hosts = "{lab / "known_hosts"}"
 playbook_timeout_s = 120
 [agents]
 approval_token = "{APPROVAL_TOKEN}"
+oracle_playbook_dir = "{out / "oracle"}"
 approval_timeout_s = 150
 planner_from_label = true
 verify_window_s = 20

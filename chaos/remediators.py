@@ -3,7 +3,7 @@
 - oracle: the expert playbook for the category (chaos/playbooks.py).
 - rules: the static runbook (restart the alerting service).
 - model: one plan from Triton's `remed_planner` through the daemon's own planner client
-  (`remed_daemon.agents.plan.TritonPlanner`: timeouts, retries, breaker, playbook extraction),
+  (`remed_daemon.planner.TritonPlanner`: timeouts, retries, breaker, playbook extraction),
   with the daemon's prompt and topology facts for the target. One shot: no probes and no second
   attempt (`--remediator daemon` measures the daemon's whole loop).
 - daemon: the report published on Kafka `remed.diagnoses`; the daemon's outcome awaited on
@@ -38,9 +38,9 @@ from chaos.scenario import Scenario
 
 if TYPE_CHECKING:
     from remed_daemon.agents.check import CheckRun
-    from remed_daemon.agents.plan import AgentPlanner, PlanRequest
     from remed_daemon.agents.topology import ServiceFacts, Topology
     from remed_daemon.guard import GuardVerdict
+    from remed_daemon.planner import Planner, PlanRequest
 
 PLAYBOOK_TIMEOUT_S = 60
 CHECK_TIMEOUT_S = 120.0  # the daemon's agents.check_timeout_s default
@@ -268,15 +268,15 @@ class ModelRemediator:
 
     def __init__(
         self, lab: Lab, triton_http: str, *, max_tokens: int = MODEL_MAX_TOKENS,
-        timeout_s: float = MODEL_TIMEOUT_S, planner: AgentPlanner | None = None,
+        timeout_s: float = MODEL_TIMEOUT_S, planner: Planner | None = None,
     ) -> None:  # fmt: skip
         """`planner`: another of the daemon's planners in Triton's place (tests use the
         daemon's file-backed OraclePlanner to stand in for a model that writes a given plan)."""
         from remed_daemon.agents import topology as topo
-        from remed_daemon.agents.plan import TritonPlanner, TritonSettings
+        from remed_daemon.planner import TritonPlanner, TritonSettings
 
         self.lab = lab
-        self.planner: AgentPlanner = planner or TritonPlanner(
+        self.planner: Planner = planner or TritonPlanner(
             TritonSettings(url=triton_http, timeout_s=timeout_s, max_tokens=max_tokens)
         )
         self.topology = topo.load()
@@ -286,7 +286,7 @@ class ModelRemediator:
         scenario: Scenario, report: dict[str, Any], topology: Topology | None = None
     ) -> PlanRequest:
         """The daemon's first plan request for this report, without probe output."""
-        from remed_daemon.agents.plan import PlanRequest
+        from remed_daemon.planner import PlanRequest
 
         facts = target_facts(scenario, topology)
         return PlanRequest(

@@ -32,7 +32,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from remed_daemon import config as config_mod
-from remed_daemon import outcomes, sdnotify
+from remed_daemon import sdnotify
 from remed_daemon.agents.approvals import ApprovalBook
 from remed_daemon.agents.approvals import register_routes as register_approval_routes
 from remed_daemon.agents.loop import make_thinkremed
@@ -41,8 +41,9 @@ from remed_daemon.errors import ConfigError
 from remed_daemon.http import HttpDeps, build_app, load_cert_chain, server_ssl_context
 from remed_daemon.journal import Incident, Journal
 from remed_daemon.kafka_security import EXIT_KAFKA_AUTH, KafkaAuthError, kafka_client_options
-from remed_daemon.outcomes import OutcomeProducer
-from remed_daemon.pipeline import Remediator, make_remediator
+from remed_daemon.outcomes import document
+from remed_daemon.outcomes.producer import OutcomeProducer
+from remed_daemon.remediation import Remediator
 from remed_daemon.scheduler import Scheduler
 from remed_daemon.sources.kafka import KafkaIntake
 from remed_daemon.telemetry import (
@@ -71,9 +72,7 @@ class Daemon:
         self.journal = Journal(cfg.journal_path)
         # High-risk plans wait here for a person (agents/approvals.py; its own HTTP token).
         self.approvals = ApprovalBook()
-        if remediator is None and cfg.remediation.engine == "thinkremed":
-            remediator = make_thinkremed(cfg, self.approvals)
-        self.remediator = remediator or make_remediator(cfg.remediation)
+        self.remediator = remediator or make_thinkremed(cfg, self.approvals)
         self.scheduler = Scheduler(
             cfg=cfg.scheduler,
             remediation=cfg.remediation,
@@ -181,7 +180,7 @@ class Daemon:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         await self.journal.open()
-        recovery = await self.journal.recover(outcomes.builder(None))
+        recovery = await self.journal.recover(document.builder(None))
         for incident_id in recovery.escalated:
             # the canonical line of a remediation that a crash cut short
             log.warning(

@@ -229,14 +229,19 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class RemediationConfig:
-    # shadow: plan, apply nothing (outcome `shadow`); ansible: apply with ansible-runner.
+    """How incidents are remediated: by ThinkRemed (probe, plan, guard, check, snapshot, apply,
+    verify, reflect, undo; its knobs are `[agents]`), with one of the planners."""
+
+    # shadow: probe, plan, guard and check, apply nothing (outcome `shadow`); ansible: apply
+    # with ansible-runner.
     mode: Literal["shadow", "ansible"] = "shadow"
-    # pipeline: plan → apply → verify (static playbooks only); thinkremed: the agents' loop
-    # (probe, plan, guard, check, snapshot, apply, verify, reflect, undo; `[agents]`).
-    engine: Literal["pipeline", "thinkremed"] = "pipeline"
-    # oracle: the chaos lab's expert playbooks (engine = "thinkremed" only)
+    # Only "thinkremed": the one engine (the older "pipeline" engine is now planner = "static").
+    engine: str = "thinkremed"
+    # static: a fixed playbook (static_playbook); triton: the model; oracle: expert playbooks
+    # from agents.oracle_playbook_dir. Every plan meets the guard.
     planner: Literal["static", "triton", "oracle"] = "static"
-    # The playbook the static planner returns (a restart of the target service by default).
+    # The playbook the static planner returns (a restart of the target service by default);
+    # `{{ remed_host }}` and `{{ remed_service }}` in it are replaced by the target's names.
     static_playbook: str = ""
     triton_url: str = "127.0.0.1:8000"
     triton_model: str = "remed_planner"
@@ -261,22 +266,16 @@ class RemediationConfig:
                 "remediation.mode = 'ansible' needs remediation.inventory (an Ansible inventory "
                 "file naming the target hosts); use mode = 'shadow' to plan without applying"
             )
-        if self.engine == "pipeline" and self.planner == "oracle":
+        if self.engine != "thinkremed":
+            close = difflib.get_close_matches(self.engine, ["thinkremed"], n=1)
+            hint = "did you mean 'thinkremed'? " if close else ""
             raise ConfigError(
-                "remediation.planner = 'oracle' needs remediation.engine = 'thinkremed'"
+                f"remediation.engine = {self.engine!r} is not an engine: {hint}ThinkRemed is "
+                "the only one. The former 'pipeline' engine's fixed playbook is planner = "
+                "'static' (with static_playbook), its plan-only mode is mode = 'shadow'; "
+                "delete the engine line or write engine = 'thinkremed'"
             )
-        if self.engine == "thinkremed" and self.planner == "static":
-            raise ConfigError(
-                "remediation.engine = 'thinkremed' plans with planner = 'triton' or 'oracle'; "
-                "set one of them (the static playbook belongs to engine = 'pipeline')"
-            )
-        if self.mode == "ansible" and self.planner != "static" and self.engine == "pipeline":
-            raise ConfigError(
-                "remediation.mode = 'ansible' with planner = 'triton' would apply model-written "
-                "playbooks without a guard: the plain pipeline applies only the static "
-                "playbook; use mode = 'shadow' to see the model's plans"
-            )
-        if self.planner == "static" and self.static_playbook:
+        if self.static_playbook:
             if not Path(self.static_playbook).is_file():
                 raise ConfigError(
                     f"remediation.static_playbook {self.static_playbook!r} is not a file: "
@@ -286,7 +285,7 @@ class RemediationConfig:
 
 @dataclass(frozen=True)
 class AgentsConfig:
-    """ThinkRemed's knobs (remediation.engine = "thinkremed")."""
+    """ThinkRemed's knobs (the engine of `[remediation]`)."""
 
     max_attempts: int = 3
     probe_timeout_s: float = 10.0
@@ -310,7 +309,8 @@ class AgentsConfig:
     planner_breaker_open_s: float = 60.0
     planner_temperature: float = 0.0
     # Expert playbooks for planner = "oracle": <dir>/<category>/<service>.yml, <category>.yml
-    # or <service>.yml; empty = the chaos lab's built-in expert playbooks.
+    # or <service>.yml (the chaos lab writes its own: `python -m chaos.playbooks DIR`); empty =
+    # the oracle has no playbook for anything.
     oracle_playbook_dir: str = ""
     # Topology YAML (hosts and services, the chaos/README.md shape); empty = the chaos lab's.
     topology_file: str = ""

@@ -29,10 +29,10 @@ from aiohttp import web
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from remed_daemon import outcomes
 from remed_daemon.config import HttpConfig
 from remed_daemon.errors import ConfigError, IntakeRejected
 from remed_daemon.journal import Incident, Journal, NewIncident
+from remed_daemon.outcomes.document import builder
 from remed_daemon.sources.alertmanager import map_alerts, parse_payload
 from remed_daemon.telemetry import Metrics, current_traceparent
 
@@ -199,7 +199,7 @@ async def webhook(request: web.Request) -> web.Response:
         if m.status != "resolved":
             continue
         done = await deps.journal.cancel_pending(
-            m.idem_key, "alert resolved before remediation started", outcomes.builder(None)
+            m.idem_key, "alert resolved before remediation started", builder(None)
         )
         if done is not None:
             cancelled += 1

@@ -28,12 +28,11 @@ from typing import Any
 import structlog
 from opentelemetry import trace
 
-from remed_daemon import outcomes
 from remed_daemon.config import RemediationConfig, SchedulerConfig
 from remed_daemon.errors import IllegalTransition, PlannerUnavailable
 from remed_daemon.journal import Incident, Journal, State
-from remed_daemon.outcomes import RemediationResult
-from remed_daemon.pipeline import RemediationContext, Remediator
+from remed_daemon.outcomes.document import builder
+from remed_daemon.remediation import RemediationContext, RemediationResult, Remediator
 from remed_daemon.telemetry import Metrics, bind_incident, context_from_traceparent
 
 log = structlog.get_logger("remed.scheduler")
@@ -184,7 +183,7 @@ class Scheduler:
         self, inc: Incident, status: State, reason: str, result: RemediationResult | None
     ) -> Incident | None:
         try:
-            done = await self.journal.finish(inc.id, status, reason, outcomes.builder(result))
+            done = await self.journal.finish(inc.id, status, reason, builder(result))
         except IllegalTransition as exc:
             # Someone else finished it first (a `resolved` alert cancelled it): theirs stands.
             log.info("incident already finished elsewhere", incident_id=inc.id, detail=str(exc))

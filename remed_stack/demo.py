@@ -1,10 +1,11 @@
 """`make demo`: one diagnosis through the real stack.
 
 Brings the stack up, publishes a diagnosis report to `remed.diagnoses` with a real Kafka
-producer, consumes it back as the daemon would, asks `remed_planner` on Triton for a playbook and
-prints it. Components the demo started are stopped at the end; ones that were already running
-(a developer's `remed stack up`) are left as they were. It grows into the full remediation demo
-as the daemon lands.
+producer, consumes it back as the daemon would, asks `remed_planner` on Triton for a playbook
+through the daemon's planner client (`remed_daemon.planner.TritonPlanner`) and prints it.
+Components the demo started are stopped at the end; ones that were already running (a
+developer's `remed stack up`) are left as they were. It grows into the full remediation demo as
+the daemon lands.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from remed_daemon.agents.prompt import build_plan_prompt
+from remed_daemon.planner import PlanRequest, TritonPlanner, TritonSettings
 from remed_daemon.schemas import validate
 from remed_stack import stack
 from remed_stack.paths import StackPaths
@@ -87,45 +88,25 @@ async def publish_and_consume(bootstrap: str, report: dict[str, Any]) -> dict[st
     return received
 
 
-async def ask_planner(http_url: str, prompt: str) -> tuple[str, int, int]:
-    import numpy as np
-    import tritonclient.http.aio as httpclient
-
-    client = httpclient.InferenceServerClient(
-        http_url.removeprefix("http://"), conn_timeout=PLAN_TIMEOUT_S
-    )
-    try:
-        text = httpclient.InferInput("text_input", [1], "BYTES")
-        text.set_data_from_numpy(np.array([prompt.encode()], dtype=object))
-        max_tokens = httpclient.InferInput("max_tokens", [1], "INT32")
-        max_tokens.set_data_from_numpy(np.array([PLAN_MAX_TOKENS], dtype=np.int32))
-        result = await client.infer(
-            "remed_planner", [text, max_tokens], timeout=int(PLAN_TIMEOUT_S * 1_000_000)
-        )
-    finally:
-        await client.close()
-    output = result.as_numpy("text_output")[0]
-    return (
-        output.decode() if isinstance(output, bytes) else str(output),
-        int(result.as_numpy("prompt_tokens")[0]),
-        int(result.as_numpy("completion_tokens")[0]),
-    )
-
-
 async def run(report_status: dict[str, Any]) -> None:
     received = await publish_and_consume(report_status["kafka"]["bootstrap"], demo_report())
-    prompt = build_plan_prompt(received)
+    target = received["target"]
+    request = PlanRequest(report=received, service=target["service"], host=target["host"])
+    planner = TritonPlanner(
+        TritonSettings(
+            url=report_status["triton"]["http"], timeout_s=PLAN_TIMEOUT_S,
+            max_tokens=PLAN_MAX_TOKENS, retries=0,
+        )
+    )  # fmt: skip
     started = time.monotonic()
-    playbook, prompt_tokens, completion_tokens = await ask_planner(
-        report_status["triton"]["http"], prompt
-    )
+    draft = await planner.plan(request)
     elapsed = time.monotonic() - started
     print(
-        f"planned    by remed_planner in {elapsed:.1f} s "
-        f"({prompt_tokens} prompt + {completion_tokens} completion tokens)"
+        f"planned    by {draft.model_name} version {draft.model_version} in {elapsed:.1f} s "
+        f"({draft.prompt_tokens} prompt + {draft.completion_tokens} completion tokens)"
     )
     print("-" * 72)
-    print(playbook.strip())
+    print(draft.completion.strip())
     print("-" * 72)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry import trace
 
 from remed_daemon.agents.execute import PlaybookRun, RunnerSettings, run_playbook
-from remed_daemon.outcomes import TaskResult
+from remed_daemon.remediation import TaskResult
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from opentelemetry import trace
 from remed_daemon.agents import ansible_env
 from remed_daemon.agents.redact import scrub
 from remed_daemon.errors import ExecutionError
-from remed_daemon.outcomes import TaskResult
+from remed_daemon.remediation import TaskResult
 
 MAX_MSG_CHARS = 2000
 MAX_DIFF_CHARS = 60_000

@@ -19,6 +19,11 @@ One incident, step by step:
    after the last attempt, **undo** from the snapshot, and say what was restored.
 
 Shadow mode runs steps 1 to 4 (the check run always) and applies nothing: outcome `shadow`.
+Without an inventory (only possible in shadow mode) there is no host to reach: the loop plans
+and guards only, with no probes and no check run.
+
+The planner is a setting (`remediation.planner`, `remed_daemon.planner`): the model on Triton,
+the oracle's expert playbooks, or a fixed playbook (`static`); each plan meets the guard alike.
 
 Deviations from MicroRemed's ThinkRemed, on purpose: probes come from an allowlist instead of a
 free shell; a guard, a check run, approvals and undo sit between the model and the host; up to
@@ -42,17 +47,23 @@ import structlog
 from remed_daemon.agents.approvals import ApprovalBook, Decision
 from remed_daemon.agents.check import check_run
 from remed_daemon.agents.execute import PlaybookRun, RunnerSettings, run_playbook
-from remed_daemon.agents.plan import AgentPlanner, PlanDraft, PlanRequest
 from remed_daemon.agents.probe import CATALOG, Prober, ProbeResult
 from remed_daemon.agents.redact import scrub
 from remed_daemon.agents.snapshot import Snapshot, touched_by_host
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import ServiceFacts, Topology, facts_for
 from remed_daemon.agents.verify import HostVerifier, Verifier
+from remed_daemon.config import Config
 from remed_daemon.errors import PlannerUnavailable
 from remed_daemon.journal import Incident, State
-from remed_daemon.outcomes import Attempt, RemediationResult, report_id_of
-from remed_daemon.pipeline import RemediationContext, target_of
+from remed_daemon.planner import PlanDraft, Planner, PlanRequest, configured_planners
+from remed_daemon.remediation import (
+    Attempt,
+    RemediationContext,
+    RemediationResult,
+    report_id_of,
+    target_of,
+)
 
 log = structlog.get_logger("remed.agents")
 
@@ -66,6 +77,9 @@ class AgentSettings:
     state_dir: Path
     max_attempts: int = 3
     shadow: bool = False
+    # False when there is no inventory to reach hosts with (shadow mode without one): the loop
+    # then plans and guards only, with no probes and no check run.
+    reach_hosts: bool = True
     probe_rounds: int = 1
     approval_timeout_s: float = 3600.0
     planner_from_label: bool = False
@@ -203,13 +217,13 @@ class _Tally:
 
 
 class ThinkRemed:
-    """The agents' `Remediator` (see `remed_daemon.pipeline.Remediator`)."""
+    """The daemon's `Remediator` (see `remed_daemon.remediation.Remediator`)."""
 
     def __init__(
         self,
         settings: AgentSettings,
         *,
-        planners: Mapping[str, AgentPlanner],
+        planners: Mapping[str, Planner],
         default_planner: str,
         hosts: HostAccess,
         prober: Prober | None = None,
@@ -220,6 +234,8 @@ class ThinkRemed:
     ) -> None:
         if default_planner not in planners:
             raise ValueError(f"planner {default_planner!r} is not configured: {sorted(planners)}")
+        if not settings.reach_hosts and not settings.shadow:
+            raise ValueError("a loop that cannot reach hosts can only run in shadow mode")
         self.s = settings
         self.planners = dict(planners)
         self.default_planner = default_planner
@@ -230,7 +246,7 @@ class ThinkRemed:
         self.guard = guard
         self.approvals = approvals or ApprovalBook()
 
-    def planner_for(self, report: Mapping[str, Any]) -> AgentPlanner:
+    def planner_for(self, report: Mapping[str, Any]) -> Planner:
         """The configured default, or another *configured* planner a report's
         `labels.remed_planner` names (how `remed bench --planner` picks one) when
         `agents.planner_from_label` is on. A label can only choose among planners the operator
@@ -263,7 +279,7 @@ class _Run:
         incident: Incident,
         facts: ServiceFacts,
         category: str,
-        planner: AgentPlanner,
+        planner: Planner,
     ) -> None:
         self.a = agent
         self.ctx = ctx
@@ -298,8 +314,9 @@ class _Run:
         return self.ctx.incident.state
 
     async def go(self) -> RemediationResult:
-        with self.span("probe", category=self.category):
-            self.probes = await self.a.prober.for_category(self.category, self.facts)
+        if self.a.s.reach_hosts:
+            with self.span("probe", category=self.category):
+                self.probes = await self.a.prober.for_category(self.category, self.facts)
         try:
             for n in range(1, self.a.s.max_attempts + 1):
                 done = await self.attempt(n)
@@ -342,6 +359,8 @@ class _Run:
             if draft.playbook or not draft.probe_requests or rounds <= 0:
                 return draft
             rounds -= 1
+            if not self.a.s.reach_hosts:
+                return draft
             with self.span("probe", requested=",".join(draft.probe_requests)[:256]):
                 extra = await self.a.prober.requested(draft.probe_requests, self.facts, asked)
             asked |= {p.name for p in extra}
@@ -367,10 +386,13 @@ class _Run:
             return None
         high = gdoc["needs_approval"] or gdoc["risk"] == "high"
         if self.a.s.shadow:
-            check = await self.check(n, playbook)
-            attempt = dataclasses.replace(attempt, check_diff=check.diff, tasks=check.tasks)
+            why = "shadow mode: planned and guarded (no inventory to probe or check with); "
+            if self.a.s.reach_hosts:
+                check = await self.check(n, playbook)
+                attempt = dataclasses.replace(attempt, check_diff=check.diff, tasks=check.tasks)
+                why = "shadow mode: probed, planned, guarded and checked; "
             self.attempts.append(attempt)
-            why = "shadow mode: probed, planned, guarded and checked; nothing applied"
+            why += "nothing applied"
             if high:
                 why += " (the plan would need human approval)"
             return self.tally.result(State.SHADOW, why, self.attempts)
@@ -496,10 +518,9 @@ class _Run:
 # -- wiring -----------------------------------------------------------------------------------
 
 
-def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRemed:
+def make_thinkremed(cfg: Config, approvals: ApprovalBook | None = None) -> ThinkRemed:
     """ThinkRemed from the daemon's `Config` (`[remediation]` and `[agents]`)."""
     from remed_daemon.agents import topology as topology_mod
-    from remed_daemon.agents.plan import OraclePlanner, TritonPlanner, TritonSettings
 
     r, a = cfg.remediation, cfg.agents
     hosts = HostAccess(
@@ -509,22 +530,6 @@ def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRem
         known_hosts=r.known_hosts,
         connect_timeout_s=a.ssh_connect_timeout_s,
     )
-    triton = TritonPlanner(
-        TritonSettings(
-            url=r.triton_url,
-            model=r.triton_model,
-            timeout_s=r.planner_timeout_s,
-            max_tokens=r.planner_max_tokens,
-            temperature=a.planner_temperature,
-            retries=a.planner_retries,
-            backoff_initial_s=r.planner_retry_initial_s,
-            backoff_max_s=r.planner_retry_max_s,
-            breaker_failures=a.planner_breaker_failures,
-            breaker_open_s=a.planner_breaker_open_s,
-        )
-    )
-    oracle = OraclePlanner(a.oracle_playbook_dir)
-    planners: dict[str, AgentPlanner] = {"triton": triton, "oracle": oracle}
     settings = AgentSettings(
         runner=RunnerSettings(
             inventory=r.inventory,
@@ -536,6 +541,7 @@ def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRem
         state_dir=Path(cfg.state_dir),
         max_attempts=a.max_attempts,
         shadow=r.mode == "shadow",
+        reach_hosts=bool(r.inventory),
         probe_rounds=a.probe_rounds,
         approval_timeout_s=a.approval_timeout_s,
         planner_from_label=a.planner_from_label,
@@ -545,7 +551,7 @@ def make_thinkremed(cfg: Any, approvals: ApprovalBook | None = None) -> ThinkRem
     )
     return ThinkRemed(
         settings,
-        planners=planners,
+        planners=configured_planners(cfg),
         default_planner=r.planner,
         hosts=hosts,
         prober=Prober(

@@ -46,12 +46,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
-from remed_daemon import outcomes
 from remed_daemon.config import KafkaConfig
 from remed_daemon.errors import IntakeRejected
 from remed_daemon.journal import Incident, Journal, NewIncident, State
 from remed_daemon.kafka_security import check_credentials, kafka_client_options
-from remed_daemon.pipeline import target_of
+from remed_daemon.outcomes.document import builder
+from remed_daemon.remediation import target_of
+from remed_daemon.schemas import iter_errors
 from remed_daemon.telemetry import (
     Metrics,
     context_from_traceparent,
@@ -78,7 +79,7 @@ def parse_report(value: bytes | None) -> dict[str, Any]:
         raise IntakeRejected(f"value is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise IntakeRejected(f"value must be a JSON object, got {type(doc).__name__}")
-    errors = outcomes.validate("diagnosis-report", doc)
+    errors = iter_errors("diagnosis-report", doc)
     if errors:
         raise IntakeRejected("schema diagnosis-report: " + "; ".join(errors[:5]))
     target_of(doc)
@@ -292,7 +293,7 @@ class KafkaIntake:
             idem = idempotency_key(report, f"kafka:{tp.topic}:{tp.partition}:{msg.offset}")
             if report.get("status") == "resolved":
                 done = await self.journal.cancel_pending(
-                    idem, "alert resolved before remediation started", outcomes.builder(None)
+                    idem, "alert resolved before remediation started", builder(None)
                 )
                 self.metrics.intake.labels("kafka", "cancelled" if done else "duplicate").inc()
                 if done is not None:
@@ -309,9 +310,7 @@ class KafkaIntake:
             )
             stale = expiry_reason(report, msg.timestamp, time.time(), self.cfg.max_report_age_s)
             if stale is not None:
-                adm = await self.journal.admit_finished(
-                    new, State.EXPIRED, stale, outcomes.builder(None)
-                )
+                adm = await self.journal.admit_finished(new, State.EXPIRED, stale, builder(None))
             else:
                 adm = await self.journal.admit(new)
         self.metrics.ack_seconds.labels("kafka").observe(time.monotonic() - t0)

@@ -6,12 +6,10 @@ authorized_keys on the lab host are as they were (checked over SSH and on the ho
 directory), nothing appeared on the controller, and the approval endpoint answers nothing the
 alert carried (the webhook's token, tokens and credentials written into the alert).
 
-The compromised model is played by the ThinkRemed engine's file-backed planner (`planner =
-"oracle"` with `agents.oracle_playbook_dir`): it returns the file's playbook verbatim, and the
-file holds exactly the playbook the annotation asks for. It is the fixed-playbook planner that
-sits where a model sits, behind the guard. (The plain pipeline's `static` planner is not the
-stand-in: that engine applies only the operator's own playbook, and config refuses to give it a
-model in ansible mode for the very reason that it has no guard.)
+The compromised model is played by the file-backed oracle planner (`planner = "oracle"` with
+`agents.oracle_playbook_dir`): it returns the file's playbook verbatim, and the file holds
+exactly the playbook the annotation asks for. It sits where a model sits, behind the guard, as
+every planner does.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from typing import Any
 import pytest
 
 from chaos.lab.hosts import Lab
-from remed_daemon import outcomes
+from remed_daemon.schemas import iter_errors
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +153,6 @@ port = 0
 bearer_token = "{WEBHOOK_TOKEN}"
 [remediation]
 mode = "ansible"
-engine = "thinkremed"
 planner = "oracle"
 inventory = "{st['inventory']}"
 ssh_private_key = "{st['ssh_key']}"
@@ -253,7 +250,7 @@ def test_injected_alert_runs_nothing_and_cannot_reach_approvals(
                               incident_id)  # fmt: skip
     doc = json.loads(value)
     assert doc["status"] == "rejected", doc["reason"]
-    assert outcomes.validate("outcome", doc) == []
+    assert iter_errors("outcome", doc) == []
     # the injection did reach the incident (and so a model's prompt) as alert text
     [(report,)] = journal_rows(state, "SELECT report FROM incidents WHERE id = ?", incident_id)
     assert "IGNORE ALL PREVIOUS INSTRUCTIONS" in report

@@ -69,6 +69,7 @@ async def test_outcomes_name_the_version_that_planned_them(tmp_path: Path, kafka
             + "[http]\nenabled = false\n[scheduler]\nmax_concurrency = 2\n"
             f'[remediation]\nmode = "shadow"\nplanner = "triton"\n'
             f'triton_url = "{triton.http_url}"\nplanner_max_tokens = 8\n'
+            "[agents]\nmax_attempts = 1\n"
             '[telemetry]\nlog_format = "json"\n'
         )
         log = (tmp_path / "remed.log").open("wb")
@@ -108,7 +109,11 @@ async def test_outcomes_name_the_version_that_planned_them(tmp_path: Path, kafka
             log.close()
 
     statuses = {rid: doc["status"] for rid, doc in seen.items()}
-    assert set(statuses.values()) == {"shadow"}, statuses
+    # Every incident was planned by a model that answered: none escalated or failed for want
+    # of a planner. An 8-token answer rarely holds a playbook, so ThinkRemed may end it
+    # `rejected` (no playbook to guard) rather than `shadow`; either way the model was asked.
+    assert set(statuses.values()) <= {"shadow", "rejected"}, statuses
+    assert all(doc["attempts"] for doc in seen.values())
     version = {rid: doc.get("model", {}).get("version") for rid, doc in seen.items()}
     assert {version[d["report_id"]] for d in first} == {"1"}
     assert {version[d["report_id"]] for d in after} == {"2"}

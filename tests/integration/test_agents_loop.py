@@ -23,18 +23,19 @@ from aiohttp import web
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from remed_daemon import outcomes
 from remed_daemon.agents.approvals import ApprovalBook, plan_digest, register_routes
 from remed_daemon.agents.execute import RunnerSettings
 from remed_daemon.agents.loop import AgentSettings, GuardFn, ThinkRemed, default_guard
-from remed_daemon.agents.plan import PlanDraft, PlanRequest, extract_playbook
 from remed_daemon.agents.probe import Prober, requested_probes
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import from_mapping
 from remed_daemon.agents.verify import HostVerifier
 from remed_daemon.config import Secret, TelemetryConfig
 from remed_daemon.journal import Journal, NewIncident, State
-from remed_daemon.pipeline import RemediationContext
+from remed_daemon.outcomes.document import builder
+from remed_daemon.planner import PlanDraft, PlanRequest, extract_playbook
+from remed_daemon.remediation import RemediationContext
+from remed_daemon.schemas import iter_errors
 from remed_daemon.telemetry import make_tracer
 
 pytestmark = pytest.mark.integration
@@ -285,10 +286,10 @@ class Harness:
         with self.tracer.start_as_current_span("remediate"):
             result = await agent.remediate(inc, ctx)
         self.states = [t for _, t, _ in await self.journal.transitions(inc.id)]
-        await self.journal.finish(inc.id, result.status, result.reason, outcomes.builder(result))
+        await self.journal.finish(inc.id, result.status, result.reason, builder(result))
         row = next(r for r in await self.journal.unsent() if r.incident_id == inc.id)
         doc = json.loads(row.value)
-        assert outcomes.validate("outcome", doc) == []
+        assert iter_errors("outcome", doc) == []
         await self.journal.close()
         return result, doc
 
@@ -465,7 +466,7 @@ async def test_injected_destructive_instruction_is_refused(
 async def test_daemon_runs_thinkremed_and_remed_approve_releases_the_plan(
     tmp_path: Path, lab: Any, hosts: HostAccess, broken: None
 ) -> None:
-    """The wiring: `remed serve` with engine = thinkremed and the oracle planner takes an
+    """The wiring: `remed serve` with the oracle planner takes an
     Alertmanager alert, the high-risk plan waits, `remed approve` (its own token) releases it."""
     import sqlite3
     import subprocess
@@ -492,7 +493,6 @@ port = 0
 bearer_token = "webhook-token"
 [remediation]
 mode = "ansible"
-engine = "thinkremed"
 planner = "oracle"
 inventory = "{st['inventory']}"
 [agents]
@@ -573,7 +573,7 @@ verify_stable_s = 0.6
         assert doc["status"] == "recovered", doc["reason"]
         assert doc["planner"] == "oracle"  # the alert's remed_planner label was not obeyed
         assert doc["attempts"][0]["approval"]["by"] == "oncall"
-        assert outcomes.validate("outcome", doc) == []
+        assert iter_errors("outcome", doc) == []
         assert health_status() == 200
     finally:
         proc.terminate()

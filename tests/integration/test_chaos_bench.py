@@ -18,7 +18,7 @@ from chaos.faults import CATEGORIES, Target
 from chaos.lab.hosts import Lab
 from chaos.remediators import ModelRemediator, OracleRemediator, RulesRemediator
 from chaos.scenario import Scenario, load_suite
-from remed_daemon.agents.plan import OraclePlanner
+from remed_daemon.planner import OraclePlanner
 
 pytestmark = pytest.mark.integration
 

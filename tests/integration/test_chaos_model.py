@@ -1,5 +1,5 @@
 """`remed bench --remediator model` wiring on the real Triton server: the bench asks for its plan
-with the daemon's own planner client (`remed_daemon.agents.plan.TritonPlanner`) and the daemon's
+with the daemon's own planner client (`remed_daemon.planner.TritonPlanner`) and the daemon's
 prompt (report + the target's topology facts), gets a completion, token counts and the serving
 model version back, and keeps exactly the playbook the daemon's extraction finds. Whether the
 model's playbook fixes anything is what the benchmark measures, not this test; that its plan
@@ -14,7 +14,7 @@ import pytest
 from chaos.lab.hosts import Lab
 from chaos.remediators import ModelRemediator
 from chaos.scenario import diagnosis, load_suite
-from remed_daemon.agents.plan import TritonPlanner, extract_playbook
+from remed_daemon.planner import TritonPlanner, extract_playbook
 
 pytestmark = pytest.mark.integration
 

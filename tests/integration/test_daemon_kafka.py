@@ -14,28 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from daemon_harness import daemon_on_private_topics
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from reports import diagnosis, produce, read_topic
 
 from remed_daemon.app import Daemon
 from remed_daemon.journal import State
-from remed_daemon.outcomes import validate
+from remed_daemon.schemas import iter_errors
 from remed_stack.kafka import create_private_topics
 
 pytestmark = pytest.mark.integration
 
 
-def report(n: int, service: str = "cart", host: str = "app") -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "report_id": f"it-{uuid.uuid4().hex[:8]}-{n}",
-        "source": "kafka",
-        "target": {"service": service, "host": host},
-        "severity": "critical",
-        "summary": f"{service} is down ({n})",
-    }
+def report(n: int) -> dict[str, Any]:
+    return diagnosis(f"it-{uuid.uuid4().hex[:8]}-{n}", summary=f"cart is down ({n})")
 
 
 class Running:
@@ -54,39 +47,6 @@ async def running(kafka: Any, tmp_path: Path) -> AsyncIterator[Running]:
         yield Running(daemon, topics, kafka.bootstrap)
 
 
-async def produce(
-    bootstrap: str, topic: str, items: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in items:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
-    finally:
-        await producer.stop()
-
-
-async def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 45.0) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                out.extend(msgs)
-    finally:
-        await consumer.stop()
-    return out
-
-
 async def test_report_becomes_outcome_with_trace(running: Running) -> None:
     spans = InMemorySpanExporter()
     running.daemon._provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -98,9 +58,9 @@ async def test_report_becomes_outcome_with_trace(running: Running) -> None:
         running.topics["diagnoses_topic"],
         [(b"cart@app", json.dumps(rep).encode(), [("traceparent", tp.encode())])],
     )
-    [msg] = await consume(running.bootstrap, running.topics["outcomes_topic"], 1)
+    [msg] = await read_topic(running.bootstrap, running.topics["outcomes_topic"], 1, 45)
     doc = json.loads(msg.value)
-    assert validate("outcome", doc) == []
+    assert iter_errors("outcome", doc) == []
     assert doc["report_id"] == rep["report_id"] and doc["status"] == "shadow"
     assert msg.key == b"cart@app"
     headers = dict(msg.headers)
@@ -119,7 +79,7 @@ async def test_invalid_goes_to_dlt_with_headers_and_consumer_moves_on(running: R
         (b"cart@app", json.dumps(good).encode(), []),
     ]
     await produce(running.bootstrap, running.topics["diagnoses_topic"], items)
-    dlt = await consume(running.bootstrap, running.topics["dlt_topic"], 2)
+    dlt = await read_topic(running.bootstrap, running.topics["dlt_topic"], 2, 45)
     assert len(dlt) == 2
     for msg in dlt:
         h = dict(msg.headers)
@@ -130,7 +90,7 @@ async def test_invalid_goes_to_dlt_with_headers_and_consumer_moves_on(running: R
     errors = sorted(dict(m.headers)["remed-error"].decode() for m in dlt)
     assert any("not JSON" in e for e in errors)
     assert any("target" in e for e in errors)
-    [out] = await consume(running.bootstrap, running.topics["outcomes_topic"], 1)
+    [out] = await read_topic(running.bootstrap, running.topics["outcomes_topic"], 1, 45)
     assert json.loads(out.value)["report_id"] == good["report_id"]
 
 
@@ -142,9 +102,9 @@ async def test_duplicates_run_once(running: Running) -> None:
         running.topics["diagnoses_topic"],
         [(b"cart@app", value, [])] * 4,
     )
-    outs = await consume(running.bootstrap, running.topics["outcomes_topic"], 1, timeout_s=20)
+    outs = await read_topic(running.bootstrap, running.topics["outcomes_topic"], 1, 20)
     await asyncio.sleep(2.0)  # give any duplicate the time to show up too
-    outs = await consume(running.bootstrap, running.topics["outcomes_topic"], 99, timeout_s=3)
+    outs = await read_topic(running.bootstrap, running.topics["outcomes_topic"], 99, 3)
     assert len(outs) == 1
     metrics = running.daemon.metrics
     assert metrics.executions_started._value.get() == 1
@@ -157,7 +117,8 @@ async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: An
     """Outcomes finished while the broker is unreachable go out later, in order."""
     from remed_daemon.config import KafkaConfig
     from remed_daemon.journal import Journal, NewIncident
-    from remed_daemon.outcomes import OutcomeProducer, builder
+    from remed_daemon.outcomes.document import builder
+    from remed_daemon.outcomes.producer import OutcomeProducer
     from remed_daemon.telemetry import Metrics
 
     topics = await create_private_topics(kafka.bootstrap, "t")
@@ -189,6 +150,6 @@ async def test_outbox_waits_while_kafka_is_unreachable(tmp_path: Path, kafka: An
         assert await live.drain_once() == 5
         await live.stop(flush_timeout_s=5)
         assert await journal.unsent_count() == 0
-    msgs = await consume(kafka.bootstrap, topics["outcomes_topic"], 5)
+    msgs = await read_topic(kafka.bootstrap, topics["outcomes_topic"], 5, 45)
     # one key → one partition → the order they were finished in
     assert [json.loads(m.value)["incident_id"] for m in msgs] == ids

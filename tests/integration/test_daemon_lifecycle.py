@@ -1,6 +1,7 @@
 """`remed serve` as systemd runs it: sd_notify over $NOTIFY_SOCKET (READY, WATCHDOG, RELOADING,
-STOPPING), SIGHUP reload of what can change, SIGTERM drain with a clean exit; and a planner
-that cannot reach Triton makes the incident wait and retry, then escalate."""
+STOPPING), SIGHUP reload of what can change, SIGTERM drain with a clean exit. (A planner that
+cannot reach Triton: tests/integration/test_planner_triton.py; the scheduler's retries of it:
+tests/unit/test_daemon_scheduler.py.)"""
 
 from __future__ import annotations
 
@@ -12,15 +13,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from remed_daemon.config import RemediationConfig
-from remed_daemon.errors import PlannerUnavailable
-from remed_daemon.journal import Incident, State
-from remed_daemon.pipeline import TritonPlanner
-from remed_stack.procs import free_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "life-token"
@@ -87,45 +81,3 @@ def test_notify_reload_and_drain(tmp_path: Path) -> None:
     assert reloads and reloads[0]["applied"] == ["scheduler.kill_switch"]
     assert any(x["event"] == "reload refused; keeping the running config" for x in lines)
     assert TOKEN not in log.read_text(), "secrets are never logged"
-
-
-def planning(service: str, host: str) -> Incident:
-    """An incident in `planning`, as the scheduler hands it to a planner."""
-    return Incident(
-        id=f"{service}-incident",
-        idem_key=f"report:{service}",
-        source="kafka",
-        target=f"{service}@{host}",
-        state=State.PLANNING,
-        report={"target": {"service": service, "host": host}, "summary": f"{service} is down"},
-        traceparent="",
-        kafka_partition=None,
-        kafka_offset=None,
-        reason="",
-        created_at=0.0,
-        updated_at=0.0,
-        started_at=None,
-        finished_at=None,
-    )
-
-
-async def test_triton_unreachable_is_retriable() -> None:
-    planner = TritonPlanner(
-        RemediationConfig(triton_url=f"127.0.0.1:{free_port()}", planner_timeout_s=5)
-    )
-    incident = planning("cart", "app")
-    with pytest.raises(PlannerUnavailable) as err:
-        await planner.plan(incident)
-    assert err.value.retriable and "will retry" in str(err.value)
-
-
-async def test_triton_planner_plans_in_shadow(triton: Any) -> None:
-    """The real remed_planner answers the plain pipeline's planner: text, tokens, version."""
-    planner = TritonPlanner(
-        RemediationConfig(triton_url=triton.status()["http"], planner_max_tokens=16)
-    )
-    incident = planning("nginx", "web")
-    plan = await planner.plan(incident)
-    assert plan.planner == "triton" and plan.model_name == "remed_planner"
-    assert plan.model_version and plan.prompt_tokens > 0 and 0 < plan.completion_tokens <= 16
-    assert isinstance(plan.playbook, str) and plan.playbook

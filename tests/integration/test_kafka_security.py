@@ -41,7 +41,7 @@ from remed_daemon.kafka_security import (
     check_credentials,
     kafka_client_options,
 )
-from remed_daemon.outcomes import validate
+from remed_daemon.schemas import iter_errors
 from remed_stack.kafka import Kafka, ScramUser, create_private_topics
 from remed_stack.paths import StackPaths
 
@@ -207,7 +207,7 @@ async def test_mutual_tls_round_trip(secure_broker: SecureBroker, tmp_path: Path
     ):
         doc = await round_trip(cfg, topics)
         assert daemon.fatal is None
-    assert doc["status"] == "shadow" and validate("outcome", doc) == []
+    assert doc["status"] == "shadow" and iter_errors("outcome", doc) == []
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ async def test_sasl_ssl_round_trip(
     async with secure_daemon(secure_broker, tmp_path / "state", env) as (daemon, topics, cfg):
         doc = await round_trip(cfg, topics)
         assert daemon.fatal is None
-    assert doc["status"] == "shadow" and validate("outcome", doc) == []
+    assert doc["status"] == "shadow" and iter_errors("outcome", doc) == []
 
 
 def test_wrong_password_stops_serve_once_with_a_clear_error(

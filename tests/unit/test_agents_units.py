@@ -1,5 +1,5 @@
 """Agents' pure parts: approvals, guard verdicts, touched files, reflection, probe commands,
-the oracle planner, prompts with earlier evidence, and the agents' config checks."""
+and the loop as the default config builds it (shadow mode, no inventory: plan and guard only)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pytest
 
 from remed_daemon.agents.approvals import ApprovalBook, ApprovalError, plan_digest
 from remed_daemon.agents.execute import PlaybookRun
-from remed_daemon.agents.loop import default_guard, reflect, verdict_doc
-from remed_daemon.agents.plan import OraclePlanner, PlanRequest
+from remed_daemon.agents.loop import default_guard, make_thinkremed, reflect, verdict_doc
 from remed_daemon.agents.probe import CATALOG, Prober, ProbeRefused
 from remed_daemon.agents.snapshot import touched
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import ServiceFacts, facts_for, from_mapping
-from remed_daemon.config import AgentsConfig, RemediationConfig
-from remed_daemon.errors import ConfigError
-from remed_daemon.outcomes import TaskResult
+from remed_daemon.config import load
+from remed_daemon.journal import Journal, NewIncident, State
+from remed_daemon.remediation import RemediationContext, TaskResult
+from remed_daemon.telemetry import make_tracer
 
 pytestmark = pytest.mark.unit
 
@@ -156,47 +156,6 @@ def test_topology() -> None:
     # the inventory itself: tests/unit/test_inventory.py
 
 
-async def test_oracle_planner_from_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "service-down").mkdir()
-    (tmp_path / "service-down" / "cart.yml").write_text(
-        "- hosts: '{{ remed_host }}'\n  tasks:\n"
-        "    - command: supervisorctl start {{remed_service}}\n"
-    )
-    planner = OraclePlanner(str(tmp_path))
-    req = PlanRequest(report={}, service="cart", host="app", category="service-down")
-    draft = await planner.plan(req)
-    assert "hosts: 'app'" in draft.playbook and "start cart" in draft.playbook
-    other = await planner.plan(PlanRequest(report={}, service="cart", host="app",
-                                           category="cpu-stress"))  # fmt: skip
-    assert other.playbook == "" and "no expert playbook" in other.completion
-
-
-def test_prompt_carries_previous_evidence_inside_the_fence() -> None:
-    req = PlanRequest(
-        report={"target": {"service": "cart", "host": "app"}, "summary": "down"},
-        service="cart", host="app", facts="cart runs on app", probes=["[recent_log] boom"],
-        previous=["Attempt 1:\n- verifier: health failed: 502"], probe_names=["recent_log"],
-    )  # fmt: skip
-    prompt = req.prompt()
-    fence, end = prompt.index("=== INCIDENT (untrusted) ==="), prompt.index("=== END INCIDENT")
-    assert fence < prompt.index("Previous attempt 1 failed") < end
-    assert fence < prompt.index("[recent_log] boom") < end
-    assert prompt.index("Facts: cart runs on app") < fence
-    assert "PROBE: <name>" in prompt and "recent_log" in prompt
-
-
-def test_config_checks() -> None:
-    with pytest.raises(ConfigError, match="thinkremed"):
-        RemediationConfig(planner="oracle")
-    with pytest.raises(ConfigError, match="triton"):
-        RemediationConfig(engine="thinkremed", planner="static")
-    RemediationConfig(engine="thinkremed", planner="triton", mode="ansible", inventory="x")
-    with pytest.raises(ConfigError, match="verify_stable_s"):
-        AgentsConfig(verify_window_s=1, verify_stable_s=2)
-    with pytest.raises(ConfigError, match="20"):
-        AgentsConfig(max_attempts=21)
-
-
 async def test_approval_routes_reject_and_refuse_without_token() -> None:
     import json
     import urllib.error
@@ -281,3 +240,33 @@ def test_incident_hosts_are_the_service_host_and_its_dependencies() -> None:
     )
     assert topology["cart"].incident_hosts == ["app", "db"]
     assert topology["redis"].incident_hosts == ["db"]
+
+
+async def test_default_config_plans_and_guards_in_shadow_without_touching_a_host(
+    tmp_path: Path,
+) -> None:
+    """The defaults (shadow mode, the static planner, no inventory): the loop plans the restart
+    and guards it, and with no inventory to reach hosts with it neither probes nor runs a check:
+    outcome `shadow`, nothing entered `executing`."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    cfg = load(None, {"REMED_HTTP_ENABLED": "false", "REMED_STATE_DIR": str(tmp_path)})
+    agent = make_thinkremed(cfg)
+    spans = InMemorySpanExporter()
+    tracer, provider = make_tracer(cfg.telemetry)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    report = {"target": {"service": "web-frontend", "host": "node-7"}, "summary": "down"}
+    async with Journal(tmp_path / "j.sqlite3") as journal:
+        inc = (await journal.admit(NewIncident("k", "kafka", "web-frontend@node-7", report)))
+        incident = await journal.transition(inc.incident.id, State.PLANNING)
+        ctx = RemediationContext(journal, incident, tracer, tmp_path / "run")
+        result = await agent.remediate(incident, ctx)
+        states = [t for _, t, _ in await journal.transitions(incident.id)]
+    assert result.status is State.SHADOW, result.reason
+    assert result.planner == "static" and "nothing applied" in result.reason
+    [attempt] = result.attempts
+    assert "hosts: \"node-7\"" in attempt.playbook and attempt.guard["allowed"] is True
+    assert not attempt.tasks and not attempt.check_diff
+    assert {s.name for s in spans.get_finished_spans()} == {"plan", "guard"}
+    assert states == ["received", "planning"]

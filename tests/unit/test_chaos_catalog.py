@@ -13,7 +13,9 @@ from chaos.faults import CATALOG, CATEGORIES, FaultError, Target, make_fault
 from chaos.faults.service import CONFIG_ERRORS
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
-from chaos.playbooks import oracle_playbook, rules_playbook
+from chaos.playbooks import oracle_playbook, rules_playbook, write_oracle_dir
+from chaos.scenario import diagnosis, load_suite
+from remed_daemon.planner import OraclePlanner, PlanRequest
 
 pytestmark = pytest.mark.unit
 
@@ -133,3 +135,20 @@ def test_lab_exclusive_serialises_injectors(tmp_path: Path) -> None:
             p.join(timeout=10)
         events = [kind for kind, _ in sorted(stamps, key=lambda s: s[1])]
     assert events == ["in", "out", "in", "out"]
+
+
+async def test_the_daemons_oracle_planner_reads_the_written_playbooks_unchanged(
+    tmp_path: Path,
+) -> None:
+    """`--planner oracle` through the daemon gets from the directory exactly the playbook the
+    bench's own oracle runs, for every scenario."""
+    assert write_oracle_dir(tmp_path)
+    planner = OraclePlanner(str(tmp_path))
+    for s in load_suite("all"):
+        report = diagnosis(s)
+        request = PlanRequest(report=report, service=s.target.service, host=s.target.host,
+                              category=s.category)  # fmt: skip
+        draft = await planner.plan(request)
+        params = dict(report.get("fault_params") or {})
+        assert draft.playbook == oracle_playbook(s.category, s.target.host, s.target.service,
+                                                 params), s.id  # fmt: skip

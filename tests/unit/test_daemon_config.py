@@ -73,11 +73,12 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("", {}, "set http.bearer_token (or REMED_HTTP_BEARER_TOKEN)"),
         ("[remediation]\nmode = 'ansible'\n", TOKEN_ENV, "needs remediation.inventory"),
         ("[remediation]\nmode = 'yolo'\n", TOKEN_ENV, "is not one of 'shadow', 'ansible'"),
-        (
-            "[remediation]\nmode = 'ansible'\ninventory = 'i'\nplanner = 'triton'\n",
-            TOKEN_ENV,
-            "without a guard",
-        ),
+        # one engine: the old plain one's settings are planner = 'static' and mode = 'shadow'
+        ("[remediation]\nengine = 'pipeline'\n", TOKEN_ENV, "planner = 'static'"),
+        ("[remediation]\nengine = 'thinkremd'\n", TOKEN_ENV, "did you mean 'thinkremed'"),
+        ("[remediation]\nstatic_playbook = 'nope.yml'\n", TOKEN_ENV, "is not a file"),
+        ("[agents]\nverify_window_s = 1\nverify_stable_s = 2\n", TOKEN_ENV, "verify_stable_s"),
+        ("[agents]\nmax_attempts = 21\n", TOKEN_ENV, "use at most 20"),
         ("[kafka]\nheartbeat_interval_ms = 9000\n", TOKEN_ENV, "at most a third"),
         ("[scheduler]\nmax_concurrency = 0\n", TOKEN_ENV, "scheduler.max_concurrency must be > 0"),
         ("[kafka\n", TOKEN_ENV, "is not valid TOML"),

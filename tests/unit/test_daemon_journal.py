@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from remed_daemon import outcomes
 from remed_daemon.errors import IllegalTransition
 from remed_daemon.journal import Journal, NewIncident, State
+from remed_daemon.outcomes.document import builder
+from remed_daemon.remediation import Attempt, RemediationResult, TaskResult
+from remed_daemon.schemas import iter_errors
 
 pytestmark = pytest.mark.unit
 
@@ -50,23 +52,24 @@ async def test_full_path_writes_one_schema_valid_outcome(journal: Journal) -> No
     inc = (await journal.admit(new(1))).incident
     for state in (State.PLANNING, State.EXECUTING, State.VERIFYING):
         inc = await journal.transition(inc.id, state)
-    result = outcomes.RemediationResult(
+    result = RemediationResult(
         status=State.RECOVERED,
         attempts=[
-            outcomes.Attempt(
+            Attempt(
                 playbook="- hosts: app\n  tasks: []\n",
-                tasks=[outcomes.TaskResult(host="app", task="restart", changed=True)],
+                guard={"allowed": True, "risk": "low", "needs_approval": False, "violations": []},
+                tasks=[TaskResult(host="app", task="restart", changed=True)],
                 verification={"passed": True, "checks": [{"name": "x", "passed": True}]},
             )
         ],
         planner="static",
     )
-    done = await journal.finish(inc.id, State.RECOVERED, "verified", outcomes.builder(result))
+    done = await journal.finish(inc.id, State.RECOVERED, "verified", builder(result))
     assert done.state is State.RECOVERED and done.finished_at is not None
     rows = await journal.unsent()
     assert len(rows) == 1
     doc = json.loads(rows[0].value)
-    assert outcomes.validate("outcome", doc) == []
+    assert iter_errors("outcome", doc) == []
     assert doc["status"] == "recovered" and doc["report_id"] == "r-1"
     assert rows[0].key == "cart@app"
     path = [t[1] for t in await journal.transitions(inc.id)]
@@ -79,11 +82,11 @@ async def test_illegal_transitions_are_refused(journal: Journal) -> None:
         await journal.transition(inc.id, State.EXECUTING)  # must plan first
     with pytest.raises(IllegalTransition):
         await journal.transition(inc.id, State.SHADOW)  # terminal needs finish()
-    await journal.finish(inc.id, State.CANCELLED, "resolved", outcomes.builder())
+    await journal.finish(inc.id, State.CANCELLED, "resolved", builder())
     with pytest.raises(IllegalTransition):
         await journal.transition(inc.id, State.PLANNING)  # terminal is final
     with pytest.raises(IllegalTransition):
-        await journal.finish(inc.id, State.FAILED, "x", outcomes.builder())
+        await journal.finish(inc.id, State.FAILED, "x", builder())
     assert len(await journal.unsent()) == 1  # exactly one outcome per incident
 
 
@@ -92,9 +95,9 @@ async def test_cancel_only_before_execution(journal: Journal) -> None:
     b = (await journal.admit(new(2))).incident
     await journal.transition(b.id, State.PLANNING)
     await journal.transition(b.id, State.EXECUTING)
-    assert await journal.cancel_pending("report:r-1", "resolved", outcomes.builder()) is not None
-    assert await journal.cancel_pending("report:r-2", "resolved", outcomes.builder()) is None
-    assert await journal.cancel_pending("report:r-1", "again", outcomes.builder()) is None
+    assert await journal.cancel_pending("report:r-1", "resolved", builder()) is not None
+    assert await journal.cancel_pending("report:r-2", "resolved", builder()) is None
+    assert await journal.cancel_pending("report:r-1", "again", builder()) is None
     assert (await journal.get(a.id)).state is State.CANCELLED  # type: ignore[union-attr]
     assert (await journal.get(b.id)).state is State.EXECUTING  # type: ignore[union-attr]
 
@@ -116,7 +119,7 @@ async def test_recovery_never_reruns_execution(tmp_path: Path) -> None:
             ids[n] = inc.id
     # "crash": a new Journal on the same file
     async with Journal(path) as j:
-        rec = await j.recover(outcomes.builder())
+        rec = await j.recover(builder())
         assert sorted(rec.escalated) == sorted([ids[1], ids[2]])
         assert rec.replanned == [ids[3], ids[5]]
         assert {i.id for i in rec.resumed} == {ids[3], ids[4], ids[5]}
@@ -129,15 +132,15 @@ async def test_recovery_never_reruns_execution(tmp_path: Path) -> None:
             assert "not run again" in inc.reason
         docs = [json.loads(r.value) for r in await j.unsent()]
         assert {d["incident_id"] for d in docs} == {ids[1], ids[2]}
-        assert all(outcomes.validate("outcome", d) == [] for d in docs)
+        assert all(iter_errors("outcome", d) == [] for d in docs)
         # a second recovery finds nothing more to escalate
-        assert (await j.recover(outcomes.builder())).escalated == []
+        assert (await j.recover(builder())).escalated == []
 
 
 async def test_outbox_is_ordered_and_marked(journal: Journal) -> None:
     for n in range(5):
         inc = (await journal.admit(new(n))).incident
-        await journal.finish(inc.id, State.CANCELLED, "x", outcomes.builder())
+        await journal.finish(inc.id, State.CANCELLED, "x", builder())
     rows = await journal.unsent(3)
     assert [r.seq for r in rows] == sorted(r.seq for r in rows)
     await journal.mark_sent(r.seq for r in rows)
@@ -150,7 +153,7 @@ async def test_purge_keeps_undelivered_and_recent(journal: Journal) -> None:
     ids = []
     for n in range(3):
         inc = (await journal.admit(new(n))).incident
-        await journal.finish(inc.id, State.CANCELLED, "x", outcomes.builder())
+        await journal.finish(inc.id, State.CANCELLED, "x", builder())
         ids.append(inc.id)
     open_one = (await journal.admit(new(9))).incident
     rows = await journal.unsent()

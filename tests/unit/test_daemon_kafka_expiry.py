@@ -14,10 +14,11 @@ import pytest
 from aiokafka import TopicPartition
 from opentelemetry import trace
 
-from remed_daemon import outcomes
 from remed_daemon.config import KafkaConfig
 from remed_daemon.errors import IllegalTransition
 from remed_daemon.journal import Incident, Journal, NewIncident, State
+from remed_daemon.outcomes.document import builder
+from remed_daemon.schemas import iter_errors
 from remed_daemon.sources.kafka import KafkaIntake, expiry_reason, report_age_s
 from remed_daemon.telemetry import Metrics
 
@@ -114,7 +115,7 @@ def new(key: str = "report:r-1") -> NewIncident:
 
 
 async def test_admit_finished_journals_the_outcome_in_one_step(journal: Journal) -> None:
-    adm = await journal.admit_finished(new(), State.EXPIRED, "too old", outcomes.builder(None))
+    adm = await journal.admit_finished(new(), State.EXPIRED, "too old", builder(None))
     assert adm.created and adm.incident.state is State.EXPIRED
     assert adm.incident.started_at is None  # nothing ever planned it
     assert await journal.open_count() == 0
@@ -125,15 +126,15 @@ async def test_admit_finished_journals_the_outcome_in_one_step(journal: Journal)
     [row] = await journal.unsent()
     doc = json.loads(row.value)
     assert doc["status"] == "expired" and doc["reason"] == "too old" and doc["attempts"] == []
-    assert outcomes.validate("outcome", doc) == []
+    assert iter_errors("outcome", doc) == []
     # a crash now leaves nothing to resume
-    recovery = await journal.recover(outcomes.builder(None))
+    recovery = await journal.recover(builder(None))
     assert recovery.resumed == [] and recovery.replanned == []
 
 
 async def test_admit_finished_is_idempotent(journal: Journal) -> None:
     first = await journal.admit(new())
-    again = await journal.admit_finished(new(), State.EXPIRED, "x", outcomes.builder(None))
+    again = await journal.admit_finished(new(), State.EXPIRED, "x", builder(None))
     assert not again.created and again.incident.id == first.incident.id
     assert again.incident.state is State.RECEIVED  # the known incident is left as it was
     assert await journal.unsent() == []
@@ -141,11 +142,11 @@ async def test_admit_finished_is_idempotent(journal: Journal) -> None:
 
 async def test_admit_finished_wants_a_terminal_state(journal: Journal) -> None:
     with pytest.raises(IllegalTransition):
-        await journal.admit_finished(new(), State.PLANNING, "x", outcomes.builder(None))
+        await journal.admit_finished(new(), State.PLANNING, "x", builder(None))
 
 
 async def test_expired_is_terminal_and_leads_nowhere(journal: Journal) -> None:
-    adm = await journal.admit_finished(new(), State.EXPIRED, "old", outcomes.builder(None))
+    adm = await journal.admit_finished(new(), State.EXPIRED, "old", builder(None))
     assert State.EXPIRED.terminal
     with pytest.raises(IllegalTransition):
         await journal.transition(adm.incident.id, State.PLANNING)

@@ -11,8 +11,7 @@ import pytest
 from remed_daemon.config import RemediationConfig, SchedulerConfig, TelemetryConfig
 from remed_daemon.errors import PlannerUnavailable
 from remed_daemon.journal import Incident, Journal, NewIncident, State
-from remed_daemon.outcomes import RemediationResult
-from remed_daemon.pipeline import RemediationContext
+from remed_daemon.remediation import RemediationContext, RemediationResult
 from remed_daemon.scheduler import Scheduler
 from remed_daemon.telemetry import Metrics, make_tracer
 

@@ -20,7 +20,7 @@ from remed_daemon.config import HttpConfig, Secret, TelemetryConfig
 from remed_daemon.errors import IntakeRejected
 from remed_daemon.http import HttpDeps, build_app
 from remed_daemon.journal import Incident, Journal, State
-from remed_daemon.outcomes import validate
+from remed_daemon.schemas import iter_errors
 from remed_daemon.sources.alertmanager import map_alerts, parse_payload
 from remed_daemon.telemetry import Metrics, make_tracer
 
@@ -63,7 +63,7 @@ def test_mapping_to_schema_valid_report() -> None:
         "2026-11-24T10:00:01Z",
     )
     assert m.target == "cart@app" and m.unroutable == ""
-    assert validate("diagnosis-report", m.report) == []
+    assert iter_errors("diagnosis-report", m.report) == []
     assert m.report["severity"] == "critical" and m.report["summary"] == "cart is down"
     assert m.idem_key == "am:a1b2:2026-11-24T10:00:00.123Z"
     assert any("5xx" in e for e in m.report["evidence"])
@@ -136,7 +136,7 @@ def test_parser_only_ever_rejects_cleanly(body: bytes) -> None:
         assert str(exc)
         return
     for m in map_alerts(doc, ("service",), ("instance",)):
-        assert m.unroutable or validate("diagnosis-report", m.report) == []
+        assert m.unroutable or iter_errors("diagnosis-report", m.report) == []
 
 
 # -- over HTTP ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The agents' Triton planner against the real `remed_planner` (tritonclient's asyncio client):
-tokens and the served model version are recorded; a dead endpoint is retried with backoff and
-then the circuit breaker answers at once."""
+"""The planner client (`remed_daemon.planner.TritonPlanner`) against the real `remed_planner`
+(tritonclient's asyncio client): tokens and the version that answered are recorded; a dead
+endpoint is a retriable `PlannerUnavailable`, retried with backoff, and then the circuit breaker
+answers at once."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from remed_daemon.agents.plan import PlanRequest, TritonPlanner, TritonSettings
 from remed_daemon.errors import PlannerUnavailable
+from remed_daemon.planner import PlanRequest, TritonPlanner, TritonSettings
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,9 @@ async def test_unreachable_triton_retries_then_breaker_opens() -> None:
         url=f"127.0.0.1:{port}", timeout_s=2, retries=2, backoff_initial_s=0.05,
         breaker_failures=3, breaker_open_s=60,
     ))  # fmt: skip
-    with pytest.raises(PlannerUnavailable, match=r"did not plan|failed"):
+    with pytest.raises(PlannerUnavailable, match=r"did not plan|failed") as err:
         await planner.plan(REQUEST)
+    assert err.value.retriable  # the scheduler plans the incident again later
     assert planner.breaker.failures == 3 and planner.breaker.opened_at is not None
     t0 = time.monotonic()
     with pytest.raises(PlannerUnavailable, match="circuit open"):

@@ -1,14 +1,11 @@
-"""Redaction of secrets in host/model text, and extraction of one playbook from model output."""
+"""Redaction of secrets in host and model text, and the probe names a model may ask for."""
 
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from remed_daemon.agents.plan import CircuitBreaker, extract_playbook
 from remed_daemon.agents.probe import requested_probes
 from remed_daemon.agents.redact import redact, scrub
-from remed_daemon.errors import PlannerUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -49,54 +46,6 @@ def test_scrub_truncates() -> None:
     assert len(out) <= 500 and "truncated" in out
 
 
-PLAY = """\
-- name: restart cart
-  hosts: app
-  become: true
-  tasks:
-    - name: restart
-      ansible.builtin.command: supervisorctl restart cart
-"""
-
-
-@pytest.mark.parametrize(
-    "completion",
-    [
-        f"```yaml\n{PLAY}```",
-        f"Here is the fix:\n\n```yml\n{PLAY}```\nThis restarts cart.",
-        f"Sure. The service crashed.\n{PLAY}\nThat should do it.",
-        f"---\n{PLAY}",
-        f"```yaml\nnot: a play list\n```\n```yaml\n{PLAY}```\n```yaml\n- hosts: db\n```",
-        f"```\n{PLAY}```",
-        f"```yaml\n{PLAY}",  # unterminated fence
-    ],
-)
-def test_extract_one_playbook(completion: str) -> None:
-    playbook = extract_playbook(completion)
-    assert yaml.safe_load(playbook) == yaml.safe_load(PLAY)
-
-
-@pytest.mark.parametrize(
-    "completion", ["", "I cannot help", "```yaml\nkey: value\n```", "```bash\nrm -rf /\n```"]
-)
-def test_extract_nothing(completion: str) -> None:
-    assert extract_playbook(completion) == ""
-
-
 def test_probe_requests_are_names_only() -> None:
     text = "PROBE: recent_log\n# probe: top_cpu\nPROBE: cat /etc/shadow\nnot a probe"
     assert requested_probes(text) == ["recent_log", "top_cpu", "cat /etc/shadow"]
-
-
-def test_circuit_breaker_opens_and_half_opens() -> None:
-    now = [0.0]
-    cb = CircuitBreaker(failures_to_open=2, open_s=10.0, clock=lambda: now[0])
-    cb.failure()
-    cb.check()
-    cb.failure()
-    with pytest.raises(PlannerUnavailable):
-        cb.check()
-    now[0] = 11.0
-    cb.check()  # half-open: one call may try
-    cb.success()
-    assert cb.failures == 0
