@@ -55,6 +55,7 @@ from remed_daemon.agents.topology import ServiceFacts, Topology, facts_for
 from remed_daemon.agents.verify import HostVerifier, Verifier
 from remed_daemon.config import Config
 from remed_daemon.errors import PlannerUnavailable
+from remed_daemon.guard import GuardUsageError, GuardVerdict, Violation, check_playbook
 from remed_daemon.journal import Incident, State
 from remed_daemon.planner import PlanDraft, Planner, PlanRequest, configured_planners
 from remed_daemon.remediation import (
@@ -90,49 +91,29 @@ class AgentSettings:
 
 # -- the guard --------------------------------------------------------------------------------
 
-GuardFn = Callable[[str, Sequence[str]], Any]
+GuardFn = Callable[[str, Sequence[str]], GuardVerdict]
 
 
-def default_guard(playbook: str, hosts: Sequence[str]) -> Any:
-    """`remed_daemon.guard.check_playbook`, or a verdict refusing everything when the
-    guard module is missing (nothing runs unguarded)."""
+def default_guard(playbook: str, hosts: Sequence[str]) -> GuardVerdict:
+    """`remed_daemon.guard.check_playbook`. Host names come from the report (untrusted): a name
+    the guard cannot use is a refusal of the plan, not an exception in the loop."""
     try:
-        from remed_daemon.guard import check_playbook
-    except ImportError as exc:
-        return {
-            "allowed": False,
-            "risk": "high",
-            "needs_approval": False,
-            "violations": [
-                {"rule": "guard-unavailable", "task": "", "detail": f"no guard: {exc}"}
-            ],
-        }
-    return check_playbook(playbook, list(hosts))
+        return check_playbook(playbook, list(hosts))
+    except GuardUsageError as exc:
+        refusal = Violation("hosts.invalid", "playbook", str(exc)[:300])
+        return GuardVerdict(allowed=False, risk="high", needs_approval=False, violations=(refusal,))
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def verdict_doc(verdict: Any) -> dict[str, Any]:
-    """The outcome's `attempt.guard` object from a GuardVerdict (or its dict form)."""
-    violations = []
-    for v in list(_get(verdict, "violations", []) or [])[:200]:
-        violations.append(
-            {
-                "rule": str(_get(v, "rule", ""))[:128],
-                "task": str(_get(v, "task", ""))[:512],
-                "detail": str(_get(v, "detail", ""))[:2000],
-            }
-        )
-    risk = str(_get(verdict, "risk", "high"))
+def verdict_doc(verdict: GuardVerdict) -> dict[str, Any]:
+    """The outcome's `attempt.guard` object (schema limits on each field)."""
     return {
-        "allowed": bool(_get(verdict, "allowed", False)),
-        "risk": risk if risk in ("low", "medium", "high") else "high",
-        "needs_approval": bool(_get(verdict, "needs_approval", False)),
-        "violations": violations,
+        "allowed": verdict.allowed,
+        "risk": verdict.risk,
+        "needs_approval": verdict.needs_approval,
+        "violations": [
+            {"rule": v.rule[:128], "task": v.task[:512], "detail": v.detail[:2000]}
+            for v in verdict.violations[:200]
+        ],
     }
 
 
@@ -450,8 +431,8 @@ class _Run:
         # Per host its plays target (the service's own, or a dependency's): what the modules
         # name, what the guard found in commands, and the service itself on its own host.
         by_host = touched_by_host(attempt.playbook, self.facts.incident_hosts)
-        guard_files = {str(f) for f in (_get(verdict, "touched_files", ()) or ())}
-        guard_services = {str(s) for s in (_get(verdict, "touched_services", ()) or ())}
+        guard_files = set(verdict.touched_files)
+        guard_services = set(verdict.touched_services)
         by_host.setdefault(self.facts.host, (set(), set()))[1].add(self.facts.program)
         count = sum(len(f) + len(s) for f, s in by_host.values())
         with self.span("snapshot", attempt=n, items=count, hosts=",".join(sorted(by_host))):

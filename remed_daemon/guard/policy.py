@@ -1,8 +1,8 @@
 """The guard: the authority on whether an LLM-written playbook may run, and with what oversight.
 
 It decides from the playbook text and the incident's hosts only. Nothing from the alert, the
-model's prose or the probes reaches it, so no text can widen what it allows (ARCHITECTURE.md, "Safety
-model"). Everything it cannot judge it refuses: it fails closed.
+model's prose or the probes reaches it, so no text can widen what it allows (ARCHITECTURE.md,
+"Safety model"). Everything it cannot judge it refuses: it fails closed.
 
 A verdict is one of
 

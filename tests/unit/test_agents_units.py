@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from remed_daemon.agents.snapshot import touched
 from remed_daemon.agents.ssh import HostAccess
 from remed_daemon.agents.topology import ServiceFacts, facts_for, from_mapping
 from remed_daemon.config import load
+from remed_daemon.guard import check_playbook
 from remed_daemon.journal import Journal, NewIncident, State
 from remed_daemon.remediation import RemediationContext, TaskResult
 from remed_daemon.telemetry import make_tracer
@@ -54,36 +54,23 @@ async def test_approval_approve_reject_expire_and_digest_pin() -> None:
     assert set(expired.doc()) == {"decision", "at"}
 
 
-@dataclass
-class _Violation:
-    rule: str
-    task: str
-    detail: str
+def test_verdict_doc_is_the_outcome_form_of_a_verdict() -> None:
+    verdict = check_playbook("- hosts: app\n  tasks:\n    - raw: id\n", ["app"])
+    doc = verdict_doc(verdict)
+    assert (doc["allowed"], doc["risk"], doc["needs_approval"]) == (False, "high", False)
+    assert doc["violations"] == [
+        {"rule": v.rule, "task": v.task, "detail": v.detail} for v in verdict.violations
+    ]
+    assert doc["violations"][0]["rule"] == "shell.raw"
 
 
-@dataclass
-class _Verdict:
-    allowed: bool
-    risk: str
-    needs_approval: bool
-    violations: list[_Violation] = field(default_factory=list)
-    touched_files: tuple[str, ...] = ()
-
-
-def test_verdict_doc_accepts_objects_and_dicts() -> None:
-    obj = _Verdict(False, "high", False, [_Violation("module-allowlist", "t1", "raw")])
-    assert verdict_doc(obj) == {
-        "allowed": False, "risk": "high", "needs_approval": False,
-        "violations": [{"rule": "module-allowlist", "task": "t1", "detail": "raw"}],
-    }  # fmt: skip
-    assert verdict_doc({"allowed": True, "risk": "weird"})["risk"] == "high"
-
-
-def test_default_guard_never_allows_without_a_verdict() -> None:
-    doc = verdict_doc(default_guard("- hosts: app\n  tasks: []\n", ["app"]))
-    assert set(doc) == {"allowed", "risk", "needs_approval", "violations"}
-    if not doc["allowed"]:
-        assert doc["violations"]
+def test_default_guard_refuses_a_host_name_it_cannot_use() -> None:
+    # Host names come from the report: a hostile one is a refusal, not a crash of the loop.
+    verdict = default_guard("- hosts: app\n  tasks: []\n", ["app; rm -rf /"])
+    assert not verdict.allowed and verdict.violations[0].rule == "hosts.invalid"
+    assert default_guard(
+        "- hosts: app\n  tasks:\n    - command: supervisorctl restart cart\n", ["app"]
+    ).allowed
 
 
 def test_touched_files_and_services() -> None:
