@@ -2,11 +2,22 @@
 
 Scenario files, fault classes, expert playbooks and the planner's prompts are written against
 these names, ports and paths. Keep them stable.
+
+The daemon does not import this module: the lab hands it the same facts the way any user
+would, as a topology file named by `agents.topology_file` (`write_topology_file`, or
+`python -m chaos.lab.topology FILE`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from remed_daemon.agents.topology import ServiceFacts
 
 HOST_ADDRESSES = {"web": "10.231.77.11", "app": "10.231.77.12", "db": "10.231.77.13"}
 
@@ -78,6 +89,11 @@ SERVICES: dict[str, Service] = {
     )
 }  # fmt: skip
 
+# The shop's own code, deployed as releases under /srv/shop/<name> (`deploy_dir`).
+SHOP_APPS = ("catalog", "cart", "checkout")
+# Every lab host runs supervisord as its init, and it runs the services (ARCHITECTURE.md).
+SERVICE_MANAGER = "supervisord"
+
 HTTPS_PORT = 443
 TLS_CERT = "/etc/ssl/shop/shop.crt"
 TLS_KEY = "/etc/ssl/shop/shop.key"
@@ -94,12 +110,47 @@ def service(name: str) -> Service:
         raise ValueError(f"unknown service {name!r}; the shop has {sorted(SERVICES)}") from None
 
 
+def deploy_dir(svc: str) -> str:
+    return f"/srv/shop/{svc}"
+
+
 def release_dir(svc: str, version: str = SHOP_VERSION) -> str:
-    return f"/srv/shop/{svc}/releases/{version}"
+    return f"{deploy_dir(svc)}/releases/{version}"
 
 
 def current_link(svc: str) -> str:
-    return f"/srv/shop/{svc}/current"
+    return f"{deploy_dir(svc)}/current"
+
+
+def topology_document() -> dict[str, Any]:
+    """The shop as a topology file: the shape the daemon reads as `agents.topology_file`."""
+    services: dict[str, Any] = {}
+    for name, s in SERVICES.items():
+        doc: dict[str, Any] = {
+            "host": s.host, "port": s.port, "config": s.config, "log": s.log, "data": s.data,
+            "health": s.health, "depends_on": list(s.depends_on), "program": s.program,
+            "manager": SERVICE_MANAGER,
+        }  # fmt: skip
+        if name in SHOP_APPS:
+            doc["deploy"] = deploy_dir(name)
+        services[name] = doc
+    return {"hosts": dict(HOST_ADDRESSES), "services": services}
+
+
+def write_topology_file(path: str | Path) -> Path:
+    """Write the shop's topology file (JSON, which YAML readers read too) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(topology_document(), indent=2) + "\n")
+    return path
+
+
+def daemon_topology() -> dict[str, ServiceFacts]:
+    """The shop as the daemon sees it when given the topology file (the bench's in-process
+    remediators use it to build the daemon's prompt and incident hosts)."""
+    from remed_daemon.agents.topology import from_mapping
+
+    return from_mapping(topology_document())
 
 
 def facts(name: str) -> str:
@@ -111,3 +162,18 @@ def facts(name: str) -> str:
         f"{s.program} (sudo supervisorctl restart {s.program}); port {s.port}; config "
         f"{s.config}; log {s.log}; data {s.data}; depends on {deps}."
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaos.lab.topology",
+        description="write the shop's topology file for the daemon's agents.topology_file",
+    )
+    parser.add_argument("file", metavar="FILE", help="where to write it (JSON)")
+    args = parser.parse_args(argv)
+    print(write_topology_file(args.file))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,10 +31,23 @@ def _q(value: object) -> str:
 
 
 def _status(f: ServiceFacts) -> str:
-    return (
-        f"sudo -n supervisorctl status {_q(f.program)} 2>&1 || "
-        f"systemctl status --no-pager {_q(f.name)} 2>&1 | head -n 20"
-    )
+    supervisord = f"sudo -n supervisorctl status {_q(f.program)} 2>&1"
+    systemd = f"systemctl status --no-pager {_q(f.program if f.manager else f.name)} 2>&1"
+    if f.manager == "supervisord":
+        return supervisord
+    if f.manager == "systemd":
+        return f"{systemd} | head -n 20"
+    return f"{supervisord} || {systemd} | head -n 20"  # the topology does not say: ask both
+
+
+def _all_services(f: ServiceFacts) -> str:
+    supervisord = "sudo -n supervisorctl status 2>&1"
+    systemd = "systemctl list-units --type=service --no-pager --no-legend 2>&1 | head -n 40"
+    if f.manager == "supervisord":
+        return supervisord
+    if f.manager == "systemd":
+        return systemd
+    return f"{supervisord} || {systemd}"
 
 
 def _log_tail(f: ServiceFacts) -> str:
@@ -83,7 +96,9 @@ def _deps(f: ServiceFacts) -> str:
 
 
 def _release(f: ServiceFacts) -> str:
-    base = f"/srv/shop/{f.name}"
+    if not f.deploy:
+        return "echo 'no deploy directory known for this service'"
+    base = f.deploy.rstrip("/") or "/"
     return (
         f"ls -la -- {_q(base)} {_q(base + '/releases')} 2>&1 | head -n 30; "
         f"readlink -f -- {_q(base + '/current')} 2>&1"
@@ -105,8 +120,8 @@ def _health(f: ServiceFacts) -> str:
 
 # name → (what it shows, command template over the target's facts). Read-only, all of them.
 CATALOG: dict[str, tuple[str, Callable[[ServiceFacts], str]]] = {
-    "service_status": ("the service under supervisord/systemd", _status),
-    "all_services": ("every supervised program", lambda f: "sudo -n supervisorctl status 2>&1"),
+    "service_status": ("the service as its service manager sees it", _status),
+    "all_services": ("every service the host's service manager runs", _all_services),
     "recent_log": ("last lines of the service log", _log_tail),
     "log_errors": ("error lines in the service log", _log_errors),
     "config_show": ("the service config (redacted)", _config),

@@ -1,10 +1,12 @@
 """Facts about a target service: where it runs, its port, config, log, data and dependencies.
 
-They feed the probe catalog (which log to tail, which port to look at), the planner's prompt and
-the verifier (which health endpoint to poll). Source, in order: a topology file (YAML, the
-`chaos/README.md` shape: `hosts: {name: address}` and `services: {name: {host, port, config,
-log, data, health, depends_on, program}}`), else the chaos lab's `chaos.lab.topology` when it
-is installed, else only what the report and the inventory say.
+They feed the probe catalog (which log to tail, which port to look at, how to ask the service
+manager), the planner's prompt and the verifier (which health endpoint to poll). The source is
+the topology file `agents.topology_file` (YAML or JSON: `hosts: {name: address}` and
+`services: {name: {host, port, config, log, data, deploy, health, depends_on, program,
+manager}}`, the shape a lab system is described in). Without one the daemon knows only what the
+report and the inventory say: the service's name and its host. The chaos lab writes its own
+file (`python -m chaos.lab.topology FILE`) and passes it through the config like any user.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ServiceFacts:
     data: str = ""
     health: str = ""  # "http" (GET /health), "redis", "postgres", or "" (unknown)
     depends_on: tuple[Dependency, ...] = ()
+    manager: str = ""  # the service manager running `program`: one of MANAGERS, "" = unknown
+    deploy: str = ""  # the directory holding releases/ and the `current` link, if it has one
 
     @property
     def health_url(self) -> str:
@@ -54,10 +58,17 @@ class ServiceFacts:
     def describe(self) -> str:
         """One paragraph for the planner prompt."""
         deps = ", ".join(f"{d.name}@{d.host} ({d.address}:{d.port})" for d in self.depends_on)
-        parts = [
-            f"{self.name} runs on host {self.host} ({self.address}) under supervisord as program "
-            f"{self.program} (sudo supervisorctl restart {self.program})"
-        ]
+        where = f"{self.name} runs on host {self.host} ({self.address})"
+        if self.manager == "supervisord":
+            where += (
+                f" under supervisord as program {self.program} "
+                f"(sudo supervisorctl restart {self.program})"
+            )
+        elif self.manager == "systemd":
+            where += (
+                f" under systemd as unit {self.program} (sudo systemctl restart {self.program})"
+            )
+        parts = [where]
         if self.port:
             parts.append(f"port {self.port}")
         for label, value in (("config", self.config), ("log", self.log), ("data", self.data)):
@@ -68,6 +79,9 @@ class ServiceFacts:
 
 
 Topology = Mapping[str, ServiceFacts]
+
+# The service managers the probes, the prompt and the verifier know how to ask.
+MANAGERS = ("supervisord", "systemd")
 
 
 def from_mapping(doc: Mapping[str, Any]) -> dict[str, ServiceFacts]:
@@ -87,6 +101,12 @@ def from_mapping(doc: Mapping[str, Any]) -> dict[str, ServiceFacts]:
                 dh = str(dep["host"])
                 deps.append(Dependency(str(d), dh, address(dh), int(dep["port"])))
         host = str(s.get("host", ""))
+        manager = str(s.get("manager", "") or "")
+        if manager and manager not in MANAGERS:
+            raise ValueError(
+                f"service {name!r}: manager {manager!r} is not one of {', '.join(MANAGERS)} "
+                "(or leave it out when unknown)"
+            )
         out[str(name)] = ServiceFacts(
             name=str(name),
             host=host,
@@ -98,38 +118,20 @@ def from_mapping(doc: Mapping[str, Any]) -> dict[str, ServiceFacts]:
             data=str(s.get("data", "")),
             health=str(s.get("health", "")),
             depends_on=tuple(deps),
+            manager=manager,
+            deploy=str(s.get("deploy", "") or ""),
         )
     return out
 
 
-def _from_chaos() -> dict[str, ServiceFacts]:
-    try:
-        from chaos.lab import topology as topo
-    except ImportError:
-        return {}
-    doc: dict[str, Any] = {"hosts": dict(topo.HOST_ADDRESSES), "services": {}}
-    for name, s in topo.SERVICES.items():
-        doc["services"][name] = {
-            "host": s.host,
-            "port": s.port,
-            "config": s.config,
-            "log": s.log,
-            "data": s.data,
-            "health": s.health,
-            "depends_on": list(s.depends_on),
-            "program": s.program,
-        }
-    return from_mapping(doc)
-
-
 def load(path: str = "") -> dict[str, ServiceFacts]:
-    """The topology from `path` (YAML), else the chaos lab's, else empty."""
-    if path:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(doc, Mapping):
-            raise ValueError(f"topology file {path} must be a mapping with hosts and services")
-        return from_mapping(doc)
-    return _from_chaos()
+    """The topology from `path` (YAML, which JSON is too); empty without a path."""
+    if not path:
+        return {}
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"topology file {path} must be a mapping with hosts and services")
+    return from_mapping(doc)
 
 
 def facts_for(topology: Topology, service: str, host: str, address: str) -> ServiceFacts:

@@ -403,9 +403,8 @@ def test_every_oracle_playbook_passes_the_guard_on_its_incident_hosts() -> None:
     from chaos.faults import CATEGORIES
     from chaos.lab import topology as topo
     from chaos.playbooks import oracle_playbook
-    from remed_daemon.agents.topology import load
 
-    facts = load()
+    facts = topo.daemon_topology()
     services = {"dependency-down": "cart", "connection-exhaustion": "postgresql",
                 "tls-cert": "nginx"}  # fmt: skip
     for category in CATEGORIES:
