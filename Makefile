@@ -23,7 +23,7 @@ debian:
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
-	$(PY) -m pip install -q -e ".[model,train,dev]"
+	$(PY) -m pip install -q -e ".[model,train,lab,dev]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(KAFKA_STAMP): remed_stack/kafka_runtime/pom.xml
@@ -43,7 +43,7 @@ native: | $(VENV_STAMP)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy remed_daemon remed_stack chaos trainer
+	$(VENV)/bin/mypy remed_daemon remed_cli remed_stack chaos trainer
 
 # The README's test command: lint, then unit and integration tests on the real stack
 # (Kafka, Triton, lab hosts), which the session fixtures bring up and tear down.

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from chaos.bench import run as run_bench  # noqa: E402
 from chaos.lab.hosts import Lab  # noqa: E402
+from chaos.lab.topology import write_topology_file  # noqa: E402
 from chaos.playbooks import write_oracle_dir  # noqa: E402
 from chaos.remediators import DaemonRemediator  # noqa: E402
 from chaos.scenario import load_suite  # noqa: E402
@@ -81,6 +82,7 @@ playbook_timeout_s = 120
 [agents]
 approval_token = "{APPROVAL_TOKEN}"
 oracle_playbook_dir = "{out / "oracle"}"
+topology_file = "{write_topology_file(out / "topology.json")}"
 approval_timeout_s = 150
 planner_from_label = true
 verify_window_s = 20
@@ -99,7 +101,7 @@ def start_daemon(config: Path, out: Path) -> tuple[subprocess.Popen[bytes], str]
     port_file = out / "state" / "http.port"
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "remed_daemon.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "remed_cli", "serve", "--config", str(config)],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )  # fmt: skip
     deadline = time.monotonic() + READY_TIMEOUT_S

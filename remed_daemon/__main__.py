@@ -1,5 +1,8 @@
+"""`python -m remed_daemon ...` is `remed ...` (the umbrella command, remed_cli), so service
+units and scripts that start the daemon this way keep working."""
+
 import sys
 
-from remed_daemon.cli import main
+from remed_cli import main
 
 sys.exit(main())

@@ -1,17 +1,21 @@
-"""Which versions of remed_planner Triton serves, and switching between them without downtime.
+"""Which versions of remed_planner a Triton serves, and switching between them without downtime.
 
-A model version is a numbered directory under `model_repo/remed_planner/` (the trainer writes
-new ones: `model.py` and its modules plus `weights/` or `adapter/`). Triton runs in explicit
-model-control mode, so nothing changes until we ask: `load(v)` posts the model's config file
-(read again at every load, so an edited `config.pbtxt` takes effect) to
+This module only talks HTTP to Triton's model-control API, so it manages any Triton by its URL
+(`remed model --url`; the dev stack's is the umbrella command's default). A model version is a
+numbered directory in the model's directory of Triton's model repository (the trainer writes new
+ones: `model.py` and its modules plus `weights/` or `adapter/`). Triton runs in explicit
+model-control mode, so nothing changes until we ask: `load(v)` posts the model's config to
 `POST /v2/repository/models/remed_planner/load` with `version_policy` set to exactly `[v]`.
-Triton loads `v` beside the version it is serving, switches new requests to it once it is
-ready, then unloads the old one (after its in-flight requests finish): no downtime. A version
-that fails to load leaves the old one serving, and the load call reports Triton's reason.
+The config is the repository's `config.pbtxt` when the model directory is known here (read again
+at every load, so an edited file takes effect), else the one Triton serves. Triton loads `v`
+beside the version it is serving, switches new requests to it once it is ready, then unloads
+the old one (after its in-flight requests finish): no downtime. A version that fails to load
+leaves the old one serving, and the load call reports Triton's reason.
 
-The order of versions served is kept in `<run>/triton/model_versions.json` so `rollback()` can
-return to the one before. A restarted server loads by its config file (the latest version
-directory); `remed stack up` then loads the last version chosen here again (`pinned()`).
+The order of versions served is kept in a state file (the daemon's
+`<state_dir>/model_versions.json`, or the dev stack's) so `rollback()` can return to the one
+before. A restarted server loads by its config file (the latest version directory); whoever
+restarts it loads the last version chosen here again (`pinned()`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class ModelStatus:
     model: str
     served: list[int]  # READY versions
     versions: list[VersionState]  # every version Triton knows of, with its state
-    on_disk: list[int]  # version directories in the model repository
+    on_disk: list[int]  # version directories in the model repository (when it is known)
     history: list[int]  # versions loaded through `load`, oldest first
+    model_dir: str = ""  # where `on_disk` was read; "" when the repository is not known here
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,27 +61,28 @@ class ModelVersions:
     """Triton's repository API for one model, plus the history that makes rollback possible."""
 
     def __init__(
-        self, http_url: str, model_dir: Path, state_file: Path, model: str = MODEL_NAME
+        self,
+        http_url: str,
+        model_dir: Path | None = None,
+        state_file: Path | None = None,
+        model: str = MODEL_NAME,
     ) -> None:
-        self.http_url = http_url.rstrip("/")
+        """`http_url`: Triton's HTTP endpoint (`host:port` gets `http://`). `model_dir`: the
+        model's directory in Triton's repository, when this machine sees it (versions on disk,
+        `config.pbtxt`). `state_file`: the history `rollback` needs; without one, `status`
+        works and `load`/`rollback` refuse."""
+        url = http_url.rstrip("/")
+        self.http_url = url if "://" in url else f"http://{url}"
         self.model_dir = model_dir
         self.state_file = state_file
         self.model = model
 
-    @classmethod
-    def from_stack(cls) -> ModelVersions:
-        from remed_stack.paths import StackPaths
-        from remed_stack.triton import Triton
-
-        paths = StackPaths.from_env()
-        triton = Triton(paths)
-        return cls(
-            triton.http_url, paths.model_repo / MODEL_NAME, triton.dir / "model_versions.json"
-        )
-
     # -- queries ----------------------------------------------------------------------------
 
     def on_disk(self) -> list[int]:
+        """Version directories (with a model.py); empty when the model directory is unknown."""
+        if self.model_dir is None:
+            return []
         return sorted(
             int(p.name)
             for p in self.model_dir.iterdir()
@@ -95,9 +101,10 @@ class ModelVersions:
         )
 
     def pinned(self) -> int | None:
-        """The version last chosen with `load`/`rollback`, if its directory still exists."""
+        """The version last chosen with `load`/`rollback`, if its directory still exists (as
+        far as this machine can tell)."""
         history = self._history()
-        if history and history[-1] in self.on_disk():
+        if history and (self.model_dir is None or history[-1] in self.on_disk()):
             return history[-1]
         return None
 
@@ -112,13 +119,15 @@ class ModelVersions:
             versions=versions,
             on_disk=self.on_disk(),
             history=self._history(),
+            model_dir=str(self.model_dir or ""),
         )
 
     # -- changes ----------------------------------------------------------------------------
 
     def load(self, version: int) -> None:
         """Serve exactly `version`; on failure the previously served version keeps serving."""
-        if version not in self.on_disk():
+        self._need_history("load")
+        if self.model_dir is not None and version not in self.on_disk():
             raise ModelVersionError(
                 f"{self.model_dir / str(version)} is not a model version (no model.py): "
                 f"versions on disk are {self.on_disk()}"
@@ -145,9 +154,15 @@ class ModelVersions:
         self._call("POST", f"/v2/repository/models/{self.model}/load", {}, LOAD_TIMEOUT_S)
 
     def _config(self) -> dict[str, Any]:
-        """The config file as Triton's JSON. Not the served model's config: a load overrides
-        the whole config, so posting the served one back silently kept the old settings after
-        an operator edited config.pbtxt."""
+        """The config file as Triton's JSON. Not the served model's config when the file is at
+        hand: a load overrides the whole config, so posting the served one back silently kept
+        the old settings after an operator edited config.pbtxt. Without the model directory
+        (a Triton on another machine) the served config is all there is."""
+        if self.model_dir is None:
+            served = self._call("GET", f"/v2/models/{self.model}/config", None, QUERY_TIMEOUT_S)
+            if not isinstance(served, dict):
+                raise ModelVersionError(f"Triton answered no config for {self.model}: {served!r}")
+            return served
         from google.protobuf import json_format, text_format
         from tritonclient.grpc import model_config_pb2
 
@@ -157,6 +172,7 @@ class ModelVersions:
 
     def rollback(self) -> int:
         """Serve the version that was served before the current one; returns it."""
+        self._need_history("roll back")
         history = self._history()
         if len(history) < 2:
             raise ModelVersionError(
@@ -178,7 +194,17 @@ class ModelVersions:
             return "unknown (Triton not reachable)"
         return ", ".join(map(str, served)) if served else "nothing"
 
+    def _need_history(self, what: str) -> None:
+        if self.state_file is None:
+            raise ModelVersionError(
+                f"cannot {what} without a version history file: give one (remed model "
+                "--state-file FILE, or --config FILE whose state_dir keeps it) so rollback "
+                "knows the version served before"
+            )
+
     def _history(self) -> list[int]:
+        if self.state_file is None:
+            return []
         try:
             data = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
@@ -186,6 +212,8 @@ class ModelVersions:
         return [int(v) for v in data.get("history", [])]
 
     def _save_history(self, history: list[int]) -> None:
+        if self.state_file is None:
+            return
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         tmp.write_text(json.dumps({"model": self.model, "history": history}))
@@ -211,8 +239,8 @@ class ModelVersions:
             raise ModelVersionError(f"Triton answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise ModelVersionError(
-                f"cannot reach Triton at {self.http_url}: {exc}: is the stack up "
-                "(`remed stack up --only triton`)?"
+                f"cannot reach Triton at {self.http_url}: {exc}: is it running, and is this "
+                "its HTTP address (remed model --url)?"
             ) from None
         return json.loads(raw) if raw.strip() else None
 

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from remed_daemon.model_versions import ModelVersionError, ModelVersions
 from remed_stack import procs
 from remed_stack.paths import StackPaths
 
@@ -108,19 +109,18 @@ class Triton:
             reason = self._last_error()
             raise procs.StackError(f"{exc}\n  {reason}" if reason else str(exc)) from None
 
-    def _versions(self) -> Any:
-        from remed_daemon.model_versions import ModelVersions
+    @property
+    def versions_file(self) -> Path:
+        """The history `remed model load|rollback` keeps for this server (`pinned()`)."""
+        return self.dir / "model_versions.json"
 
-        return ModelVersions(
-            self.http_url, self.paths.model_repo / MODEL_NAME, self.dir / "model_versions.json"
-        )
+    def _versions(self) -> ModelVersions:
+        return ModelVersions(self.http_url, self.paths.model_repo / MODEL_NAME, self.versions_file)
 
     def _load_pinned(self, pinned: int) -> None:
         """Serve the version last chosen with `remed model load`/`rollback` rather than the
         newest directory, so a restart does not change (or break) what is served. If it no
         longer loads, load by the config file (the newest) and say so."""
-        from remed_daemon.model_versions import ModelVersionError
-
         versions = self._versions()
         try:
             versions.load(pinned)

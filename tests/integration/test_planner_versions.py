@@ -9,13 +9,16 @@ requests through the generate endpoint the whole time; none may fail.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import planner_repo
 import pytest
 
+import remed_cli
 from remed_daemon.model_versions import ModelVersionError, ModelVersions
 from remed_stack.triton import MODEL_NAME, Triton
 
@@ -57,6 +60,7 @@ async def test_swap_under_load_failed_load_and_rollback(
     own_triton: tuple[Triton, ModelVersions],
 ) -> None:
     triton, versions = own_triton
+    assert versions.model_dir is not None
     assert versions.served() == [1]
     url = f"{triton.http_url}/v2/models/{MODEL_NAME}/generate"
     stop = asyncio.Event()
@@ -103,6 +107,7 @@ async def test_swap_under_load_failed_load_and_rollback(
 
 async def test_load_applies_an_edited_config_file(own_triton: tuple[Triton, ModelVersions]) -> None:
     triton, versions = own_triton
+    assert versions.model_dir is not None
     config_file = versions.model_dir / "config.pbtxt"
     original = config_file.read_text()
     key = 'key: "default_max_tokens"\n    value: { string_value: "'
@@ -120,3 +125,33 @@ async def test_load_applies_an_edited_config_file(own_triton: tuple[Triton, Mode
     finally:
         config_file.write_text(original)
         await asyncio.to_thread(versions.load, served)
+
+
+async def test_remed_model_manages_a_triton_by_url(
+    own_triton: tuple[Triton, ModelVersions], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`remed model --url`: any Triton, not only the dev stack's. With `--model-repo` and
+    `--state-file` it lists and loads version directories; with the URL alone (a Triton whose
+    repository is on another machine) it reloads with the config Triton serves, and without a
+    history file it refuses to load rather than lose the way back."""
+    triton, versions = own_triton
+    served = versions.served()[-1]
+    where = ["--url", triton.http_url.removeprefix("http://"), "--model-repo",
+             str(versions.model_dir), "--state-file", str(versions.state_file)]  # fmt: skip
+
+    assert await asyncio.to_thread(remed_cli.main, ["model", "status", *where, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["served"] == [served] and served in status["on_disk"]
+    assert status["model_dir"] == str(versions.model_dir)
+    assert await asyncio.to_thread(remed_cli.main, ["model", "load", str(served), *where]) == 0
+    assert f"now serving version {served}" in capsys.readouterr().out
+
+    remote = ModelVersions(triton.http_url, state_file=tmp_path / "history.json")
+    assert remote.on_disk() == [] and remote.status().served == [served]
+    await asyncio.to_thread(remote.load, served)  # the served config, posted back
+    assert remote.served() == [served] and remote.status().history == [served]
+
+    url_only = ["--url", triton.http_url]
+    assert await asyncio.to_thread(remed_cli.main, ["model", "load", str(served), *url_only]) == 1
+    assert "without a version history file" in capsys.readouterr().err
+    assert versions.served() == [served]

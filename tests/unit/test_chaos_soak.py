@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chaos.soak import _row, drift_problems, soak
-from remed_daemon.cli import _duration
+from remed_cli.lab import duration
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +89,7 @@ def test_slower_shop_lower_success_and_unsteady_runs_are_drift() -> None:
     ("text", "seconds"), [("1h", 3600), ("45m", 2700), ("90s", 90), ("900", 900)]
 )
 def test_duration_parsing(text: str, seconds: float) -> None:
-    assert _duration(text) == seconds
+    assert duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "h", "-5m", "0", "tenminutes"])
@@ -97,4 +97,4 @@ def test_bad_durations_are_refused(text: str) -> None:
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError):
-        _duration(text)
+        duration(text)

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from tls_certs import Pem, issue, make_ca
 
-from remed_daemon import cli
+import remed_cli
+from remed_cli import daemon as daemon_cli
 from remed_daemon.agents.approvals import ApprovalBook, register_routes
 from remed_daemon.config import HttpConfig, Secret, load
 from remed_daemon.http import server_ssl_context
@@ -89,7 +90,7 @@ async def mtls_daemon(tmp_path: Path, pki: dict[str, Pem]) -> AsyncIterator[Daem
 
 
 async def remed(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = await asyncio.to_thread(cli.main, list(argv))
+    code = await asyncio.to_thread(remed_cli.main, list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -188,10 +189,10 @@ def test_daemon_url_from_the_http_keys(host: str, tls: bool, url: str, tmp_path:
     env = {"REMED_HTTP_BEARER_TOKEN": "t", "REMED_HTTP_HOST": host}
     if tls:
         env |= {"REMED_HTTP_TLS_CERTFILE": "/c.pem", "REMED_HTTP_TLS_KEYFILE": "/k.pem"}
-    assert cli._daemon_url(load(None, env), 9) == url
+    assert daemon_cli._daemon_url(load(None, env), 9) == url
 
 
 def test_keyfile_without_certfile_is_a_usage_error() -> None:
     args = argparse.Namespace(cafile=None, certfile=None, keyfile="/k.pem")
     with pytest.raises(ValueError, match="--keyfile needs --certfile"):
-        cli._client_tls(args, load(None, {"REMED_HTTP_BEARER_TOKEN": "t"}))
+        daemon_cli._client_tls(args, load(None, {"REMED_HTTP_BEARER_TOKEN": "t"}))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from remed_daemon import cli
+import remed_cli as cli
 
 pytestmark = pytest.mark.unit
 

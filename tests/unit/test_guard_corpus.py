@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from remed_daemon.cli import main
+from remed_cli import main
 
 pytestmark = pytest.mark.unit
 

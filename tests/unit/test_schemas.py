@@ -1,4 +1,4 @@
-"""The wire schemas (`schemas/*.schema.json`), their examples, and `remed_daemon.schemas`."""
+"""The wire schemas (`remed_daemon/schemas/*.schema.json`), their examples, and the loader."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from remed_daemon.schemas import KINDS, MAX_REPORTED_ERRORS, Kind, SchemaError
 
 pytestmark = pytest.mark.unit
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "remed_daemon" / "schemas"
 EXAMPLES = sorted((SCHEMA_DIR / "examples").glob("*.json"))
 INVALID = sorted((SCHEMA_DIR / "examples" / "invalid").glob("*.json"))
 

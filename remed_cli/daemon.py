@@ -1,4 +1,5 @@
-"""The `remed` command: parse arguments and call into the package; no logic lives here."""
+"""The daemon's commands: `remed serve`, `remed approve|reject`, `remed config check` and
+`remed model`. Each parses its flags and calls into `remed_daemon`."""
 
 from __future__ import annotations
 
@@ -8,98 +9,20 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from remed_daemon.config import Config
+    from remed_daemon.model_versions import ModelVersions
 
-
-def _stack(args: argparse.Namespace) -> int:
-    from remed_stack import stack
-    from remed_stack.paths import StackPaths
-    from remed_stack.procs import StackError
-
-    paths = StackPaths.from_env()
-    only = tuple(args.only.split(",")) if args.only else stack.COMPONENT_NAMES
-    try:
-        if args.action == "up":
-            if "lab" in only and os.geteuid() != 0:
-                print("remed stack up: lab hosts need root (network namespaces)", file=sys.stderr)
-                return 2
-            stack.up(paths, only)
-            print(stack.format_status(stack.status(paths)))
-            return 0
-        if args.action == "down":
-            stack.down(paths, only)
-            print("stack down")
-            return 0
-        report = stack.status(paths)
-        print(stack.dumps(report) if args.json else stack.format_status(report))
-        return 0 if stack.all_ok(report) else 1
-    except StackError as exc:
-        print(f"remed stack {args.action}: {exc}", file=sys.stderr)
-        return 1
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from remed_daemon.app import serve
 
     return serve(Path(args.config) if args.config else None)
-
-
-def _duration(text: str) -> float:
-    """`1h`, `45m`, `30s` or plain seconds."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
-    try:
-        seconds = float(number) * unit
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 1h, 45m, 900)") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return seconds
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from chaos.bench import run
-    from chaos.faults import FaultError
-    from chaos.lab.hosts import Lab
-    from chaos.remediators import make_remediator
-    from chaos.scenario import load_suite
-
-    try:
-        scenarios = load_suite(args.suite)
-        if args.category:
-            scenarios = [s for s in scenarios if s.category in args.category.split(",")]
-        if args.limit:
-            scenarios = scenarios[: args.limit]
-        lab = Lab.from_paths()
-        if not lab.inventory.exists():
-            print("remed bench: lab hosts are not up: run `remed stack up`", file=sys.stderr)
-            return 1
-        remediator = make_remediator(args.remediator, lab, args.planner, args.timeout_s)
-    except (FaultError, RuntimeError, ValueError) as exc:
-        print(f"remed bench: {exc}", file=sys.stderr)
-        return 2
-    suite = Path(args.suite).stem if args.suite.endswith((".yaml", ".yml")) else args.suite
-    if args.soak:
-        from chaos.soak import markdown as soak_markdown
-        from chaos.soak import run_soak
-
-        report = run_soak(
-            scenarios, remediator, Path(args.out), suite=suite, duration_s=args.soak, lab=lab
-        )
-        print(soak_markdown(report))
-        return 0 if not report["problems"] else 1
-    summary = run(scenarios, remediator, Path(args.out), suite=suite, lab=lab)
-    print((Path(args.out) / "summary.md").read_text())
-    print(json.dumps(summary))
-    return 0
 
 
 def _daemon_url(cfg: Config, port: int) -> str:
@@ -173,8 +96,6 @@ def _unreachable(exc: Exception, url: str, args: argparse.Namespace, cfg: Config
 def _decide(args: argparse.Namespace) -> int:
     """`remed approve|reject ID`: the daemon's approval endpoint, with its own token, over
     HTTPS (verified) when the daemon serves TLS."""
-    from pathlib import Path
-
     from remed_daemon import config as config_mod
     from remed_daemon.agents.approvals import request_decision
     from remed_daemon.errors import ConfigError
@@ -275,8 +196,6 @@ def _config_check(args: argparse.Namespace) -> int:
     inventory it names (remediation.inventory) as ansible-core reads it, every host resolved;
     with agents.topology_file, every host a service runs on must be in that inventory. Exit 0
     when all is well, 1 when something is broken (each problem printed, naming the key)."""
-    from pathlib import Path
-
     from remed_daemon import config as config_mod
     from remed_daemon.errors import ConfigError
 
@@ -303,42 +222,49 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0 if not errors else 1
 
 
-def _guard(args: argparse.Namespace) -> int:
-    import json
+def _model_versions(args: argparse.Namespace) -> ModelVersions:
+    """The Triton `remed model` manages: `--url` (with `--model-repo` and `--state-file` when
+    given), else `remediation.triton_url` and `<state_dir>/model_versions.json` of `--config`,
+    else the dev stack's Triton with the checkout's model repository."""
+    from remed_daemon import config as config_mod
+    from remed_daemon.model_versions import MODEL_NAME, ModelVersions
 
-    from remed_daemon.guard import EXIT_USAGE, GuardUsageError, check_playbook
-
-    try:
-        with open(args.playbook, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except OSError as exc:
-        print(f"remed guard check: cannot read {args.playbook}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        verdict = check_playbook(text, args.hosts)
-    except GuardUsageError as exc:
-        print(f"remed guard check: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(verdict.to_json(), indent=2))
-    else:
-        state = "rejected" if not verdict.allowed else f"allowed, risk {verdict.risk}"
-        if verdict.needs_approval:
-            state += " (needs a person's approval)"
-        elif verdict.check_first:
-            state += " (runs --check --diff first)"
-        print(f"{args.playbook}: {state}")
-        for v in verdict.violations:
-            print(f"  REJECT {v.rule} [{v.task}]: {v.detail}")
-        for v in verdict.reasons:
-            print(f"  risk   {v.rule} [{v.task}]: {v.detail}")
-    return verdict.exit_code
+    url: str = args.url or ""
+    model_dir: Path | None = Path(args.model_repo) if args.model_repo else None
+    state_file: Path | None = Path(args.state_file) if args.state_file else None
+    if args.config:
+        cfg = config_mod.load(Path(args.config))
+        url = url or cfg.remediation.triton_url
+        state_file = state_file or cfg.state_dir / "model_versions.json"
+    if not url:
+        try:
+            from remed_stack.paths import StackPaths
+            from remed_stack.triton import Triton
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "remed_stack":
+                raise
+            raise ValueError(
+                "which Triton? pass --url (its HTTP address, e.g. http://triton:8000) or "
+                "--config (the daemon's remediation.triton_url); the dev stack's is the default "
+                "only in the repository checkout"
+            ) from None
+        paths = StackPaths.from_env()
+        triton = Triton(paths)
+        url = triton.http_url
+        model_dir = model_dir or paths.model_repo / MODEL_NAME
+        state_file = state_file or triton.versions_file
+    return ModelVersions(url, model_dir, state_file)
 
 
 def _model(args: argparse.Namespace) -> int:
-    from remed_daemon.model_versions import ModelVersionError, ModelVersions, format_status
+    from remed_daemon.errors import ConfigError
+    from remed_daemon.model_versions import ModelVersionError, format_status
 
-    versions = ModelVersions.from_stack()
+    try:
+        versions = _model_versions(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"remed model {args.model_action}: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.model_action == "load":
             versions.load(args.version)
@@ -355,51 +281,13 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remed", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    stack = sub.add_parser("stack", help="local Kafka, Triton and lab hosts (state under .run/)")
-    stack.add_argument("action", choices=("up", "down", "status"))
-    stack.add_argument("--json", action="store_true", help="status as JSON (contract shape)")
-    stack.add_argument("--only", help="comma-separated subset of kafka,lab,triton")
-    stack.set_defaults(func=_stack)
-
+def add_serve(sub: Subparsers) -> None:
     serve = sub.add_parser("serve", help="run the daemon (intakes, journal, remediation)")
     serve.add_argument("--config", help="TOML config file (systemd/remed.toml.example)")
     serve.set_defaults(func=_serve)
 
-    guard = sub.add_parser("guard", help="judge a playbook with the safety guard")
-    guard_sub = guard.add_subparsers(dest="guard_action", required=True)
-    check = guard_sub.add_parser(
-        "check", help="exit 0 allowed (low/medium risk), 3 needs approval, 1 rejected, 2 usage"
-    )
-    check.add_argument("playbook", help="playbook YAML file")
-    check.add_argument("--hosts", required=True, help="the incident's hosts, comma-separated")
-    check.add_argument("--json", action="store_true", help="verdict as JSON (contract shape)")
-    check.set_defaults(func=_guard)
 
-    bench = sub.add_parser("bench", help="run chaos scenarios against a remediator")
-    bench.add_argument("--suite", required=True, help="easy|medium|hard|all, or a file/dir")
-    bench.add_argument(
-        "--remediator", required=True, choices=("oracle", "rules", "model", "daemon")
-    )
-    bench.add_argument("--planner", help="the daemon's planner for --remediator daemon")
-    bench.add_argument("--out", required=True, help="output directory (summary.json, cases/)")
-    bench.add_argument("--category", help="only these categories (comma-separated)")
-    bench.add_argument("--limit", type=int, help="only the first N scenarios")
-    bench.add_argument(
-        "--timeout-s", type=float, default=180.0, help="daemon: wait this long for an outcome"
-    )
-    bench.add_argument(
-        "--soak",
-        type=_duration,
-        metavar="DURATION",
-        help="repeat the suite back to back for this long (e.g. 1h, 45m, 900) and report drift "
-        "in DIR/soak.json; exit 1 on drift",
-    )
-    bench.set_defaults(func=_bench)
-
+def add_decide(sub: Subparsers) -> None:
     for action, help_text in (
         ("approve", "approve a high-risk plan waiting in awaiting_approval"),
         ("reject", "reject a high-risk plan waiting in awaiting_approval"),
@@ -419,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--keyfile", help="the client certificate's key (PEM)")
         decide.set_defaults(func=_decide)
 
+
+def add_config(sub: Subparsers) -> None:
     config = sub.add_parser("config", help="check a daemon config before serving it")
     config_sub = config.add_subparsers(dest="config_action", required=True)
     config_check = config_sub.add_parser(
@@ -428,22 +318,39 @@ def build_parser() -> argparse.ArgumentParser:
     config_check.add_argument("--json", action="store_true", help="the result as JSON")
     config_check.set_defaults(func=_config_check)
 
+
+def add_model(sub: Subparsers) -> None:
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--url",
+        help="Triton's HTTP URL (default: remediation.triton_url of --config, else the dev "
+        "stack's Triton)",
+    )
+    where.add_argument("--config", help="the daemon's TOML config (triton_url, state_dir)")
+    where.add_argument(
+        "--model-repo",
+        metavar="DIR",
+        help="the model's directory in Triton's model repository (version directories and "
+        "config.pbtxt; default with the dev stack: model_repo/remed_planner); without it the "
+        "config Triton serves is reused and versions on disk are not listed",
+    )
+    where.add_argument(
+        "--state-file",
+        metavar="FILE",
+        help="the version history rollback reads (default: <state_dir>/model_versions.json of "
+        "--config, else the dev stack's)",
+    )
     model = sub.add_parser("model", help="remed_planner versions served by Triton")
     model_sub = model.add_subparsers(dest="model_action", required=True)
-    model_status = model_sub.add_parser("status", help="versions served, on disk, and history")
+    model_status = model_sub.add_parser(
+        "status", parents=[where], help="versions served, on disk, and history"
+    )
     model_status.add_argument("--json", action="store_true", help="status as JSON")
-    model_load = model_sub.add_parser("load", help="serve VERSION (no downtime; old on failure)")
+    model_load = model_sub.add_parser(
+        "load", parents=[where], help="serve VERSION (no downtime; old on failure)"
+    )
     model_load.add_argument("version", type=int, metavar="VERSION", help="version directory")
-    model_sub.add_parser("rollback", help="serve the version served before the current one")
+    model_sub.add_parser(
+        "rollback", parents=[where], help="serve the version served before the current one"
+    )
     model.set_defaults(func=_model)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,12 @@
-"""Validation of remed's wire documents against `schemas/*.schema.json` (JSON Schema 2020-12).
+"""Validation of remed's wire documents against `<kind>.schema.json` (JSON Schema 2020-12).
 
 Three kinds travel on Kafka: `diagnosis-report` (`remed.diagnoses`, and what the webhook
 builds), `outcome` (`remed.outcomes`) and `feedback` (`remed.feedback`). The schema files are
-the contract; this module only loads them from the repository's `schemas/` directory (or
-`$REMED_SCHEMA_DIR`), compiles one validator per kind on first use, and turns jsonschema's
-errors into short messages that name the field:
+the contract. They are package data, beside this module in `remed_daemon/schemas/` (valid and
+invalid example documents in `examples/`, in the repository only), so an installed daemon finds
+them without the checkout. This module loads them from there (or `$REMED_SCHEMA_DIR`), compiles
+one validator per kind on first use, and turns jsonschema's errors into short messages that
+name the field:
 
     target.host: 'x y' does not match '^[A-Za-z0-9]...'
 
@@ -84,11 +86,11 @@ def _format_checker() -> FormatChecker:
 
 
 def schema_dir() -> Path:
-    """The directory holding `<kind>.schema.json`: `$REMED_SCHEMA_DIR`, else the repo's."""
+    """The directory holding `<kind>.schema.json`: `$REMED_SCHEMA_DIR`, else this package's."""
     override = os.environ.get(SCHEMA_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return Path(__file__).resolve().parent
 
 
 def _check_kind(kind: str) -> Kind:
