@@ -149,11 +149,11 @@ def _play_host(scenario: Scenario) -> str:
 def target_facts(scenario: Scenario, topology: Topology | None = None) -> ServiceFacts:
     """The target's facts as the daemon sees them (its topology; the lab's by default): the
     planner prompt's facts, and the incident's hosts the guard allows plays on."""
-    from chaos.lab.topology import HOST_ADDRESSES
+    from chaos.lab.topology import HOST_ADDRESSES, daemon_topology
     from remed_daemon.agents import topology as topo
 
     t = scenario.target
-    known = topo.load() if topology is None else topology
+    known = daemon_topology() if topology is None else topology
     return topo.facts_for(known, t.service, t.host, HOST_ADDRESSES.get(t.host, t.host))
 
 
@@ -272,14 +272,14 @@ class ModelRemediator:
     ) -> None:  # fmt: skip
         """`planner`: another of the daemon's planners in Triton's place (tests use the
         daemon's file-backed OraclePlanner to stand in for a model that writes a given plan)."""
-        from remed_daemon.agents import topology as topo
+        from chaos.lab.topology import daemon_topology
         from remed_daemon.planner import TritonPlanner, TritonSettings
 
         self.lab = lab
         self.planner: Planner = planner or TritonPlanner(
             TritonSettings(url=triton_http, timeout_s=timeout_s, max_tokens=max_tokens)
         )
-        self.topology = topo.load()
+        self.topology = daemon_topology()
 
     @staticmethod
     def request(
