@@ -20,7 +20,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alerting import wait_for
 
 from chaos.lab.hosts import Lab
 from remed_daemon.schemas import iter_errors
@@ -71,19 +71,7 @@ PLAYBOOK = """\
 """
 
 
-def wait_for(cond: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def call(
-    base: str, path: str, auth: str | None, body: Any = None
-) -> tuple[int, Any]:
+def call(base: str, path: str, auth: str | None, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if auth is not None:
@@ -154,10 +142,10 @@ bearer_token = "{WEBHOOK_TOKEN}"
 [remediation]
 mode = "ansible"
 planner = "oracle"
-inventory = "{st['inventory']}"
-ssh_private_key = "{st['ssh_key']}"
-ssh_user = "{st['ssh_user']}"
-known_hosts = "{st['known_hosts']}"
+inventory = "{st["inventory"]}"
+ssh_private_key = "{st["ssh_key"]}"
+ssh_user = "{st["ssh_user"]}"
+known_hosts = "{st["known_hosts"]}"
 [agents]
 approval_token = "{APPROVAL_TOKEN}"
 oracle_playbook_dir = "{planner_dir}"
@@ -272,8 +260,12 @@ def test_injected_alert_runs_nothing_and_cannot_reach_approvals(
     assert any("authorized_keys" in v["detail"] for v in violations)
 
     # Nothing ran: the journal never reached executing, and nothing changed anywhere.
-    states = {r[0] for r in journal_rows(
-        state, "SELECT to_state FROM transitions WHERE incident_id = ?", incident_id)}
+    states = {
+        r[0]
+        for r in journal_rows(
+            state, "SELECT to_state FROM transitions WHERE incident_id = ?", incident_id
+        )
+    }
     assert not states & {"executing", "verifying", "awaiting_approval"}, states
     assert lab_state(lab, injected["canary"]) == before
     host_home = lab.host_root(HOST) / HOME_AUTHORIZED_KEYS.lstrip("/")

@@ -8,31 +8,21 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alerting import journal_incidents, post_alert, wait_for
 
 from remed_stack.procs import free_port
 
 pytestmark = pytest.mark.integration
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 TOKEN = "am-integration-token"
-
-
-def wait_for(cond: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+ANNOTATIONS = {"summary": "cart returns 503", "description": "probe failed 5/5"}
 
 
 def http_ok(url: str) -> bool:
@@ -111,33 +101,6 @@ receivers:
     return proc, port
 
 
-def post_alert(am_port: int, labels: dict[str, str], ends: bool = False) -> None:
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    alert: dict[str, Any] = {
-        "labels": labels,
-        "annotations": {"summary": "cart returns 503", "description": "probe failed 5/5"},
-        "startsAt": now,
-    }
-    if ends:
-        alert["endsAt"] = now
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{am_port}/api/v2/alerts",
-        data=json.dumps([alert]).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5) as r:
-        assert r.status == 200
-
-
-def incidents(state: Path) -> list[tuple[str, str, str]]:
-    db = state / "journal.sqlite3"
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT source, target, state FROM incidents").fetchall()
-
-
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
@@ -151,7 +114,11 @@ def test_alertmanager_delivers_with_bearer_auth(tmp_path: Path, remed: tuple[int
     am, am_port = start_alertmanager(tmp_path, port, TOKEN)
     wrong, wrong_port = start_alertmanager(tmp_path, port, "not-the-token")
     try:
-        post_alert(wrong_port, {"alertname": "CartDown", "service": "cart", "instance": "bad:1"})
+        post_alert(
+            wrong_port,
+            {"alertname": "CartDown", "service": "cart", "instance": "bad:1"},
+            ANNOTATIONS,
+        )
         post_alert(
             am_port,
             {
@@ -160,15 +127,18 @@ def test_alertmanager_delivers_with_bearer_auth(tmp_path: Path, remed: tuple[int
                 "instance": "app:9100",
                 "severity": "critical",
             },
+            ANNOTATIONS,
         )
-        rows = wait_for(lambda: incidents(state), 30, "an incident from alertmanager")
-        wait_for(lambda: incidents(state)[0][2] == "shadow", 30, "the remediation to finish")
+        rows = wait_for(lambda: journal_incidents(state), 30, "an incident from alertmanager")
+        wait_for(
+            lambda: journal_incidents(state)[0][2] == "shadow", 30, "the remediation to finish"
+        )
         wait_for(
             lambda: metric(port, 'remed_intake_total{result="unauthorized",source="alertmanager"}'),
             30,
             "the wrong-token receiver to be refused",
         )
-        rows = incidents(state)
+        rows = journal_incidents(state)
         assert rows == [("alertmanager", "cart@app", "shadow")]
         outbox = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True)
         [(value,)] = outbox.execute("SELECT value FROM outbox").fetchall()
@@ -186,6 +156,7 @@ def test_alertmanager_delivers_with_bearer_auth(tmp_path: Path, remed: tuple[int
                 "instance": "app:9100",
                 "severity": "critical",
             },
+            ANNOTATIONS,
             ends=True,
         )
         wait_for(
@@ -193,7 +164,7 @@ def test_alertmanager_delivers_with_bearer_auth(tmp_path: Path, remed: tuple[int
             30,
             "the resolved notification",
         )
-        assert len(incidents(state)) == 1
+        assert len(journal_incidents(state)) == 1
     finally:
         for proc in (am, wrong):
             proc.terminate()

@@ -14,20 +14,17 @@ import http.client
 import json
 import signal
 import socket
-import sqlite3
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from alerting import journal_incidents, post_alert, wait_for
 from tls_certs import Pem, issue, make_ca
 
 from remed_stack.procs import free_port
@@ -36,16 +33,7 @@ pytestmark = pytest.mark.integration
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 TOKEN = "am-tls-token"
 APPROVAL_TOKEN = "approver-tls-token"
-
-
-def wait_for(cond: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+ANNOTATIONS = {"summary": "cart returns 503"}
 
 
 @pytest.fixture(scope="module")
@@ -190,27 +178,6 @@ def start_alertmanager(
     return proc, port, log
 
 
-def post_alert(am_port: int, labels: dict[str, str]) -> None:
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    alert = {"labels": labels, "annotations": {"summary": "cart returns 503"}, "startsAt": now}
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{am_port}/api/v2/alerts",
-        data=json.dumps([alert]).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req, timeout=5) as r:
-        assert r.status == 200
-
-
-def incidents(state: Path) -> list[tuple[str, str, str]]:
-    db = state / "journal.sqlite3"
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT source, target, state FROM incidents").fetchall()
-
-
 def served_common_name(port: int) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         ctx = ssl.create_default_context()
@@ -237,17 +204,27 @@ def test_alertmanager_delivers_over_https(
         tmp_path, port, {"ca_file": str(pki["rogue_ca"].cert)}
     )
     try:
-        post_alert(wrong_port, {"alertname": "CartDown", "service": "cart", "instance": "bad:1"})
-        post_alert(am_port, {"alertname": "CartDown", "service": "cart", "instance": "app:9100"})
-        wait_for(lambda: incidents(state), 30, "an incident from alertmanager over https")
-        wait_for(lambda: incidents(state)[0][2] == "shadow", 30, "the remediation to finish")
+        post_alert(
+            wrong_port,
+            {"alertname": "CartDown", "service": "cart", "instance": "bad:1"},
+            ANNOTATIONS,
+        )
+        post_alert(
+            am_port,
+            {"alertname": "CartDown", "service": "cart", "instance": "app:9100"},
+            ANNOTATIONS,
+        )
+        wait_for(lambda: journal_incidents(state), 30, "an incident from alertmanager over https")
+        wait_for(
+            lambda: journal_incidents(state)[0][2] == "shadow", 30, "the remediation to finish"
+        )
         # the Alertmanager that trusts another CA refuses the daemon's certificate
         wait_for(
             lambda: "certificate signed by unknown authority" in wrong_log.read_text(),
             30,
             "the wrong-CA Alertmanager to fail verification",
         )
-        assert incidents(state) == [("alertmanager", "cart@app", "shadow")]
+        assert journal_incidents(state) == [("alertmanager", "cart@app", "shadow")]
 
         # the same listener serves the approval endpoint, over TLS only
         assert get(f"{base}/approvals", trusting, APPROVAL_TOKEN)[0] == 200
@@ -285,15 +262,23 @@ def test_mtls_needs_a_client_certificate_from_the_ca(
     )
     anonymous, anon_port, anon_log = start_alertmanager(tmp_path, port, {"ca_file": ca})
     try:
-        post_alert(anon_port, {"alertname": "CartDown", "service": "cart", "instance": "anon:1"})
-        post_alert(am_port, {"alertname": "CartDown", "service": "cart", "instance": "app:9100"})
-        wait_for(lambda: incidents(state), 30, "an incident from alertmanager over mTLS")
+        post_alert(
+            anon_port,
+            {"alertname": "CartDown", "service": "cart", "instance": "anon:1"},
+            ANNOTATIONS,
+        )
+        post_alert(
+            am_port,
+            {"alertname": "CartDown", "service": "cart", "instance": "app:9100"},
+            ANNOTATIONS,
+        )
+        wait_for(lambda: journal_incidents(state), 30, "an incident from alertmanager over mTLS")
         wait_for(
             lambda: "Notify attempt failed" in anon_log.read_text(),
             30,
             "the Alertmanager without a client certificate to fail",
         )
-        assert [r[:2] for r in incidents(state)] == [("alertmanager", "cart@app")]
+        assert [r[:2] for r in journal_incidents(state)] == [("alertmanager", "cart@app")]
 
         good = client_ctx(pki["ca"].cert, pki["client"])
         assert get(f"{base}/healthz", good)[0] == 200
