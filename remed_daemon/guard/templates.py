@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ansible._internal._templating._jinja_bits import is_possibly_template
 from jinja2 import nodes
 from jinja2.parser import Parser
 
@@ -134,8 +135,9 @@ MAX_EXPONENT = 64
 
 
 def is_template(text: str) -> bool:
-    """What ansible-core calls `is_possibly_template`: a start string, or the override header."""
-    return text.startswith(OVERRIDE_HEADER) or any(s in text for s in ("{{", "{%", "{#"))
+    """Whether ansible-core would template `text` (a start string, or the override header):
+    its own `is_possibly_template`, so the guard and the run agree on what is a template."""
+    return bool(is_possibly_template(text))
 
 
 def judge(text: str, *, expression: bool) -> list[TemplateFinding]:
