@@ -60,7 +60,6 @@ LOOP_OK = frozenset(
 )  # fmt: skip
 ALLOWED_COLLECTIONS = frozenset({"ansible.builtin", "ansible.legacy"})
 EXPR_KEYS = frozenset({"when", "changed_when", "failed_when", "until", "that", "var"})
-DUNDER_WORD = re.compile(r"__\w+__")
 JINJA_BLOCK = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.S)
 JINJA_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"\b(lookup|query|q)\s*\("), "controller.lookup",

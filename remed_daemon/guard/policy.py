@@ -35,7 +35,6 @@ from remed_daemon.guard import shell, templates
 from remed_daemon.guard.keywords import (
     ALLOWED_COLLECTIONS,
     BLOCK_KEYS,
-    DUNDER_WORD,
     EXPR_KEYS,
     JINJA_BLOCK,
     JINJA_PATTERNS,
@@ -456,9 +455,6 @@ class _Checker:
         # The rule: the template as ansible-core's Jinja parses it (guard.templates).
         for finding in templates.judge(text, expression=expression):
             self.add(REJECT, finding.rule, label, f"{finding.detail}: {text.strip()[:80]}")
-        if DUNDER_WORD.fullmatch(text.strip()):
-            # A bare `__class__` value exists only to be used as a subscript key elsewhere.
-            self.add(REJECT, "jinja.sandbox", label, f"value {text.strip()!r} names an internal")
         # A second opinion only: patterns over the text, for spellings the AST walk might miss.
         parts = [text] if expression else []
         parts += [m.group(1) or m.group(2) or "" for m in JINJA_BLOCK.finditer(text)]
