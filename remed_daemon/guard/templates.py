@@ -284,8 +284,6 @@ class _Walker:
             for side in (node.left, node.right):
                 if isinstance(side, nodes.Const) and not _small(side.value, MAX_REPEAT):
                     yield TemplateFinding("jinja.resource", "a multiplication that exhausts memory")
-        elif isinstance(node, nodes.For) and isinstance(node.iter, nodes.Const):
-            yield from self._const(node.iter.value)
 
     def _name(self, name: str) -> Iterator[TemplateFinding]:
         if name in CONTROLLER_LOOKUPS:
