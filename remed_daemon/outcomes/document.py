@@ -1,4 +1,4 @@
-"""The outcome document of a finished incident (`schemas/outcome.schema.json`), and the
+"""The outcome document of a finished incident (`remed_daemon/schemas/outcome.schema.json`), and the
 `OutcomeBuilder` that puts it into the journal's outbox.
 
 An outcome is written into the outbox in the same transaction as the incident's terminal state
@@ -59,7 +59,7 @@ def _attempt_doc(n: int, a: Attempt) -> dict[str, Any]:
 def outcome_doc(
     incident: Incident, status: State, reason: str, result: RemediationResult | None
 ) -> dict[str, Any]:
-    """The `outcome` document (schemas/outcome.schema.json) of a finished incident."""
+    """The `outcome` document (remed_daemon/schemas/outcome.schema.json) of a finished incident."""
     target = incident.report.get("target", {})
     finished = incident.finished_at or time.time()
     begun = incident.started_at if incident.started_at is not None else incident.created_at
