@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from remed_cli import daemon, guard, lab
+from remed_cli import daemon, feedback, guard, lab, operator
 
 DISTRIBUTION = "remed"
 
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_decide(sub)
     daemon.add_config(sub)
     daemon.add_model(sub)
+    feedback.add_feedback(sub)
+    operator.add_operator(sub)
     return parser
 
 

@@ -38,6 +38,7 @@ from remed_daemon.agents.approvals import register_routes as register_approval_r
 from remed_daemon.agents.loop import make_thinkremed
 from remed_daemon.config import Config
 from remed_daemon.errors import ConfigError
+from remed_daemon.feedback import register_routes as register_feedback_routes
 from remed_daemon.http import HttpDeps, build_app, load_cert_chain, server_ssl_context
 from remed_daemon.journal import Incident, Journal
 from remed_daemon.kafka_security import EXIT_KAFKA_AUTH, KafkaAuthError, kafka_client_options
@@ -221,6 +222,7 @@ class Daemon:
             )
             http_app = build_app(deps)
             register_approval_routes(http_app, self.approvals, cfg.agents.approval_token)
+            register_feedback_routes(http_app, cfg, self.journal)  # http.feedback_token
             self._runner = web.AppRunner(http_app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, cfg.http.host, cfg.http.port, ssl_context=self._ssl)

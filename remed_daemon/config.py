@@ -67,6 +67,8 @@ class KafkaConfig:
     group_instance_id: str = ""
     diagnoses_topic: str = "remed.diagnoses"
     outcomes_topic: str = "remed.outcomes"
+    # Operators' verdicts on outcomes (`remed feedback`, POST /feedback/{id}); Real-RFT reads it.
+    feedback_topic: str = "remed.feedback"
     dlt_topic: str = "remed.diagnoses.DLT"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -184,6 +186,9 @@ class HttpConfig:
     # The CA (PEM) that signed tls_certfile: what `remed approve|reject` verifies the daemon's
     # certificate against, only that CA; empty = the system CA store. Client side only.
     tls_server_cafile: str = ""
+    # The feedback endpoint's own token (POST /feedback/{incident_id}; never the webhook's or
+    # the approval endpoint's); empty = the endpoint answers 503.
+    feedback_token: Secret = field(default_factory=lambda: Secret(""))
 
     def __post_init__(self) -> None:
         _positive(self, "max_body_bytes", "max_pending_incidents")
