@@ -63,7 +63,18 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
         timings[f"{name}_s"] = round(time.monotonic() - started, 3)
 
 
-def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult:
+def _drawn_names(fault: Fault) -> dict[str, Any]:
+    """The parameters whose value differs from the fault class's default: what the variant
+    seed changed (or the scenario set)."""
+    defaults = type(fault)(target=fault.target, lab=fault.lab).params()
+    return {k: v for k, v in fault.params().items() if defaults.get(k) != v}
+
+
+def run_case(
+    lab: Lab, scenario: Scenario, remediator: Remediator, *, variants: bool = False
+) -> CaseResult:
+    """One case. `variants`: draw the fault's names from the scenario's seed (its id by
+    default) unless the scenario turns them off (chaos/variants.py)."""
     result = CaseResult(scenario=scenario.as_dict())
     t = result.timings
     started = time.monotonic()
@@ -72,16 +83,18 @@ def run_case(lab: Lab, scenario: Scenario, remediator: Remediator) -> CaseResult
         state = _timed(t, "pre_probe", probes.steady_state)
         if not state.ok:
             _timed(t, "pre_reset", lambda: provision.ensure(lab, bootstrap_db=False))
-        fault = make_fault(scenario.category, scenario.target, scenario.fault, lab)
+        seed = scenario.variant_seed(variants)
+        fault = make_fault(scenario.category, scenario.target, scenario.fault, lab, seed=seed)
         result.injection = {"fault": type(fault).__name__, "params": fault.params(),
-                            "summary": fault.summary}  # fmt: skip
+                            "summary": fault.summary, "variant_seed": seed,
+                            "names": _drawn_names(fault) if seed is not None else {}}  # fmt: skip
         _timed(t, "inject", fault.inject)
         confirm = _timed(t, "confirm", fault.confirm)
         result.confirmation = dataclasses.asdict(confirm)
         result.injected = confirm.ok
         if not confirm.ok:
             return result
-        result.report = diagnosis(scenario, confirm.evidence)
+        result.report = diagnosis(scenario, confirm.evidence, params=fault.params())
         remediation_started = time.monotonic()
         remediation: Remediation = _timed(
             t, "remediate", lambda: remediator.remediate(scenario, result.report, fault)
@@ -265,17 +278,18 @@ def _drift_sample(lab: Lab) -> dict[str, Any]:
 
 def run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
-    lab: Lab | None = None, progress: bool = True,
+    lab: Lab | None = None, progress: bool = True, variants: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-
+    """Run the suite; `variants`: each fault's names drawn from its scenario's seed."""
     lab = lab or Lab.from_paths()
     with lab.exclusive(f"remed bench {suite}/{remediator.name}"):
-        return _run(scenarios, remediator, out, suite=suite, lab=lab, progress=progress)
+        return _run(scenarios, remediator, out, suite=suite, lab=lab, progress=progress,
+                    variants=variants)  # fmt: skip
 
 
 def _run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str, lab: Lab,
-    progress: bool,
+    progress: bool, variants: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from tqdm import tqdm
 
@@ -290,7 +304,7 @@ def _run(
         scenarios, desc=f"bench {suite}/{remediator.name}", unit="case", disable=not progress
     )
     for scenario in bar:
-        result = run_case(lab, scenario, remediator)
+        result = run_case(lab, scenario, remediator, variants=variants)
         results.append(result)
         journal = dataclasses.asdict(result)
         journal["remediator"] = remediator.name
@@ -302,6 +316,7 @@ def _run(
         results, suite=suite, remediator=remediator.name, duration_s=time.monotonic() - started
     )
     summary["drift"] = drift
+    summary["variants"] = sum(r.injection.get("variant_seed") is not None for r in results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary))
     chart(out, summary)

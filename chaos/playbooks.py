@@ -2,7 +2,10 @@
 
 - `oracle_playbook`: what an experienced SRE runs for each category, parameterised by the target
   and the fault's parameters — fix the cause, restart only what needs it, check the result. The
-  upper bound of `remed bench` and the SFT teacher.
+  upper bound of `remed bench` and the SFT teacher. Every name the fault's variants change (the
+  hog's path, the nftables table, the dumper and its file, the leaking client, the proxy's
+  port) comes from `params` (`Fault.params()`), defaulting to the fault class's own defaults:
+  none is written here.
 - `rules_playbook`: a static category → runbook table with no probing, the way an Event-Driven
   Ansible rulebook is usually written: restart the alerting service (and clear old logs for a
   full disk). The baseline users already have.
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chaos.faults.network import DELAY_PROXY_PORT_OFFSET, DELAY_TABLE, LOSS_TABLE
+from chaos.faults.network import DELAY_PROXY_PORT_OFFSET
 from chaos.lab import topology as topo
 
 HEADER = """\
@@ -100,25 +103,52 @@ def _free_port(port: int, what: str) -> str:
 """
 
 
-def oracle_playbook(category: str, host: str, service: str, params: dict[str, Any]) -> str:
+def fault_param(category: str, params: dict[str, Any], key: str) -> Any:
+    """`params[key]`, else the default of the fault class's field `key` (what an injection
+    without variants uses)."""
+    import dataclasses
+
+    from chaos.faults import CATALOG
+
+    if params.get(key) not in (None, ""):
+        return params[key]
+    for f in dataclasses.fields(CATALOG[category]):
+        if f.name == key and f.default is not dataclasses.MISSING:
+            return f.default
+    raise KeyError(f"{category} has no parameter {key!r}")
+
+
+def oracle_playbook(
+    category: str, host: str, service: str, params: dict[str, Any] | None = None
+) -> str:
+    """The expert's playbook for `category` on `service`, with the names the injected fault
+    used (`params`, `Fault.params()`); a missing name is the fault class's default."""
     svc = topo.service(service)
+    params = dict(params or {})
     program = svc.program
     body: list[str]
     name = f"fix {category} of {service} on {host}"
     if category in ("cpu-stress", "memory-stress"):
-        body = [_kill("stress-ng", "the runaway stress-ng process outside supervisord")]
+        hog = fault_param(category, params, "hog")
+        what = hog.rsplit("/", 1)[-1]
+        body = [_kill(hog, f"the runaway {what} process outside supervisord")]
     elif category == "disk-io":
         # SIGTERM lets stress-ng remove its own scratch files in the data directory.
+        hog = fault_param(category, params, "hog")
+        what = hog.rsplit("/", 1)[-1]
         body = [
-            _kill("stress-ng", "the stress-ng process saturating the disk", signal="TERM"),
-            _wait_gone("stress-ng", "stress-ng"),
+            _kill(hog, f"the {what} process saturating the disk", signal="TERM"),
+            _wait_gone(hog, what),
         ]
     elif category == "network-loss":
-        body = [_nft_delete_table("inet", LOSS_TABLE, svc.port, "drop")]
+        table = fault_param(category, params, "table")
+        body = [_nft_delete_table("inet", table, svc.port, "drop")]
     elif category == "network-delay":
-        proxy_port = svc.port + DELAY_PROXY_PORT_OFFSET
+        table = fault_param(category, params, "table")
+        proxy_port = int(fault_param(category, params, "proxy_port") or 0)
+        proxy_port = proxy_port or svc.port + DELAY_PROXY_PORT_OFFSET
         body = [
-            _nft_delete_table("ip", DELAY_TABLE, svc.port, "redirect"),
+            _nft_delete_table("ip", table, svc.port, "redirect"),
             _free_port(proxy_port, "the delaying proxy traffic was diverted to"),
         ]
     elif category == "service-down":
@@ -152,10 +182,14 @@ def oracle_playbook(category: str, host: str, service: str, params: dict[str, An
     elif category == "port-conflict":
         body = [_free_port(svc.port, "the process squatting the service's port"), _start(program)]
     elif category == "log-flood":
-        body = [_kill("debug_dump.sh", "the process flooding the debug log"), f"""\
+        dumper = fault_param(category, params, "dumper")
+        dump_file = fault_param(category, params, "dump_file")
+        if not dump_file:
+            dump_file = f"{svc.log.rsplit('/', 1)[0]}/{service}-debug.log"
+        body = [_kill(dumper, "the process flooding the debug log"), f"""\
     - name: remove the flooded debug log
       ansible.builtin.file:
-        path: /var/log/shop/{service}-debug.log
+        path: {dump_file}
         state: absent
 """]
     elif category == "wrong-permissions":
@@ -187,8 +221,9 @@ def oracle_playbook(category: str, host: str, service: str, params: dict[str, An
       ansible.builtin.command: supervisorctl signal HUP {program}
 """]
     elif category == "connection-exhaustion":
-        # pg_stat_activity and ps name the client holding most connections: report-batch.
-        body = [_kill("report_batch.py", "the batch job leaking PostgreSQL connections")]
+        # pg_stat_activity and ss/ps name the client holding most connections.
+        client = fault_param(category, params, "client")
+        body = [_kill(client, "the batch job leaking PostgreSQL connections")]
     else:
         raise ValueError(f"no oracle playbook for category {category!r}")
     return HEADER.format(name=name, host=host) + "".join(body)

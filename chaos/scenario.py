@@ -7,6 +7,14 @@ A scenario file is YAML holding one scenario mapping or a list of them:
     target: {host: app, service: cart}
     fault: {variant: redis-port}      # optional, the fault class's parameters
     report: "cart fails ..."          # optional; generated from the category's templates
+    seed: cart-7                      # optional: draw the fault's names from this seed
+    variants: true                    # optional: on (seed = id when no seed) or off
+
+Variants (chaos/variants.py): with them on, the names a fix must use (the hog's path, the
+nftables table, the dumper, the leaking client, the bad release's version, the config key...)
+are drawn from the seed; off, every injection uses today's fixed names. A scenario with a
+`seed` has them on unless it says `variants: false`; `remed bench --variants` turns them on
+for every scenario that does not say otherwise (seed: its id).
 
 `load_suite("hard")` reads chaos/scenarios/hard.yaml; any other name is a path to a file or a
 directory of `*.yaml`/`*.yml` files.
@@ -15,6 +23,7 @@ directory of `*.yaml`/`*.yml` files.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,14 @@ class Scenario:
     fault: dict[str, Any] = field(default_factory=dict)
     report: str | None = None
     source: str = ""
+    seed: str | None = None
+    variants: bool | None = None  # None: on when `seed` is set or the bench asks for them
+
+    def variant_seed(self, default: bool = False) -> str | None:
+        """The seed the fault's names are drawn from, or None for today's fixed names.
+        `default`: whether variants are on for a scenario that says nothing (`--variants`)."""
+        on = self.variants if self.variants is not None else (self.seed is not None or default)
+        return (self.seed or self.id) if on else None
 
     @classmethod
     def parse(cls, data: Any, source: str = "") -> Scenario:
@@ -45,7 +62,7 @@ class Scenario:
         missing = {"id", "category", "target"} - set(data)
         if missing:
             raise FaultError(f"{where}scenario lacks {sorted(missing)}")
-        unknown = set(data) - {"id", "category", "target", "fault", "report"}
+        unknown = set(data) - {"id", "category", "target", "fault", "report", "seed", "variants"}
         if unknown:
             raise FaultError(f"{where}scenario {data['id']}: unknown fields {sorted(unknown)}")
         if data["category"] not in CATEGORIES:
@@ -60,6 +77,12 @@ class Scenario:
         if not isinstance(fault, dict):
             raise FaultError(f"{where}scenario {data['id']}: fault must be a mapping of params")
         report = data.get("report")
+        variants = data.get("variants")
+        if variants is not None and not isinstance(variants, bool):
+            raise FaultError(f"{where}scenario {data['id']}: variants must be true or false")
+        seed = data.get("seed")
+        if seed is not None and not isinstance(seed, str | int):
+            raise FaultError(f"{where}scenario {data['id']}: seed must be a string or number")
         return cls(
             id=str(data["id"]),
             category=str(data["category"]),
@@ -67,6 +90,8 @@ class Scenario:
             fault=dict(fault),
             report=str(report) if report else None,
             source=source,
+            seed=None if seed is None else str(seed),
+            variants=variants,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +104,10 @@ class Scenario:
             out["fault"] = self.fault
         if self.report:
             out["report"] = self.report
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.variants is not None:
+            out["variants"] = self.variants
         return out
 
 
@@ -193,14 +222,15 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 }
 
 
-def _fields(scenario: Scenario) -> dict[str, Any]:
+def _fields(scenario: Scenario, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     svc = topo.service(scenario.target.service)
-    what = scenario.fault.get("variant", "a setting")
+    fault = {**scenario.fault, **dict(params or {})}
+    what = fault.get("variant", "a setting")
     if scenario.category == "config-error":
         from chaos.faults.service import CONFIG_ERRORS
 
         variants = CONFIG_ERRORS.get(svc.name, {})
-        key = scenario.fault.get("variant") or next(iter(variants), "")
+        key = fault.get("variant") or next(iter(variants), "")
         what = variants[key].what if key in variants else "a setting"
     return {
         "host": svc.host, "service": svc.name, "port": svc.port, "config": svc.config,
@@ -215,10 +245,16 @@ def style_of(scenario: Scenario) -> str:
     return ("terse", "rca", "evidence")[int(hashlib.sha1(scenario.id.encode()).hexdigest(), 16) % 3]
 
 
-def diagnosis(scenario: Scenario, evidence: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The DiagnosisReport (schema `diagnosis-report`) for a scenario."""
+def diagnosis(
+    scenario: Scenario, evidence: tuple[str, ...] = (), *,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The DiagnosisReport (schema `diagnosis-report`) for a scenario. `params`: the injected
+    fault's parameters (`Fault.params()`), so a report about a drawn variant (the config key
+    broken) says what was injected; the names a fix needs are never in the report text, only
+    in `evidence` as the confirm check read them from the host."""
     summary_t, rca_t = TEMPLATES[scenario.category]
-    values = _fields(scenario)
+    values = _fields(scenario, params)
     summary = summary_t.format(**values)
     style = style_of(scenario)
     if scenario.report:

@@ -106,11 +106,14 @@ def _bench(args: argparse.Namespace) -> int:
         from chaos.soak import run_soak
 
         report = run_soak(
-            scenarios, remediator, Path(args.out), suite=suite, duration_s=args.soak, lab=lab
+            scenarios, remediator, Path(args.out), suite=suite, duration_s=args.soak, lab=lab,
+            variants=args.variants,
         )
         print(soak_markdown(report))
         return 0 if not report["problems"] else 1
-    summary = run(scenarios, remediator, Path(args.out), suite=suite, lab=lab)
+    summary = run(
+        scenarios, remediator, Path(args.out), suite=suite, lab=lab, variants=args.variants
+    )
     print((Path(args.out) / "summary.md").read_text())
     print(json.dumps(summary))
     return 0
@@ -136,6 +139,12 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--limit", type=int, help="only the first N scenarios")
     bench.add_argument(
         "--timeout-s", type=float, default=180.0, help="daemon: wait this long for an outcome"
+    )
+    bench.add_argument(
+        "--variants",
+        action="store_true",
+        help="draw each fault's names (hog, nftables table, dumper, client, release...) from "
+        "the scenario's seed (default: its id) instead of the fixed ones (chaos/variants.py)",
     )
     bench.add_argument(
         "--soak",

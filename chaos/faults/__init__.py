@@ -37,8 +37,11 @@ CATEGORIES = tuple(CATALOG)
 
 
 def make_fault(
-    category: str, target: Target, params: Mapping[str, Any] | None, lab: Lab
-) -> Fault:
+    category: str, target: Target, params: Mapping[str, Any] | None, lab: Lab,
+    *, seed: str | None = None,
+) -> Fault:  # fmt: skip
+    """The fault of `category` on `target`; with `seed`, its names are variants drawn from it
+    (chaos/variants.py), without, today's fixed names."""
     try:
         cls = CATALOG[category]
     except KeyError:
@@ -46,7 +49,7 @@ def make_fault(
             f"unknown fault category {category!r}; the catalog has {list(CATEGORIES)}"
         ) from None
     try:
-        return build(cls, target, params, lab)
+        return build(cls, target, params, lab, seed=seed)
     except (TypeError, ValueError) as exc:
         raise FaultError(str(exc)) from exc
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
+import shlex
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -25,6 +27,9 @@ CONFIRM_WINDOW_S = 6.0
 VERIFY_WINDOW_S = 8.0
 POLL_INTERVAL_S = 0.3
 CHAOS_DIR = "/run/remed-chaos"
+# Every process a fault starts carries this in its environment (inherited by its children), so
+# a reset finds them whatever name a variant gave them, and a probe's `ps` does not show it.
+CHAOS_ENV = "REMED_CHAOS_FAULT"
 
 
 class FaultError(ValueError):
@@ -71,7 +76,20 @@ class Fault(ABC):
     @abstractmethod
     def cleanup(self) -> None: ...
 
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        """The names this category's injection uses, drawn from `r` (chaos/variants.py).
+        Categories with nothing to vary keep the default."""
+        return {}
+
     # -- shared ------------------------------------------------------------------------------
+
+    def spawn(self, command: str) -> str:
+        """A shell line starting `command` detached, marked as chaos (CHAOS_ENV)."""
+        return (
+            f"setsid nohup env {CHAOS_ENV}={self.category} {command} "
+            "</dev/null >/dev/null 2>&1 &\n"
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -118,13 +136,29 @@ class Fault(ABC):
         parts = out.split()
         return parts[1] if len(parts) > 1 else "UNKNOWN"
 
-    def write_helper(self, name: str, content: str, host: str | None = None) -> str:
-        """Put a helper script into the host's /run/remed-chaos; returns its path there."""
-        directory = self.lab.host_root(host or self.target.host) / CHAOS_DIR.lstrip("/")
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / name).write_text(content)
-        (directory / name).chmod(0o755)
-        return f"{CHAOS_DIR}/{name}"
+    def write_helper(
+        self, name: str, content: str | bytes, host: str | None = None
+    ) -> str:
+        """Put a helper into the host: `name` is a file in /run/remed-chaos or, for a variant,
+        an absolute path (in a directory each host has its own copy of); returns its path."""
+        host = host or self.target.host
+        path = name if name.startswith("/") else f"{CHAOS_DIR}/{name}"
+        if not path.startswith(CHAOS_DIR + "/"):
+            self.lab.remember_leftover(host, "file", helper_root(path))
+        local = self.lab.host_root(host) / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            local.write_bytes(content)
+        else:
+            local.write_text(content)
+        local.chmod(0o755)
+        return path
+
+    def remove_helper(self, path: str, host: str | None = None) -> str:
+        """Shell lines removing a variant helper and the directory drawn for it."""
+        if path.startswith(CHAOS_DIR + "/") or not path.startswith("/"):
+            return ""
+        return f"rm -rf -- {shlex.quote(helper_root(path))}\n"
 
     def functional(self, name: str | None = None) -> Check:
         """The service does its job: health for the shop services and stores, a proxied
@@ -145,6 +179,14 @@ class Fault(ABC):
         if state != "RUNNING":
             return Check(False, f"{self.target.svc.program} is {state} under supervisord")
         return self.functional()
+
+
+def helper_root(path: str) -> str:
+    """What to remove for a variant helper: the directory drawn for it (`/srv/ops/bin/x` →
+    `/srv/ops`), or the file itself when it lies straight in a shared directory."""
+    from chaos.variants import helper_root as root
+
+    return root(path)
 
 
 def sample_processes(lab: Lab, host: str, interval_s: float = 0.5) -> list[dict[str, Any]]:
@@ -186,8 +228,11 @@ def top(rows: list[dict[str, Any]], key: str, n: int = 3) -> tuple[str, ...]:
 
 
 def build(
-    cls: type[Fault], target: Target, params: Mapping[str, Any] | None, lab: Lab
-) -> Fault:
+    cls: type[Fault], target: Target, params: Mapping[str, Any] | None, lab: Lab,
+    *, seed: str | None = None,
+) -> Fault:  # fmt: skip
+    """The fault for `target`. With a `seed`, the names its injection uses are drawn from it
+    (`cls.draw_variants`); parameters given in `params` win over drawn ones."""
     names = {f.name for f in dataclasses.fields(cls)} - {"target", "lab"}
     unknown = set(params or {}) - names
     if unknown:
@@ -204,4 +249,10 @@ def build(
             f"{target.service} runs on host {topo.service(target.service).host}, "
             f"not {target.host} (see chaos/README.md)"
         )
-    return cls(target=target, lab=lab, **dict(params or {}))
+    values = dict(params or {})
+    if seed is not None:
+        from chaos import variants
+
+        drawn = cls.draw_variants(variants.rng(seed, cls.category, target.service), target)
+        values = variants.merge(drawn, values)
+    return cls(target=target, lab=lab, **values)

@@ -3,57 +3,94 @@
 Each hog is stress-ng started inside the target host (its own PID namespace), detached, with a
 hard `--timeout` so that nothing outlives a forgotten cleanup for long. The checks sample the
 host's own /proc: CPU %, resident memory and write rate per process.
+
+With variants (chaos/variants.py) the hog is a renamed copy of stress-ng at a drawn path
+(`hog`), run with `--keep-name` so its workers carry that name too: `ps` shows e.g.
+`/srv/ops/bin/indexer --cpu 1 ...`, and the fix must kill that, not "stress-ng".
 """
 
 from __future__ import annotations
 
+import random
+import shlex
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 
-from chaos.faults.base import CHAOS_DIR, Check, Fault, sample_processes, top
+from chaos import variants
+from chaos.faults.base import CHAOS_DIR, CHAOS_ENV, Check, Fault, Target, sample_processes, top
 from chaos.lab.hosts import HostCommandError
 
 log = structlog.get_logger("remed.chaos")
 HOG_TIMEOUT_S = 300
 HOG_START_WAIT_S = 3.0
+STRESS_NG = "stress-ng"  # the hog without variants: Debian's binary on the PATH
 
 
-def _spawn(stressor: str, options: str) -> str:
-    """Start `stress-ng --<stressor> <options>` detached, with a hard timeout, then wait until it
+def _spawn(stressor: str, options: str, hog: str = STRESS_NG, category: str = "hog") -> str:
+    """Start `<hog> --<stressor> <options>` detached, with a hard timeout, then wait until it
     runs; exit 1 with its output when it does not. (Started blind, a hog that exited at once
-    left only a confusing "not confirmed: 0 MB/s" behind.)"""
-    output = f"{CHAOS_DIR}/stress-ng-{stressor}.log"
+    left only a confusing "not confirmed: 0 MB/s" behind.) A `hog` other than stress-ng is a
+    copy of it at that path, made here, keeping its own name (`--keep-name`)."""
+    name = hog.rsplit("/", 1)[-1]
+    output = f"{CHAOS_DIR}/{name}-{stressor}.log"
     polls = int(HOG_START_WAIT_S / 0.1)
-    command = f"stress-ng --{stressor} {options} --timeout {HOG_TIMEOUT_S}s --quiet"
+    keep = "" if hog == STRESS_NG else " --keep-name"
+    command = f"{hog}{keep} --{stressor} {options} --timeout {HOG_TIMEOUT_S}s --quiet"
+    copy = "" if hog == STRESS_NG else f"install -D -m 0755 /usr/bin/stress-ng {shlex.quote(hog)}\n"
     return (
-        f"mkdir -p {CHAOS_DIR}\n"
-        f"setsid nohup {command} </dev/null >{output} 2>&1 &\n"
-        f"running() {{ pgrep -f -- 'stress-ng --{stressor} ' >/dev/null; }}\n"
+        f"mkdir -p {CHAOS_DIR}\n{copy}"
+        f"setsid nohup env {CHAOS_ENV}={category} {command} </dev/null >{output} 2>&1 &\n"
+        f"running() {{ pgrep -f -- '{hog}{keep} --{stressor} ' >/dev/null; }}\n"
         # still there 0.3 s after it was first seen: not just parsing its options on the way out
         f"for _ in $(seq {polls}); do\n"
         "  if running; then sleep 0.3; running && exit 0; fi\n"
         "  sleep 0.1\n"
         "done\n"
-        f"echo 'stress-ng --{stressor} is not running; its output:' >&2\n"
+        f"echo '{name} --{stressor} is not running; its output:' >&2\n"
         f"cat {output} >&2\n"
         "exit 1\n"
     )
 
 
-def _start_hog(fault: Fault, stressor: str, options: str) -> None:
+def _start_hog(fault: _Hog, stressor: str, options: str) -> None:
     """Start the hog; once more if it did not come up (a lab hiccup, not the system under test)."""
+    if fault.hog != STRESS_NG:
+        fault.lab.remember_leftover(fault.target.host, "file", variants.helper_root(fault.hog))
+    script = _spawn(stressor, options, fault.hog, fault.category)
     try:
-        fault.sh(_spawn(stressor, options))
+        fault.sh(script)
     except HostCommandError as exc:
         log.warning("hog did not start; trying once more", category=fault.category, error=str(exc))
-        fault.sh(_spawn(stressor, options))
+        fault.sh(script)
 
 
 @dataclass
-class CpuStress(Fault):
+class _Hog(Fault):
+    """A fault whose injection is a stress-ng hog; `hog` is the program it runs as."""
+
+    hog: str = STRESS_NG
+
+    def __post_init__(self) -> None:
+        if self.hog != STRESS_NG:
+            variants.helper_root(self.hog)  # a path in a directory of the host's own, or refused
+
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        return {"hog": variants.program_path(r)}
+
+    def kill_hog(self) -> str:
+        """Kill the hog whatever its name, and remove its copy."""
+        script = f"pkill -KILL -f -- {shlex.quote(self.hog)} || true\n"
+        if self.hog != STRESS_NG:
+            script += f"rm -rf -- {shlex.quote(variants.helper_root(self.hog))}\n"
+        return script
+
+
+@dataclass
+class CpuStress(_Hog):
     category: ClassVar[str] = "cpu-stress"
     summary: ClassVar[str] = "a runaway process burns CPU on the service's host"
     workers: int = 1
@@ -74,11 +111,11 @@ class CpuStress(Fault):
         )
 
     def cleanup(self) -> None:
-        self.sh("pkill -KILL -f stress-ng || true")
+        self.sh(self.kill_hog())
 
 
 @dataclass
-class MemoryStress(Fault):
+class MemoryStress(_Hog):
     category: ClassVar[str] = "memory-stress"
     summary: ClassVar[str] = "a process hogs memory on the service's host"
     size_mb: int = 600
@@ -99,11 +136,11 @@ class MemoryStress(Fault):
         )
 
     def cleanup(self) -> None:
-        self.sh("pkill -KILL -f stress-ng || true")
+        self.sh(self.kill_hog())
 
 
 @dataclass
-class DiskIo(Fault):
+class DiskIo(_Hog):
     category: ClassVar[str] = "disk-io"
     summary: ClassVar[str] = "a process saturates writes on the service's data path"
     services: ClassVar[tuple[str, ...]] = ("catalog", "cart", "checkout")
@@ -125,4 +162,4 @@ class DiskIo(Fault):
 
     def cleanup(self) -> None:
         # stress-ng names its scratch directories tmp-stress-ng-<stressor>-<pid>-<n>
-        self.sh(f"pkill -KILL -f stress-ng || true\nrm -rf {self.target.svc.data}/tmp-stress-ng-*")
+        self.sh(f"{self.kill_hog()}rm -rf {self.target.svc.data}/tmp-stress-ng-*")

@@ -2,17 +2,25 @@
 full, config unreadable, broken release.
 
 Checks ask supervisord for the program's state and the service for its health (nginx: a proxied
-request to each upstream), never the injector's memory.
+request to each upstream), never the injector's memory. Their evidence (what a failed check
+saw: the process on the port, the files filling the disk, the client holding the connections,
+the release `current` points to) is read from the host too.
+
+With variants (chaos/variants.py) the squatter, the dumper and its file, the leaking client and
+its application name, the bad release's version and the config key broken are drawn per case.
 """
 
 from __future__ import annotations
 
+import random
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from chaos.faults.base import Check, Fault
+from chaos import variants
+from chaos.faults.base import CHAOS_DIR, Check, Fault, Target
 from chaos.lab import probes
 from chaos.lab import topology as topo
 
@@ -103,6 +111,18 @@ class ConfigError(_ServiceFault):
     summary: ClassVar[str] = "a broken setting in the service's config file"
     variant: str = ""
 
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        keys = sorted(CONFIG_ERRORS.get(target.service, {}))
+        return {"variant": r.choice(keys)} if keys else {}
+
+    def check(self) -> Check:
+        result = self.running_and_functional()
+        if result.ok:
+            return result
+        log = self.sh(f"tail -n 3 {shlex.quote(self.target.svc.log)} 2>&1 || true", check=False)
+        return Check(False, result.detail, tuple(line[:300] for line in log.splitlines()[-3:]))
+
     def __post_init__(self) -> None:
         variants = CONFIG_ERRORS.get(self.target.service, {})
         if not self.variant:
@@ -172,22 +192,40 @@ class PortConflict(_ServiceFault):
     category: ClassVar[str] = "port-conflict"
     summary: ClassVar[str] = "another process holds the service's port, so it cannot start"
     services: ClassVar[tuple[str, ...]] = (*APP_SERVICES, "nginx")
+    squatter: str = f"{CHAOS_DIR}/legacy_admin.py"
+
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        return {"squatter": variants.script_path(r, r.choice((".py", "")))}
 
     def inject(self) -> None:
         port, program = self.target.svc.port, self.target.svc.program
-        path = self.write_helper("legacy_admin.py", PORT_SQUATTER)
+        path = self.write_helper(self.squatter, PORT_SQUATTER)
         self.sh(
             f"supervisorctl stop {program} >/dev/null\n"
-            f"setsid nohup /usr/bin/python3 {path} {port} </dev/null >/dev/null 2>&1 &\n"
-            f"for i in $(seq 50); do ss -ltnH 'sport = :{port}' | grep -q . && break; "
+            + self.spawn(f"/usr/bin/python3 {shlex.quote(path)} {port}")
+            + f"for i in $(seq 50); do ss -ltnH 'sport = :{port}' | grep -q . && break; "
             "sleep 0.05; done\n"
             f"supervisorctl start {program} >/dev/null || true\n"
         )
 
+    def check(self) -> Check:
+        result = self.running_and_functional()
+        if result.ok:
+            return result
+        port = self.target.svc.port
+        listener = self.sh(f"ss -ltnpH 'sport = :{port}' || true", check=False).strip()
+        evidence = [f"ss: port {port}: {listener or 'nothing listens'}"]
+        for pid in sorted(set(re.findall(r"pid=(\d+)", listener)))[:2]:
+            args = self.sh(f"ps -o args= -p {pid} || true", check=False).strip()
+            evidence.append(f"ps: pid {pid}: {args}")
+        return Check(False, result.detail, tuple(evidence))
+
     def cleanup(self) -> None:
         self.sh(
-            "pkill -KILL -f /run/remed-chaos/legacy_admin.py || true\nsleep 0.1\n"
-            f"supervisorctl start {self.target.svc.program} >/dev/null || true\n"
+            f"pkill -KILL -f -- {shlex.quote(self.squatter)} || true\nsleep 0.1\n"
+            + self.remove_helper(self.squatter)
+            + f"supervisorctl start {self.target.svc.program} >/dev/null || true\n"
         )
 
 
@@ -196,9 +234,38 @@ FLOODER = """\
 # A debug dump left switched on: writes to the shop's log disk until it is full, and keeps at it.
 while true; do
   yes "DEBUG $1 dump: cache state $(date +%s) $(head -c 120 /dev/zero | tr '\\0' x)" \
-    >> /var/log/shop/$1-debug.log 2>/dev/null
+    >> "$2" 2>/dev/null
   sleep 0.5
 done
+"""
+
+
+# The three largest files of a log directory, and who has the largest open or names it (a log
+# flood's writer and the script that started it).
+WRITERS_SCRIPT = """\
+/usr/bin/python3 - <<'PY'
+import os
+d = {log_dir!r}
+files = sorted((e for e in os.scandir(d) if e.is_file()), key=lambda e: -e.stat().st_size)[:3]
+for e in files:
+    print(f"file {{e.path}}: {{e.stat().st_size // 1024}} KiB")
+def cmd(pid):
+    try:
+        return open(f"/proc/{{pid}}/cmdline").read().replace(chr(0), " ").strip()[:120]
+    except OSError:
+        return "?"
+shown = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fds = {{os.readlink(f"/proc/{{pid}}/fd/{{fd}}") for fd in os.listdir(f"/proc/{{pid}}/fd")}}
+        ppid = open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        continue
+    if files and (files[0].path in fds or files[0].path in cmd(pid)) and shown < 3:
+        shown += 1
+        print(f"writer pid {{pid}} ({{cmd(pid)}}) -> {{files[0].path}}; "
+              f"parent {{ppid}} ({{cmd(ppid)}})")
+PY
 """
 
 
@@ -208,27 +275,53 @@ class LogFlood(_ServiceFault):
     summary: ClassVar[str] = "a debug log fills the service's log disk"
     services: ClassVar[tuple[str, ...]] = APP_SERVICES
     max_used_pct: int = 90
+    dumper: str = f"{CHAOS_DIR}/debug_dump.sh"
+    dump_file: str = ""  # "": <the service's log directory>/<service>-debug.log
+
+    def __post_init__(self) -> None:
+        log_dir = str(PurePosixPath(self.target.svc.log).parent)
+        if not self.dump_file:
+            self.dump_file = f"{log_dir}/{self.target.service}-debug.log"
+        if str(PurePosixPath(self.dump_file).parent) != log_dir or ".." in self.dump_file:
+            raise ValueError(f"log-flood: dump_file must be a file in {log_dir}")
+
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        log_dir = str(PurePosixPath(topo.service(target.service).log).parent)
+        return {
+            "dumper": variants.script_path(r, r.choice((".sh", ""))),
+            "dump_file": f"{log_dir}/{variants.log_name(r, target.service)}",
+        }
+
+    @property
+    def log_dir(self) -> str:
+        return str(PurePosixPath(self.target.svc.log).parent)
 
     def inject(self) -> None:
-        path = self.write_helper("debug_dump.sh", FLOODER)
+        path = self.write_helper(self.dumper, FLOODER)
         self.sh(
-            f"setsid nohup {path} {self.target.service} </dev/null >/dev/null 2>&1 &\n"
-            "for i in $(seq 100); do [ $(df --output=avail /var/log/shop | tail -1) -lt 64 ] "
+            self.spawn(f"{shlex.quote(path)} {self.target.service} {shlex.quote(self.dump_file)}")
+            + f"for i in $(seq 100); do [ $(df --output=avail {self.log_dir} | tail -1) -lt 64 ] "
             "&& break; sleep 0.05; done\n"
         )
 
     def check(self) -> Check:
-        log_dir = str(PurePosixPath(self.target.svc.log).parent)
+        log_dir = self.log_dir
         out = self.sh(f"df --output=pcent,avail {log_dir} | tail -1")
         used = int(out.split()[0].rstrip("%"))
         if used >= self.max_used_pct:
-            return Check(False, f"{log_dir} is {used}% full", (out.strip(),))
+            return Check(False, f"{log_dir} is {used}% full", (out.strip(), *self._writers()))
         return self.functional()
+
+    def _writers(self) -> tuple[str, ...]:
+        """The largest files in the log directory, and the processes writing into it."""
+        out = self.sh(WRITERS_SCRIPT.format(log_dir=self.log_dir), check=False)
+        return tuple(line[:300] for line in out.splitlines() if line.strip())
 
     def cleanup(self) -> None:
         self.sh(
-            "pkill -KILL -f /run/remed-chaos/debug_dump.sh || true\n"
-            f"rm -f /var/log/shop/{self.target.service}-debug.log\n"
+            f"pkill -KILL -f -- {shlex.quote(self.dumper)} || true\n"
+            f"rm -f -- {shlex.quote(self.dump_file)}\n" + self.remove_helper(self.dumper)
         )
 
 
@@ -267,6 +360,30 @@ class BadDeploy(_ServiceFault):
     summary: ClassVar[str] = "the service was started from a broken release"
     services: ClassVar[tuple[str, ...]] = APP_SERVICES
     version: str = "1.5.0-rc1"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,40}", self.version) or (
+            self.version == topo.SHOP_VERSION
+        ):
+            raise ValueError(f"bad-deploy: {self.version!r} is not a new release version")
+
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        return {"version": variants.version(r, topo.SHOP_VERSION)}
+
+    def check(self) -> Check:
+        result = self.running_and_functional()
+        if result.ok:
+            return result
+        link = topo.current_link(self.target.service)
+        out = self.sh(
+            f"echo \"current -> $(readlink {link})\"; ls {topo.deploy_dir(self.target.service)}"
+            f"/releases | tr '\\n' ' '; echo; tail -n 2 {shlex.quote(self.target.svc.log)} "
+            f"/var/log/supervisor/{self.target.svc.program}.log 2>/dev/null | grep -v '^==' "
+            "| tail -n 2",
+            check=False,
+        )
+        return Check(False, result.detail, tuple(x[:300] for x in out.splitlines() if x.strip()))
 
     def inject(self) -> None:
         name = self.target.service
@@ -362,7 +479,7 @@ while True:
     try:
         conns.append(psycopg2.connect(host="db", dbname="shop", user="shop",
                                       password=sys.argv[1], connect_timeout=2,
-                                      application_name="report-batch"))
+                                      application_name=sys.argv[2]))
         continue
     except psycopg2.Error:
         pass
@@ -380,13 +497,23 @@ class ConnectionExhaustion(_ServiceFault):
     category: ClassVar[str] = "connection-exhaustion"
     summary: ClassVar[str] = "a leaking client holds every PostgreSQL connection slot"
     services: ClassVar[tuple[str, ...]] = ("catalog", "checkout")
+    client: str = f"{CHAOS_DIR}/report_batch.py"
+    app_name: str = "report-batch"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.app_name):
+            raise ValueError(f"connection-exhaustion: bad app_name {self.app_name!r}")
+
+    @classmethod
+    def draw_variants(cls, r: random.Random, target: Target) -> dict[str, Any]:
+        return {"client": variants.script_path(r, r.choice((".py", ""))),
+                "app_name": variants.app_name(r)}  # fmt: skip
 
     def inject(self) -> None:
-        path = self.write_helper("report_batch.py", CONNECTION_HOG)
+        path = self.write_helper(self.client, CONNECTION_HOG)
         self.sh(
-            f"setsid nohup /usr/bin/python3 {path} {topo.DB_PASSWORD} "
-            "</dev/null >/dev/null 2>&1 &\n"
-            "for i in $(seq 100); do "
+            self.spawn(f"/usr/bin/python3 {shlex.quote(path)} {topo.DB_PASSWORD} {self.app_name}")
+            + "for i in $(seq 100); do "
             f"[ $(ss -tnH 'dport = :5432' | wc -l) -ge {topo.PG_MAX_CONNECTIONS - 5} ] && break; "
             "sleep 0.05; done\n"
         )
@@ -397,8 +524,21 @@ class ConnectionExhaustion(_ServiceFault):
         for _ in range(5):
             result = self.functional()
             if not result.ok:
-                return result
+                return Check(False, result.detail, self._holders())
         return result
 
+    def _holders(self) -> tuple[str, ...]:
+        """Which processes on this host hold connections to PostgreSQL, most first."""
+        pg = topo.SERVICES["postgresql"].port
+        out = self.sh(
+            f"ss -tnpH 'dport = :{pg}' | grep -o 'pid=[0-9]*' | sort | uniq -c | sort -rn "
+            "| head -n 2 | while read n p; do pid=${p#pid=}; "
+            'echo "$n connections to :' + str(pg) + ' from pid $pid: $(ps -o args= -p $pid)"; '
+            "done",
+            check=False,
+        )
+        return tuple(line.strip()[:300] for line in out.splitlines() if line.strip())
+
     def cleanup(self) -> None:
-        self.sh("pkill -KILL -f /run/remed-chaos/report_batch.py || true")
+        self.sh(f"pkill -KILL -f -- {shlex.quote(self.client)} || true\n"
+                + self.remove_helper(self.client))  # fmt: skip

@@ -82,6 +82,36 @@ class Lab:
                 fh.truncate()
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    # -- what faults leave on a host under names drawn per case (chaos/variants.py) ---------
+    # A reset must remove a variant's files and nftables tables even after a killed run, and
+    # their names are not known in advance: each fault writes them down here first, on the
+    # machine's side (never inside the host, where a probe could read them).
+
+    def _leftover_file(self, host: str) -> Path:
+        path = self.chaos_dir / "leftovers" / host
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remember_leftover(self, host: str, kind: str, value: str) -> None:
+        """Record `file PATH` or `nft FAMILY TABLE` a fault is about to create on `host`."""
+        with open(self._leftover_file(host), "a") as fh:
+            fh.write(f"{kind} {value}\n")
+
+    def leftovers(self, host: str) -> list[tuple[str, str]]:
+        try:
+            lines = self._leftover_file(host).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            kind, _, value = line.partition(" ")
+            if kind and value and (kind, value) not in out:
+                out.append((kind, value))
+        return out
+
+    def forget_leftovers(self, host: str) -> None:
+        self._leftover_file(host).unlink(missing_ok=True)
+
     def host_root(self, host: str) -> Path:
         """The host's own copy of its bind-mounted paths, seen from the machine."""
         return self.lab_dir / "hosts" / host / "root"

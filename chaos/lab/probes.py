@@ -182,7 +182,8 @@ def load(rps: float, duration_s: float, concurrency: int = 4) -> E2EStats:
 FINGERPRINT_SCRIPT = """\
 echo "processes $(ls -d /proc/[0-9]* | wc -l)"
 echo "nft_tables $(nft list tables 2>/dev/null | wc -l)"
-echo "chaos_helpers $(pgrep -fc /run/remed-chaos/ || true)"
+echo "chaos_helpers $({ pgrep -f /run/remed-chaos/; grep -lzx 'REMED_CHAOS_FAULT=.*' \
+  /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; } | sort -u | grep -c . || true)"
 echo "stress_ng $(pgrep -c stress-ng || true)"
 for d in /var/log/shop /var/lib/shop /var/log; do
   [ -d $d ] && echo "used_kb:$d $(du -sk $d 2>/dev/null | cut -f1)"

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chaos.faults.base import CHAOS_ENV
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 
@@ -386,8 +387,26 @@ for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^chaos_/ {{print $2" "$3}}' 
 done
 pkill -KILL -f '{CHAOS_RUN_DIR}/' || true
 pkill -KILL -f 'stress-ng' || true
+# whatever a fault started, under any name a variant gave it (chaos/faults/base.py CHAOS_ENV)
+grep -lzx '{CHAOS_ENV}=.*' /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | xargs -r kill -KILL \
+  2>/dev/null || true
 rm -rf {CHAOS_RUN_DIR}/*.pid
 """
+
+
+def clean_leftovers(lab: Lab, host: str) -> str:
+    """Shell lines removing what variant faults recorded for `host` (files, nftables tables)."""
+    import shlex
+
+    lines = []
+    for kind, value in lab.leftovers(host):
+        if kind == "file" and value.startswith("/") and ".." not in value:
+            lines.append(f"rm -rf -- {shlex.quote(value)}")
+        elif kind == "nft" and len(value.split()) == 2:
+            family, table = value.split()
+            lines.append(f"nft delete table {shlex.quote(family)} {shlex.quote(table)} "
+                         "2>/dev/null || true")  # fmt: skip
+    return "".join(f"{line}\n" for line in lines)
 
 HOST_SCRIPT = {
     "web": """\
@@ -499,7 +518,8 @@ def ensure(
             restart.update(_ensure_release_links(root))
         # Other programs in conf.d (other people's tests share the lab) are left alone.
         update = any(c.startswith(f"{host}:/etc/supervisor") for c in report.changed_files)
-        script = CLEAN_CHAOS + HOST_SCRIPT[host] + SUPERVISE.format(
+        leftovers = bool(lab.leftovers(host))
+        script = CLEAN_CHAOS + clean_leftovers(lab, host) + HOST_SCRIPT[host] + SUPERVISE.format(
             update="yes" if update else "",
             restart=" ".join(sorted(restart)),
             programs=" ".join(HOST_PROGRAMS[host]),
@@ -509,6 +529,8 @@ def ensure(
             # a full provision their tables are re-asserted.
             script += DB_BOOTSTRAP if bootstrap_db else DB_BOOTSTRAP_IF_MISSING
         lab.sh(host, script, timeout_s=90)
+        if leftovers:
+            lab.forget_leftovers(host)
         report.restarted += sorted(restart)
     if wait:
         probes.wait_healthy(timeout_s=HEALTHY_TIMEOUT_S)
