@@ -72,6 +72,9 @@ class Attempt:
     reflection: str = ""
     # {"decision": "approved"|"rejected"|"expired", "by", "at"} when a person had to decide
     approval: Mapping[str, Any] | None = None
+    # What the planner was given for this attempt, enough to rebuild its prompt exactly
+    # (`outcomes.document.prompt_record`; schema: attempt.prompt); None without a planner call.
+    prompt: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from remed_daemon.config import Config
 from remed_daemon.errors import PlannerUnavailable
 from remed_daemon.guard import GuardUsageError, GuardVerdict, Violation, check_playbook
 from remed_daemon.journal import Incident, State
+from remed_daemon.outcomes.document import prompt_record
 from remed_daemon.planner import PlanDraft, Planner, PlanRequest, configured_planners
 from remed_daemon.remediation import (
     Attempt,
@@ -279,6 +280,7 @@ class _Run:
             max_file_bytes=agent.s.snapshot_max_file_bytes,
         )
         self.applied = False
+        self.request: PlanRequest | None = None
         self.extravars = {
             "remed_incident_id": incident.id,
             "remed_report_id": report_id_of(incident),
@@ -334,6 +336,7 @@ class _Run:
                 probe_names=probe_names,
                 attempt=n,
             )
+            self.request = request  # the prompt the playbook answers goes into the outcome
             with self.span("plan", attempt=n, planner=self.planner.name):
                 draft = await self.planner.plan(request)
             self.tally.add(draft)
@@ -351,16 +354,18 @@ class _Run:
         last = n == self.a.s.max_attempts
         draft = await self.plan(n)
         playbook = draft.playbook
+        prompt = prompt_record(self.request, self.facts.incident_hosts)
         if not playbook:
             note = "no playbook could be extracted from the planner's answer: " + scrub(
                 draft.completion, 500
             )
-            self.note(n, Attempt(playbook="", guard=dict(NO_PLAYBOOK_GUARD)), note, last)
+            empty = Attempt(playbook="", guard=dict(NO_PLAYBOOK_GUARD), prompt=prompt)
+            self.note(n, empty, note, last)
             return None
         with self.span("guard", attempt=n):
             verdict = self.a.guard(playbook, self.facts.incident_hosts)
         gdoc = verdict_doc(verdict)
-        attempt = Attempt(playbook=playbook, guard=gdoc)
+        attempt = Attempt(playbook=playbook, guard=gdoc, prompt=prompt)
         if not gdoc["allowed"]:
             log.warning("guard refused a plan", attempt=n, violations=gdoc["violations"][:3])
             self.note(n, attempt, _guard_note(gdoc), last)
