@@ -208,6 +208,9 @@ def _config_check(args: argparse.Namespace) -> int:
         errors.append(str(exc))
     else:
         errors, warnings = _inventory_problems(cfg, doc)
+        from remed_cli.config_view import effective  # every key, its origin, secrets masked
+
+        doc["effective"] = effective(cfg, Path(args.file))
     doc.update(ok=not errors, errors=errors, warnings=warnings)
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -219,6 +222,11 @@ def _config_check(args: argparse.Namespace) -> int:
     if not errors:
         hosts = doc.get("inventory", {}).get("hosts", {})
         print(f"{args.file}: ok" + (f" (inventory: {len(hosts)} hosts)" if hosts else ""))
+    if "effective" in doc:
+        from remed_cli.config_view import format_effective
+
+        print("effective values (secrets masked; the origin unless default):")
+        print(format_effective(doc["effective"]))
     return 0 if not errors else 1
 
 

@@ -250,4 +250,8 @@ def build_app(deps: HttpDeps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # the read-only operator API (remed incidents|show|tail), the approval token's
+    from remed_daemon import operator_api
+
+    operator_api.register_routes(app, deps.journal)
     return app

@@ -542,6 +542,55 @@ class Journal:
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    # -- operator reads (the read-only API, remed_daemon/operator_api.py) ---------------------
+
+    async def list_incidents(self, states: Sequence[str] = (), limit: int = 100) -> list[Incident]:
+        """Newest first, optionally only in `states`."""
+        return await self._call(self._list_sync, list(states), limit)
+
+    def _list_sync(self, states: list[str], limit: int) -> list[Incident]:
+        where = f"WHERE state IN ({','.join('?' * len(states))}) " if states else ""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM incidents {where}ORDER BY created_at DESC LIMIT ?",
+            (*states, limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    async def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every transition of one incident, oldest first: {seq, from, to, reason, at}."""
+        return await self._call(self._events_sync, "incident_id = ?", (incident_id,), 10_000)
+
+    async def events_after(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Transitions of all incidents after `seq`, oldest first, with the incident's
+        target: what `remed tail` follows."""
+        return await self._call(self._events_sync, "t.seq > ?", (seq,), limit)
+
+    def _events_sync(self, where: str, args: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT t.seq, t.incident_id, i.target, t.from_state, t.to_state, t.reason, t.at "
+            f"FROM transitions t LEFT JOIN incidents i ON i.id = t.incident_id WHERE {where} "
+            "ORDER BY t.seq LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        keys = ("seq", "incident_id", "target", "from", "to", "reason", "at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    async def last_event_seq(self) -> int:
+        return await self._call(
+            lambda: int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM transitions")
+                        .fetchone()[0])
+        )  # fmt: skip
+
+    async def outcome_of(self, incident_id: str) -> tuple[dict[str, Any], float | None] | None:
+        """(outcome document, when Kafka acknowledged it or None) of a finished incident."""
+        return await self._call(self._outcome_sync, incident_id)
+
+    def _outcome_sync(self, incident_id: str) -> tuple[dict[str, Any], float | None] | None:
+        row = self._db.execute(
+            "SELECT value, sent_at FROM outbox WHERE incident_id = ?", (incident_id,)
+        ).fetchone()
+        return (json.loads(row[0]), row[1]) if row else None
+
     # -- outbox -------------------------------------------------------------------------------
 
     async def unsent(self, limit: int = 100) -> list[OutboxRow]:
