@@ -189,7 +189,7 @@ def test_operator_commands_follow_an_incident_through_approval(
 def test_operator_commands_refuse_without_the_token(
     tmp_path: Path, daemon: tuple[Path, int]
 ) -> None:
-    cfg, port = daemon
+    cfg, _ = daemon
     text = cfg.read_text()
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(text.replace(OPERATOR_TOKEN, "not-the-operator-token"))
