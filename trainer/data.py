@@ -81,6 +81,7 @@ class Example:
     evidence: str  # "<evidence file>#<scenario id>"
     expert: str  # the expert's playbook for this incident (what evaluation compares with)
     hosts: tuple[str, ...]  # the incident's hosts, as the guard is given them
+    report: dict[str, Any]  # the diagnosis report the prompt was built from
 
     def doc(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +193,7 @@ def examples_for(
             service=facts.name, host=facts.host, system=system, blind=blind,
             misleading=misleading, renaming=json.dumps(renaming.describe(), sort_keys=True),
             evidence=str(record["source"]), expert=expert, hosts=tuple(facts.incident_hosts),
+            report=dict(request.report),
         )  # fmt: skip
 
     def request(report: dict[str, Any], shown: list[str], previous: list[str],

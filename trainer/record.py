@@ -158,8 +158,10 @@ class EvidenceRecorder:
         return result
 
 
-def recording_scenarios(seeds: int = 1) -> list[Scenario]:
-    """Every (service, category) pair the shop's catalog applies to, `seeds` times."""
+def recording_scenarios(seeds: int = 1, *, variants: bool = False) -> list[Scenario]:
+    """Every (service, category) pair the shop's catalog applies to, `seeds` times; with
+    `variants`, each recording draws the fault's names (hog, table, dumper, ...) from its own
+    seed, so the probes show names the expert read from the fault."""
     from chaos.scenarios.make_suites import HOST, TARGETS
 
     out = []
@@ -168,18 +170,24 @@ def recording_scenarios(seeds: int = 1) -> list[Scenario]:
             service, variant = target if isinstance(target, tuple) else (target, None)
             for seed in range(seeds):
                 tag = f"-{variant}" if variant else ""
+                kind = "v" if variants else ""
                 data: dict[str, Any] = {
-                    "id": f"rec-{category}-{service}{tag}-{seed + 1:02d}",
+                    "id": f"rec-{category}-{service}{tag}-{kind}{seed + 1:02d}",
                     "category": category,
                     "target": {"host": HOST[service], "service": service},
                 }
                 if variant:
                     data["fault"] = {"variant": variant}
+                if variants:
+                    data["seed"] = data["id"]
                 out.append(Scenario.parse(data, "trainer.record"))
     return out
 
 
-def record(name: str, *, suite: str = "", seeds: int = 1, out_dir: Path = EVIDENCE_DIR) -> Path:
+def record(
+    name: str, *, suite: str = "", seeds: int = 1, variants: bool = False,
+    out_dir: Path = EVIDENCE_DIR,
+) -> Path:  # fmt: skip
     """Record a suite (default: every pair of the catalog) into `out_dir/<name>.jsonl`. Cases
     already recorded in that file are skipped, so an interrupted recording resumes."""
     from chaos import bench
@@ -193,7 +201,7 @@ def record(name: str, *, suite: str = "", seeds: int = 1, out_dir: Path = EVIDEN
                 done.add(json.loads(line)["scenario"]["id"])
             except (ValueError, KeyError):
                 continue  # a line cut by a crash: that case is recorded again
-    scenarios = load_suite(suite) if suite else recording_scenarios(seeds)
+    scenarios = load_suite(suite) if suite else recording_scenarios(seeds, variants=variants)
     todo = [s for s in scenarios if s.id not in done]
     lab = Lab.from_paths()
     recorder = EvidenceRecorder(lab, out)

@@ -4,8 +4,8 @@ and paths have other names, applied to the prompt and the expert's playbook alik
 A model that has only seen `catalog` on `app` at port 8081 can learn those names by heart; one
 that has seen the same faults on `ledger` at `node-c:9412` under `/srv/acme` must read the
 target's facts and the probes to write the fix. The renaming is a whole-token substitution
-(a name is not renamed inside a longer word, nor inside `redis-cli`-style compounds), so every
-occurrence in report, facts, probe output, reflection and playbook moves together.
+(never inside a longer word; a host name not inside `db-port`-style compounds either), so
+every occurrence in report, facts, probe output, reflection and playbook moves together.
 
 The third-party services (nginx, redis, postgresql) keep their names: their programs, config
 files and client tools are the same on every fleet. The service manager is not swapped:
@@ -43,8 +43,11 @@ APP_PORTS = {"catalog": 8081, "cart": 8082, "checkout": 8083}
 SYSTEM_WORD = "shop"
 
 
-def _token(word: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])")
+def _token(word: str, *, in_compounds: bool) -> re.Pattern[str]:
+    """`word` as a whole token; `in_compounds` also inside `hog-catalog`-style names (the
+    shop's own words are nobody else's, unlike a host called `db` beside a `db-port` key)."""
+    edge = r"\w" if in_compounds else r"\w-"
+    return re.compile(rf"(?<![{edge}]){re.escape(word)}(?![{edge}])")
 
 
 def _number(value: int) -> re.Pattern[str]:
@@ -79,7 +82,7 @@ class Renaming:
 
     def apply(self, text: str) -> str:
         for old, new in self.words.items():
-            text = _token(old).sub(new, text)
+            text = _token(old, in_compounds=old not in HOSTS).sub(new, text)
         for old_port, new_port in self.ports.items():
             text = _number(old_port).sub(str(new_port), text)
         return text
