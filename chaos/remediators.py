@@ -1,7 +1,9 @@
 """The remediators `remed bench` compares, and ansible-runner execution of their playbooks.
 
 - oracle: the expert playbook for the category (chaos/playbooks.py).
-- rules: the static runbook (restart the alerting service).
+- rules: the naive floor (restart the alerting service).
+- runbook: the per-category runbook table of an Event-Driven Ansible team
+  (`chaos.playbooks.runbook_playbook`: alert labels and topology only, no probing).
 - model: one plan from Triton's `remed_planner` through the daemon's own planner client
   (`remed_daemon.planner.TritonPlanner`: timeouts, retries, breaker, playbook extraction),
   with the daemon's prompt and topology facts for the target. One shot: no probes and no second
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chaos.faults import Fault
 from chaos.lab.hosts import Lab
-from chaos.playbooks import oracle_playbook, rules_playbook
+from chaos.playbooks import oracle_playbook, rules_playbook, runbook_playbook
 from chaos.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -259,6 +261,31 @@ class RulesRemediator:
         return result
 
 
+class RunbookRemediator:
+    """The per-category runbook: what the alert's labels and the topology say, nothing read
+    from the hosts. Its plays may target the stores the service depends on (as the daemon's
+    incident hosts allow)."""
+
+    name = "runbook"
+
+    def __init__(self, lab: Lab, *, approve_high_risk: str = "bench (the runbook's own plan)"):
+        self.lab = lab
+        self.approve_high_risk = approve_high_risk
+
+    def remediate(self, scenario: Scenario, report: dict[str, Any], fault: Fault) -> Remediation:
+        result = Remediation(attempts=1)
+        target = report.get("target") or {}
+        category = str(report.get("category") or scenario.category)
+        playbook = runbook_playbook(
+            category, str(target.get("host") or scenario.target.host),
+            str(target.get("service") or scenario.target.service),
+        )  # fmt: skip
+        result.playbooks.append(playbook)
+        apply_guarded(self.lab, playbook, target_facts(scenario), result,
+                      approve_high_risk=self.approve_high_risk)  # fmt: skip
+        return result
+
+
 class ModelRemediator:
     """One plan from `remed_planner` through the daemon's `TritonPlanner`, guarded and run as
     the daemon would: a plan the guard refuses fails the case with its violations, and a
@@ -418,6 +445,8 @@ def make_remediator(
         return OracleRemediator(lab)
     if name == "rules":
         return RulesRemediator(lab)
+    if name == "runbook":
+        return RunbookRemediator(lab)
     paths = StackPaths.from_env()
     if name == "model":
         status = make_component("triton", paths).status()
@@ -429,4 +458,4 @@ def make_remediator(
         if not status.get("ok"):
             raise RuntimeError("Kafka is not up: run `remed stack up --only kafka`")
         return DaemonRemediator(str(status["bootstrap"]), planner, timeout_s)
-    raise ValueError(f"unknown remediator {name!r}: oracle, rules, model or daemon")
+    raise ValueError(f"unknown remediator {name!r}: oracle, rules, runbook, model or daemon")

@@ -131,7 +131,8 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser("bench", help="run chaos scenarios against a remediator")
     bench.add_argument("--suite", required=True, help="easy|medium|hard|all, or a file/dir")
     bench.add_argument(
-        "--remediator", required=True, choices=("oracle", "rules", "model", "daemon")
+        "--remediator", required=True,
+        choices=("oracle", "rules", "runbook", "model", "daemon"),
     )
     bench.add_argument("--planner", help="the daemon's planner for --remediator daemon")
     bench.add_argument("--out", required=True, help="output directory (summary.json, cases/)")

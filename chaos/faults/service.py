@@ -120,7 +120,11 @@ class ConfigError(_ServiceFault):
         result = self.running_and_functional()
         if result.ok:
             return result
-        log = self.sh(f"tail -n 3 {shlex.quote(self.target.svc.log)} 2>&1 || true", check=False)
+        log = self.sh(
+            f"grep -aiE 'error|fatal|refused|denied|fail|timeout|emerg' "
+            f"{shlex.quote(self.target.svc.log)} 2>&1 | tail -n 3",
+            check=False,
+        )
         return Check(False, result.detail, tuple(line[:300] for line in log.splitlines()[-3:]))
 
     def __post_init__(self) -> None:
