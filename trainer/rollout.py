@@ -248,7 +248,9 @@ class LabExecutor:
                     capture_output=True, text=True, env=env, timeout=self.s.syntax_timeout_s,
                     cwd=work,
                 )  # fmt: skip
-                problem = "" if proc.returncode == 0 else (proc.stderr or proc.stdout)[-800:]
+                text = "\n".join(line for line in (proc.stderr or proc.stdout).splitlines()
+                                 if not line.startswith("[WARNING]"))  # fmt: skip
+                problem = "" if proc.returncode == 0 else (text or f"exit {proc.returncode}")[-800:]
             except subprocess.TimeoutExpired:
                 problem = f"syntax check timed out after {self.s.syntax_timeout_s}s"
         finally:

@@ -70,7 +70,6 @@ from trainer.rollout import (
 )
 
 PLANNER_DIR = REPO_ROOT / "model_repo" / "remed_planner"
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "sim-rft.toml"
 TURNS = ("oneshot", "probed", "after-probes", "replan")
 
 
@@ -673,15 +672,6 @@ def train(cfg: SimRftConfig, *, lab: Lab | None = None) -> dict[str, Any]:
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="TOML file with a [sim_rft] table (default %(default)s)")
-    parser.add_argument("--run-dir", help="override run_dir")
-    parser.add_argument("--max-steps", type=int, help="override max_steps")
-    parser.add_argument("--from-version", help="override from_version")
-    parser.add_argument("--dataset", help="override dataset (SFT dataset directory)")
-
-
 def run_command(args: argparse.Namespace) -> int:
     try:
         cfg = SimRftConfig.load(
@@ -697,6 +687,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from remed_cli.sim_rft import add_arguments
+
     parser = argparse.ArgumentParser(prog="remed train sim-rft", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run_command(parser.parse_args(argv))
