@@ -171,3 +171,19 @@ def test_dataset_hashes_are_checked(tmp_path: Path) -> None:
         fh.write(json.dumps(sft_fixture.example(9, "redis", "db", 6379)) + "\n")
     with pytest.raises(sft.SFTError, match="does not match its manifest"):
         sft.check_dataset(data)
+
+
+def test_a_version_pins_its_weight_format_in_serving_json(
+    served_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class ModelError(Exception):
+        pass
+
+    monkeypatch.setattr(served_model.pb_utils, "TritonModelException", ModelError, raising=False)
+    assert served_model.read_serving(tmp_path) == {}
+    (tmp_path / "serving.json").write_text('{"weights": "q8"}')
+    assert served_model.read_serving(tmp_path) == {"weights": "q8"}
+    for bad in ('{"weights": "q3"}', '{"weight": "q8"}', "[1]", "{"):
+        (tmp_path / "serving.json").write_text(bad)
+        with pytest.raises(ModelError, match="serving.json"):
+            served_model.read_serving(tmp_path)

@@ -27,6 +27,9 @@ Weights are loaded once, in `initialize`, from the first of:
                            to the base model and merged;
   3. the base model:       $REMED_BASE_MODEL_DIR, else the config parameter `base_model_dir`,
                            else `<repo>/.cache/models/SmolLM2-135M-Instruct` (`make setup`).
+
+The weight format is the config parameter `weights`, unless the version directory pins its own
+in `serving.json` (`{"weights": "q8"}`, see `read_serving`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ NATIVE_DIR = "native"  # model_repo/remed_planner/native: the kernels' source an
 BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 FINETUNED_WEIGHTS_DIR = "weights"
 ADAPTER_DIR = "adapter"
+SERVING_FILE = "serving.json"  # a version's pinned serving settings (read_serving)
+SERVING_KEYS = frozenset({"weights"})
 KNOBS = ("max_tokens", "temperature", "seed")
 
 
@@ -193,6 +198,33 @@ def resolve_weights(version_dir: Path, base_dir: Path) -> WeightsSource:
     return WeightsSource(base_dir, base_dir, None, f"base {base_dir}")
 
 
+def read_serving(version_dir: Path) -> dict[str, str]:
+    """`<version>/serving.json`: what this version pins of how it is served, over config.pbtxt.
+
+    `{"weights": "q8"}` serves the version in that format whatever the model's `weights`
+    parameter says: the trainer writes it for a model measured in that format (a fine-tuned
+    model can lose under q4 what fp32 and q8 keep). No file: the config decides. A file that
+    cannot be read as such fails the version's load, so the served version keeps serving.
+    """
+    path = version_dir / SERVING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise pb_utils.TritonModelException(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) - SERVING_KEYS:
+        raise pb_utils.TritonModelException(
+            f"{path} must be an object with only {sorted(SERVING_KEYS)}, got {doc!r}"
+        )
+    weights = doc.get("weights", DEFAULT_WEIGHTS)
+    if weights not in ("fp32", *FORMATS):
+        raise pb_utils.TritonModelException(
+            f"{path}: weights must be fp32, {' or '.join(FORMATS)}; got {weights!r}"
+        )
+    return {"weights": str(weights)} if "weights" in doc else {}
+
+
 def _error_response(message: str, *, invalid: bool) -> Any:
     code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid else "INTERNAL", None)
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
@@ -239,6 +271,7 @@ class TritonPythonModel:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         # The engine copies the weights into its own layout; the HF modules go away.
         weights = (params.get("weights") or DEFAULT_WEIGHTS).strip().lower()
+        weights = read_serving(version_dir).get("weights", weights)  # the version's own pin
         kernel_threads = int(params.get("kernel_threads") or DEFAULT_KERNEL_THREADS)
         slots = max_batch + (1 if prefix_cache else 0)
         engine, weights = _make_engine(hf_model, slots, weights, kernel_threads, model_dir)
