@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from remed_cli import daemon, feedback, guard, lab, operator
+from remed_cli import daemon, feedback, guard, lab, operator, train
 
 DISTRIBUTION = "remed"
 
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_model(sub)
     feedback.add_feedback(sub)
     operator.add_operator(sub)
+    train.add_train(sub)
     return parser
 
 

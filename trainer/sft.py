@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer import packing
 from trainer.config import ConfigError, SFTConfig, load
 
 END_OF_TURN = "<|im_end|>"
@@ -413,6 +412,8 @@ def run_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
+
+    from trainer import packing
 
     set_seed(cfg.seed)
     base = cfg.base_model_dir
