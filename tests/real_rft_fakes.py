@@ -19,8 +19,12 @@ from remed_daemon.planner.base import PlanRequest
 from remed_daemon.remediation import Attempt, RemediationResult
 
 ALLOWED = {"allowed": True, "risk": "low", "needs_approval": False, "violations": []}
-REFUSED = {"allowed": False, "risk": "high", "needs_approval": False,
-           "violations": [{"rule": "destructive.service_root", "task": "x", "detail": "rm"}]}  # fmt: skip
+REFUSED = {
+    "allowed": False,
+    "risk": "high",
+    "needs_approval": False,
+    "violations": [{"rule": "destructive.service_root", "task": "x", "detail": "rm"}],
+}
 
 KILL = """\
 - hosts: app
@@ -62,36 +66,80 @@ def outcome(
     hosts: Sequence[str] = ("app",),
 ) -> dict[str, Any]:
     """A schema-valid outcome; `playbooks` is [(playbook, "passed"|"failed"|"refused"|"shadow")]."""
-    report = {"target": {"service": service, "host": host}, "category": category,
-              "summary": f"{service} is down ({iid})"}  # fmt: skip
+    report = {
+        "target": {"service": service, "host": host},
+        "category": category,
+        "summary": f"{service} is down ({iid})",
+    }
     attempts, evidence = [], []
     for text, how in playbooks:
-        request = PlanRequest(report=report, service=service, host=host, category=category,
-                              facts=f"{service} runs on {host}", previous=list(evidence))  # fmt: skip
+        request = PlanRequest(
+            report=report,
+            service=service,
+            host=host,
+            category=category,
+            facts=f"{service} runs on {host}",
+            previous=list(evidence),
+        )
         verification = {"passed": how == "passed", "checks": []}
-        attempts.append(Attempt(
-            playbook=text, guard=REFUSED if how == "refused" else ALLOWED,
-            verification=None if how in ("refused", "shadow") else verification,
-            prompt=prompt_record(request, list(hosts)),
-        ))  # fmt: skip
+        attempts.append(
+            Attempt(
+                playbook=text,
+                guard=REFUSED if how == "refused" else ALLOWED,
+                verification=None if how in ("refused", "shadow") else verification,
+                prompt=prompt_record(request, list(hosts)),
+            )
+        )
         evidence.append(f"attempt {len(evidence) + 1} did not fix it")
     last = playbooks[-1][1] if playbooks else ""
     status = {"passed": State.RECOVERED, "shadow": State.SHADOW}.get(last, State.FAILED)
-    incident = Incident(iid, f"k-{iid}", "kafka", f"{service}@{host}", status, report, "", None,
-                        None, "", 1.0, 2.0, 1.5, 3.0)  # fmt: skip
-    result = RemediationResult(status=status, attempts=attempts, planner="triton",
-                               model_name="remed_planner", model_version="1")  # fmt: skip
+    incident = Incident(
+        iid,
+        f"k-{iid}",
+        "kafka",
+        f"{service}@{host}",
+        status,
+        report,
+        "",
+        None,
+        None,
+        "",
+        1.0,
+        2.0,
+        1.5,
+        3.0,
+    )
+    result = RemediationResult(
+        status=status,
+        attempts=attempts,
+        planner="triton",
+        model_name="remed_planner",
+        model_version="1",
+    )
     return json.loads(json.dumps(outcome_doc(incident, status, "test", result)))
 
 
-def feedback(iid: str, verdict: str, author: str = "alice", playbook: str | None = None,
-             fid: str | None = None, at: str | None = None) -> dict[str, Any]:  # fmt: skip
-    return feedback_doc(iid, verdict, corrected_playbook=playbook, author=author,
-                        feedback_id=fid or f"fb-{uuid.uuid4().hex[:12]}", created_at=at)  # fmt: skip
+def feedback(
+    iid: str,
+    verdict: str,
+    author: str = "alice",
+    playbook: str | None = None,
+    fid: str | None = None,
+    at: str | None = None,
+) -> dict[str, Any]:
+    return feedback_doc(
+        iid,
+        verdict,
+        corrected_playbook=playbook,
+        author=author,
+        feedback_id=fid or f"fb-{uuid.uuid4().hex[:12]}",
+        created_at=at,
+    )
 
 
-def instant_train(examples: Sequence[Any], version_dir: Path, out_dir: Path, cfg: Any,
-                  cancel: threading.Event) -> dict[str, Any]:  # fmt: skip
+def instant_train(
+    examples: Sequence[Any], version_dir: Path, out_dir: Path, cfg: Any, cancel: threading.Event
+) -> dict[str, Any]:
     """The candidate "learns" its desirable completions: they are written as the adapter, so a
     gate in a test can judge what the candidate would now write."""
     (out_dir / "adapter").mkdir(parents=True, exist_ok=True)
@@ -100,8 +148,9 @@ def instant_train(examples: Sequence[Any], version_dir: Path, out_dir: Path, cfg
     return {"method": "test", "examples": len(examples)}
 
 
-def slow_train(examples: Sequence[Any], version_dir: Path, out_dir: Path, cfg: Any,
-               cancel: threading.Event) -> dict[str, Any]:  # fmt: skip
+def slow_train(
+    examples: Sequence[Any], version_dir: Path, out_dir: Path, cfg: Any, cancel: threading.Event
+) -> dict[str, Any]:
     """Like `instant_train`, after `$REAL_RFT_TRAIN_S` seconds (a round a test can kill -9);
     `training.started` in the state dir says it began, and counts how often."""
     marker = Path(cfg.state_dir) / "training.started"
