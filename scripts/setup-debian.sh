@@ -5,6 +5,7 @@ packages=(
   openssh-server openssh-client iproute2 nftables util-linux procps sudo curl ca-certificates
   openjdk-17-jre-headless maven kcat supervisor python3 openssl
   redis-server postgresql nginx-light stress-ng prometheus prometheus-alertmanager
+  prometheus-blackbox-exporter
   python3-redis python3-psycopg2
   build-essential
 )

@@ -3,7 +3,8 @@ each alert to a diagnosis report.
 
 Mapping: the target service comes from the first present label of `http.service_labels`
 (service, job, app), the host from `http.host_labels` (host, instance, node; an `instance`'s
-`:port` is dropped). Summary from the `summary` annotation (else `description`, else the
+`:port` is dropped), the report's `category` hint from a `category` label (the shipped rules
+in deploy/prometheus/rules/ set one per fault category). Summary from the `summary` annotation (else `description`, else the
 alertname); the remaining annotations and the labels become evidence lines. Alert text is
 untrusted: values are clipped, and they only ever reach the planner as quoted data.
 
@@ -165,6 +166,11 @@ def map_alerts(
         }
         if received_at:
             report["received_at"] = received_at
+        # the alert rule's fault category (deploy/prometheus/rules/): a hint for the probes
+        # and the planner, like a Kafka report's; the schema's pattern keeps it a plain name
+        category = labels.get("category", "")
+        if category and not iter_errors("diagnosis-report", {**report, "category": category}):
+            report["category"] = category
         why = ""
         if not service or not host:
             why = (
