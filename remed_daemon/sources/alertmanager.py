@@ -4,9 +4,10 @@ each alert to a diagnosis report.
 Mapping: the target service comes from the first present label of `http.service_labels`
 (service, job, app), the host from `http.host_labels` (host, instance, node; an `instance`'s
 `:port` is dropped), the report's `category` hint from a `category` label (the shipped rules
-in deploy/prometheus/rules/ set one per fault category). Summary from the `summary` annotation (else `description`, else the
-alertname); the remaining annotations and the labels become evidence lines. Alert text is
-untrusted: values are clipped, and they only ever reach the planner as quoted data.
+in deploy/prometheus/rules/ set one per fault category). Summary from the `summary`
+annotation (else `description`, else the alertname); the remaining annotations and the
+labels become evidence lines. Alert text is untrusted: values are clipped, and they only ever
+reach the planner as quoted data.
 
 Identity: an alert is (fingerprint, startsAt). Its idempotency key `am:<fingerprint>:<startsAt>`
 makes every redelivery (Alertmanager is at-least-once, retries 5xx, repeats every
