@@ -176,7 +176,10 @@ def oracle_playbook(
             "      when: restored.changed\n      register: restart_result\n",
         )]
     elif category == "dependency-down":
-        dep = topo.SERVICES["redis" if service == "cart" else "postgresql"]
+        store = topo.store_of(service)
+        if store is None:
+            raise ValueError(f"dependency-down: {service} depends on no data store")
+        dep = store
         host, name = dep.host, f"start {dep.name}, the store {service} depends on"
         body = [_start(dep.program)]
     elif category == "port-conflict":
@@ -215,7 +218,7 @@ def oracle_playbook(
     - name: issue a fresh certificate for web (the served one has expired)
       ansible.builtin.command: >-
         openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=web
-        -addext subjectAltName=DNS:web,DNS:shop,IP:{topo.HOST_ADDRESSES["web"]}
+        -addext subjectAltName=DNS:web,DNS:shop,IP:{topo.front_end().address}
         -keyout {topo.TLS_KEY} -out {topo.TLS_CERT}
     - name: reload nginx so it serves the new certificate
       ansible.builtin.command: supervisorctl signal HUP {program}

@@ -236,7 +236,8 @@ def _fields(scenario: Scenario, params: Mapping[str, Any] | None = None) -> dict
         "host": svc.host, "service": svc.name, "port": svc.port, "config": svc.config,
         "log": svc.log, "data": svc.data, "program": svc.program, "user": topo.SHOP_USER,
         "current": topo.current_link(svc.name), "version": topo.SHOP_VERSION, "what": what,
-        "dependency": "redis@db" if svc.name == "cart" else "postgresql@db",
+        "dependency": (f"{store.name}@{store.host}" if (store := topo.store_of(svc.name))
+                       else "a dependency"),
         "cert": topo.TLS_CERT, "max_conn": topo.PG_MAX_CONNECTIONS,
     }  # fmt: skip
 

@@ -25,7 +25,28 @@ def _missing(command: str, what: str, exc: ModuleNotFoundError) -> int | None:
     return 2
 
 
+def _use_system(command: str, path: str | None) -> int | None:
+    """`--system FILE`: validate it and make it the lab's active system (chaos/system.py) for
+    this process and what it starts; exit 2 with the file's error when it is not usable."""
+    if not path:
+        return None
+    try:
+        from chaos.system import ENV, SystemFileError, load
+    except ModuleNotFoundError as exc:
+        return _missing(command, "chaos lab (chaos)", exc) or 2
+    try:
+        load(path)
+    except SystemFileError as exc:
+        print(f"remed {command}: {exc}", file=sys.stderr)
+        return 2
+    os.environ[ENV] = os.path.abspath(path)
+    return None
+
+
 def _stack(args: argparse.Namespace) -> int:
+    code = _use_system("stack", getattr(args, "system", None))
+    if code is not None:
+        return code
     try:
         from remed_stack import stack
         from remed_stack.paths import StackPaths
@@ -74,6 +95,9 @@ def duration(text: str) -> float:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    code = _use_system("bench", args.system)
+    if code is not None:
+        return code
     try:
         from chaos.bench import run
         from chaos.faults import FaultError
@@ -124,6 +148,10 @@ def add_stack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stack.add_argument("action", choices=("up", "down", "status"))
     stack.add_argument("--json", action="store_true", help="status as JSON (contract shape)")
     stack.add_argument("--only", help="comma-separated subset of kafka,lab,triton")
+    stack.add_argument(
+        "--system", metavar="FILE",
+        help="also bring up the hosts of this lab system file (chaos/README.md)",
+    )  # fmt: skip
     stack.set_defaults(func=_stack)
 
 
@@ -137,6 +165,10 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench.add_argument("--planner", help="the daemon's planner for --remediator daemon")
     bench.add_argument("--out", required=True, help="output directory (summary.json, cases/)")
     bench.add_argument("--category", help="only these categories (comma-separated)")
+    bench.add_argument(
+        "--system", metavar="FILE",
+        help="the lab system to run on (default: the shop, chaos/systems/shop.yaml)",
+    )  # fmt: skip
     bench.add_argument("--limit", type=int, help="only the first N scenarios")
     bench.add_argument(
         "--timeout-s", type=float, default=180.0, help="daemon: wait this long for an outcome"

@@ -72,6 +72,35 @@ HOSTS = (
     LabHost("app", "10.231.77.12"),
     LabHost("db", "10.231.77.13"),
 )
+SYSTEM_ENV = "REMED_LAB_SYSTEM"  # a lab system file (chaos/system.py) whose hosts to add
+
+
+def lab_hosts() -> tuple[LabHost, ...]:
+    """The dev stack's hosts (web, app, db) plus those of the system file named by
+    `$REMED_LAB_SYSTEM` (`remed stack up --system FILE`): each its own namespaces and address.
+    A system host named like a dev stack host must have its address."""
+    path = os.environ.get(SYSTEM_ENV)
+    if not path:
+        return HOSTS
+    from chaos.system import load
+
+    hosts = {h.name: h for h in HOSTS}
+    for spec in load(path).hosts.values():
+        known = hosts.get(spec.name)
+        if known is not None and known.address != spec.address:
+            raise procs.StackError(
+                f"{path}: host {spec.name} is {known.address} in the dev stack, not "
+                f"{spec.address}: rename the host or use its address"
+            )
+        used = {h.address: h.name for h in hosts.values()}
+        if known is None and spec.address in used:
+            raise procs.StackError(
+                f"{path}: address {spec.address} of host {spec.name} is host {used[spec.address]}"
+            )
+        hosts[spec.name] = LabHost(spec.name, spec.address)
+    return tuple(hosts.values())
+
+
 SSH_USER = "remedops"
 SSH_READY_TIMEOUT_S = 30.0
 SSH_CONNECT_TIMEOUT_S = 3
@@ -254,7 +283,7 @@ class LabHosts:
             self._ensure_bridge()
             self._ensure_no_forwarding()
             started: dict[str, procs.TrackedProcess] = {}
-            for host in HOSTS:
+            for host in lab_hosts():
                 self._attach(host)
                 if self._host_ok(host) or self._finishes_booting(host):
                     continue
@@ -264,7 +293,7 @@ class LabHosts:
                 started[host.name] = self._start_host(host)
             self._write_known_hosts()
             self._write_inventory()
-            for host in HOSTS:
+            for host in lab_hosts():
                 log = self._host_dir(host) / "root/var/log/sshd.log"
                 procs.wait_until(
                     lambda h=host: self._ssh_login_works(h),  # type: ignore[misc]
@@ -282,7 +311,7 @@ class LabHosts:
         restarts and a failed run can still be read.
         """
         with self._locked():
-            for host in HOSTS:
+            for host in lab_hosts():
                 self._stop_host(host)
             if _link(BRIDGE) is not None:
                 _run("ip", "link", "del", BRIDGE, check=False)
@@ -292,7 +321,7 @@ class LabHosts:
         """The lab's part of `remed stack status --json` (ARCHITECTURE.md contract)."""
         return {
             "hosts": [
-                {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in HOSTS
+                {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in lab_hosts()
             ],
             "inventory": str(self.inventory),
             "ssh_key": str(self.key),
@@ -362,7 +391,7 @@ class LabHosts:
         (root / "etc/supervisor/conf.d").mkdir(exist_ok=True)
         (root / "etc/supervisor/supervisord.conf").write_text(SUPERVISORD_CONF)
         hosts = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", "::1 localhost ip6-localhost"]
-        hosts += [f"{h.address} {h.name}" for h in HOSTS]
+        hosts += [f"{h.address} {h.name}" for h in lab_hosts()]
         (root / "etc/hosts").write_text("\n".join(hosts) + "\n")
         self._prepare_home(root)
 
@@ -490,7 +519,7 @@ class LabHosts:
 
     def _write_known_hosts(self) -> None:
         lines = []
-        for host in HOSTS:
+        for host in lab_hosts():
             pub = (self._host_dir(host) / "root/etc/remed-lab/ssh_host_ed25519_key.pub").read_text()
             key_type, key = pub.split()[:2]
             lines.append(f"{host.name},{host.address} {key_type} {key}")
@@ -501,8 +530,8 @@ class LabHosts:
             f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={self.known_hosts} "
             "-o ControlMaster=auto -o ControlPersist=60s"
         )
-        lines = ["[lab:children]", *(h.name for h in HOSTS), ""]
-        for host in HOSTS:
+        lines = ["[lab:children]", *(h.name for h in lab_hosts()), ""]
+        for host in lab_hosts():
             lines += [f"[{host.name}]", f"{host.name} ansible_host={host.address}", ""]
         lines += [
             "[lab:vars]",

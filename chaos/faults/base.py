@@ -165,7 +165,8 @@ class Fault(ABC):
         request for nginx."""
         name = name or self.target.service
         if name == "nginx":
-            url = f"http://{topo.HOST_ADDRESSES['web']}/api/catalog/items"
+            first = next(iter(topo.service(name).depends_on), "catalog")
+            url = f"http://{topo.service(name).address}/api/{first}/health"
             try:
                 status, body = probes.http_get(url, probes.HEALTH_TIMEOUT_S)
             except OSError as exc:

@@ -24,7 +24,7 @@ from chaos.faults.base import CHAOS_DIR, Check, Fault, Target
 from chaos.lab import probes
 from chaos.lab import topology as topo
 
-APP_SERVICES = ("catalog", "cart", "checkout")
+APP_SERVICES = topo.SHOP_APPS  # the system's own HTTP services (kind http)
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,10 @@ CONFIG_ERRORS: dict[str, dict[str, ConfigEdit]] = {
 
 
 def nginx_functional() -> Check:
-    web = topo.HOST_ADDRESSES["web"]
+    front = topo.front_end()
+    web = front.address
     bad = []
-    for svc in APP_SERVICES:
+    for svc in front.depends_on:
         url = f"http://{web}/api/{svc}/health"
         try:
             status, body = probes.http_get(url, probes.HEALTH_TIMEOUT_S)
@@ -167,8 +168,10 @@ class DependencyDown(_ServiceFault):
 
     @property
     def dependency(self) -> topo.Service:
-        name = "redis" if self.target.service == "cart" else "postgresql"
-        return topo.SERVICES[name]
+        store = topo.store_of(self.target.service)
+        if store is None:
+            raise ValueError(f"dependency-down: {self.target.service} depends on no data store")
+        return store
 
     def inject(self) -> None:
         self.sh(f"supervisorctl stop {self.dependency.program} >/dev/null",
@@ -423,7 +426,7 @@ def served_certificate_end() -> tuple[str, bool]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    address = (topo.HOST_ADDRESSES["web"], topo.HTTPS_PORT)
+    address = (topo.front_end().address, topo.HTTPS_PORT)
     with socket.create_connection(address, timeout=probes.HEALTH_TIMEOUT_S) as sock:
         with ctx.wrap_socket(sock) as tls:
             der = tls.getpeercert(binary_form=True) or b""

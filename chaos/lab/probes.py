@@ -116,7 +116,8 @@ def all_health() -> list[Health]:
 
 def e2e_request(stats: E2EStats, lock: threading.Lock, timeout_s: float = E2E_TIMEOUT_S) -> None:
     item = random.choice(topo.ITEMS)[0]
-    url = f"http://{topo.HOST_ADDRESSES['web']}" + topo.E2E_PATH.format(user="probe", item=item)
+    entry = topo.service(topo.E2E_SERVICE)
+    url = f"http://{entry.address}" + topo.E2E_PATH.format(user="probe", item=item)
     started = time.monotonic()
     try:
         status, body = http_get(url, timeout_s)

@@ -1,7 +1,8 @@
-"""The shop's topology on the lab hosts: the one place the facts in chaos/README.md come from.
+"""The lab system's topology: every host, service, port and path the lab code uses, taken from
+the active system file (chaos/system.py; the shop, chaos/systems/shop.yaml, by default).
 
-Scenario files, fault classes, expert playbooks and the planner's prompts are written against
-these names, ports and paths. Keep them stable.
+Scenario files, fault classes, expert playbooks and the planner's prompts read these facts;
+`use(FILE)` switches the whole lab to another system.
 
 The daemon does not import this module: the lab hands it the same facts the way any user
 would, as a topology file named by `agents.topology_file` (`write_topology_file`, or
@@ -19,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from remed_daemon.agents.topology import ServiceFacts
 
-HOST_ADDRESSES = {"web": "10.231.77.11", "app": "10.231.77.12", "db": "10.231.77.13"}
+from chaos.system import System, load
+
+# Filled from the active system file (chaos/system.py) by `use()`; dicts are updated in place,
+# so a module that imported them keeps seeing the active system's.
+SYSTEM: System
+HOST_ADDRESSES: dict[str, str] = {}
+SERVICES: dict[str, Service] = {}
 
 SHOP_USER = "shop"
 SHOP_VERSION = "1.4.2"
@@ -34,7 +41,7 @@ DATA_TMPFS_SIZE = "96m"  # app:/var/lib/shop, scratch space of the services
 
 @dataclass(frozen=True)
 class Service:
-    """One supervised program on one host. `program` is its supervisord name."""
+    """One supervised program on one host, as the active system file describes it."""
 
     name: str
     host: str
@@ -42,12 +49,17 @@ class Service:
     config: str
     log: str
     data: str
-    health: str  # "http" (GET /health), "redis" (PING) or "postgres" (pg_isready)
+    health: str  # "http" (GET /health), "redis" (PING), "postgres" (pg_isready), "memcached"
     depends_on: tuple[str, ...] = ()
+    kind: str = ""
+    program: str = ""
+    manager: str = "supervisord"
+    deploy: str = ""
+    role: str = ""
 
-    @property
-    def program(self) -> str:
-        return self.name
+    def __post_init__(self) -> None:
+        if not self.program:
+            object.__setattr__(self, "program", self.name)
 
     @property
     def address(self) -> str:
@@ -58,49 +70,54 @@ class Service:
         return f"http://{self.address}:{self.port}/health"
 
 
-SERVICES: dict[str, Service] = {
-    s.name: s
-    for s in (
-        Service(
-            "nginx", "web", 80, "/etc/nginx/sites-enabled/shop.conf", "/var/log/nginx/error.log",
-            "/var/lib/nginx", "http", ("catalog", "cart", "checkout"),
-        ),
-        Service(
-            "catalog", "app", 8081, "/etc/shop/catalog.ini", "/var/log/shop/catalog.log",
-            "/var/lib/shop/catalog", "http", ("postgresql",),
-        ),
-        Service(
-            "cart", "app", 8082, "/etc/shop/cart.ini", "/var/log/shop/cart.log",
-            "/var/lib/shop/cart", "http", ("redis",),
-        ),
-        Service(
-            "checkout", "app", 8083, "/etc/shop/checkout.ini", "/var/log/shop/checkout.log",
-            "/var/lib/shop/checkout", "http", ("catalog", "cart", "postgresql"),
-        ),
-        Service(
-            "redis", "db", 6379, "/etc/redis/redis.conf", "/var/log/redis/redis-server.log",
-            "/var/lib/redis", "redis",
-        ),
-        Service(
-            "postgresql", "db", 5432, f"/etc/postgresql/{PG_VERSION}/main/postgresql.conf",
-            f"/var/log/postgresql/postgresql-{PG_VERSION}-main.log",
-            f"/var/lib/postgresql/{PG_VERSION}/main", "postgres",
-        ),
-    )
-}  # fmt: skip
-
-# The shop's own code, deployed as releases under /srv/shop/<name> (`deploy_dir`).
-SHOP_APPS = ("catalog", "cart", "checkout")
-# Every lab host runs supervisord as its init, and it runs the services (ARCHITECTURE.md).
+# The system's own code, deployed as releases under each service's `deploy` directory.
+SHOP_APPS: tuple[str, ...] = ()
+# What each lab host's init runs the services under (ARCHITECTURE.md).
 SERVICE_MANAGER = "supervisord"
-
 HTTPS_PORT = 443
 TLS_CERT = "/etc/ssl/shop/shop.crt"
 TLS_KEY = "/etc/ssl/shop/shop.key"
-# The end-to-end path every steady-state probe and the load generator take: nginx on web →
-# checkout → catalog (PostgreSQL) + cart (Redis) → order row in PostgreSQL.
+# The end-to-end path every steady-state probe and the load generator take (the shop: nginx on
+# web → checkout → catalog (PostgreSQL) + cart (Redis) → order row in PostgreSQL).
 E2E_PATH = "/api/checkout/order?user={user}&item={item}"
+E2E_SERVICE = "nginx"
 ITEMS = ((1, "espresso", 250), (2, "croissant", 320), (3, "bagel", 280), (4, "tea", 190))
+
+
+def use(path: str | Path | None = None) -> System:
+    """Make the system file at `path` (default: `$REMED_LAB_SYSTEM`, else the shop) the one
+    every fact below comes from, and return it."""
+    global SYSTEM, SHOP_USER, SHOP_VERSION, DB_NAME, DB_USER, DB_PASSWORD, PG_VERSION
+    global PG_MAX_CONNECTIONS, LOG_TMPFS_SIZE, DATA_TMPFS_SIZE, SHOP_APPS, SERVICE_MANAGER
+    global HTTPS_PORT, TLS_CERT, TLS_KEY, E2E_PATH, E2E_SERVICE
+    system = load(path)
+    SYSTEM = system
+    HOST_ADDRESSES.clear()
+    HOST_ADDRESSES.update({h.name: h.address for h in system.hosts.values()})
+    SERVICES.clear()
+    for s in system.services.values():
+        SERVICES[s.name] = Service(
+            s.name, s.host, s.port, s.config, s.log, s.data, s.health, s.depends_on,
+            kind=s.kind, program=s.program, manager=s.manager, deploy=s.deploy, role=s.role,
+        )  # fmt: skip
+    SHOP_USER, SHOP_VERSION = system.app_user, system.release
+    SHOP_APPS = tuple(s.name for s in system.services.values() if s.kind == "http")
+    SERVICE_MANAGER = system.manager
+    for pg in system.of_kind("postgresql")[:1]:
+        PG_VERSION = pg.version or PG_VERSION
+        PG_MAX_CONNECTIONS = pg.max_connections or PG_MAX_CONNECTIONS
+        DB_NAME = pg.database.get("name", DB_NAME)
+        DB_USER = pg.database.get("user", DB_USER)
+        DB_PASSWORD = pg.database.get("password", DB_PASSWORD)
+    for ng in system.of_kind("nginx")[:1]:
+        if ng.tls:
+            HTTPS_PORT, TLS_CERT, TLS_KEY = int(ng.tls["port"]), ng.tls["cert"], ng.tls["key"]
+    tmpfs = {p: size for h in system.hosts.values() for p, size in h.tmpfs.items()}
+    LOG_TMPFS_SIZE = next((v for k, v in tmpfs.items() if k.startswith("/var/log")), "32m")
+    DATA_TMPFS_SIZE = next((v for k, v in tmpfs.items() if k.startswith("/var/lib")), "96m")
+    if system.e2e:
+        E2E_PATH, E2E_SERVICE = system.e2e["path"], system.e2e["service"]
+    return system
 
 
 def service(name: str) -> Service:
@@ -110,8 +127,24 @@ def service(name: str) -> Service:
         raise ValueError(f"unknown service {name!r}; the shop has {sorted(SERVICES)}") from None
 
 
+def store_of(name: str) -> Service | None:
+    """The data store `name` depends on (its first dependency of a store kind), if any."""
+    for dep in service(name).depends_on:
+        if SERVICES[dep].kind in ("redis", "postgresql", "memcached"):
+            return SERVICES[dep]
+    return None
+
+
+def front_end() -> Service:
+    """The nginx front end (or the e2e probe's entry service)."""
+    for s in SERVICES.values():
+        if s.kind == "nginx":
+            return s
+    return SERVICES[E2E_SERVICE]
+
+
 def deploy_dir(svc: str) -> str:
-    return f"/srv/shop/{svc}"
+    return SERVICES[svc].deploy if svc in SERVICES and SERVICES[svc].deploy else f"/srv/shop/{svc}"
 
 
 def release_dir(svc: str, version: str = SHOP_VERSION) -> str:
@@ -129,10 +162,10 @@ def topology_document() -> dict[str, Any]:
         doc: dict[str, Any] = {
             "host": s.host, "port": s.port, "config": s.config, "log": s.log, "data": s.data,
             "health": s.health, "depends_on": list(s.depends_on), "program": s.program,
-            "manager": SERVICE_MANAGER,
+            "manager": s.manager,
         }  # fmt: skip
-        if name in SHOP_APPS:
-            doc["deploy"] = deploy_dir(name)
+        if s.deploy:
+            doc["deploy"] = s.deploy
         services[name] = doc
     return {"hosts": dict(HOST_ADDRESSES), "services": services}
 
@@ -157,11 +190,19 @@ def facts(name: str) -> str:
     """The target's facts as one paragraph, for reports and planner prompts."""
     s = service(name)
     deps = ", ".join(f"{d}@{SERVICES[d].host}" for d in s.depends_on) or "none"
+    if s.manager == "systemd":
+        managed = (f"under systemd as unit {s.program}.service "
+                   f"(sudo systemctl restart {s.program})")  # fmt: skip
+    else:
+        managed = (f"under supervisord as program {s.program} "
+                   f"(sudo supervisorctl restart {s.program})")  # fmt: skip
     return (
-        f"{s.name} runs on host {s.host} ({s.address}) under supervisord as program "
-        f"{s.program} (sudo supervisorctl restart {s.program}); port {s.port}; config "
+        f"{s.name} runs on host {s.host} ({s.address}) {managed}; port {s.port}; config "
         f"{s.config}; log {s.log}; data {s.data}; depends on {deps}."
     )
+
+
+use()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         description="write the shop's topology file for the daemon's agents.topology_file",
     )
     parser.add_argument("file", metavar="FILE", help="where to write it (JSON)")
+    parser.add_argument("--system", help="the lab system file (default: the shop)")
     args = parser.parse_args(argv)
+    if args.system:
+        use(args.system)
     print(write_topology_file(args.file))
     return 0
 
