@@ -69,7 +69,7 @@ class Daemon:
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = Metrics.create()
-        self.tracer, self._provider = make_tracer(cfg.telemetry)
+        self.tracer, self._provider = make_tracer(cfg.telemetry, self.metrics)
         self.journal = Journal(cfg.journal_path)
         # High-risk plans wait here for a person (agents/approvals.py; its own HTTP token).
         self.approvals = ApprovalBook()
@@ -85,6 +85,9 @@ class Daemon:
             kill_switch_path=cfg.kill_switch_path,
             on_terminal=self._on_terminal,
         )
+        # gauges read at each scrape (telemetry.py): plans waiting for a person, kill switch
+        self.metrics.watch_approvals(self.approvals.pending, cfg.agents.approval_timeout_s)
+        self.metrics.kill_switch.set_function(lambda: float(self.scheduler.killed()))
         self.producer: OutcomeProducer | None = None
         self.intake: KafkaIntake | None = None
         self.http_port: int | None = None

@@ -175,7 +175,16 @@ async def webhook(request: web.Request) -> web.Response:
         with deps.tracer.start_as_current_span(
             "intake alertmanager",
             context=trace.set_span_in_context(trace.INVALID_SPAN),
-            attributes={"remed.fingerprint": m.fingerprint, "remed.target": m.target},
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "remed.fingerprint": m.fingerprint,
+                "remed.target": m.target,
+                # OpenTelemetry HTTP server semantic conventions
+                "http.request.method": request.method,
+                "url.path": request.path,
+                "server.address": request.url.host or "",
+                "server.port": request.url.port or 0,
+            },
         ):
             tp = current_traceparent()
         news.append(

@@ -189,6 +189,7 @@ class Scheduler:
             log.info("incident already finished elsewhere", incident_id=inc.id, detail=str(exc))
             return None
         self.metrics.remediations.labels(status.value).inc()
+        self.metrics.observe_result(result)  # guard verdicts by risk, tokens
         if done.started_at is not None and done.finished_at is not None:
             self.metrics.remediation_seconds.labels(status.value).observe(
                 done.finished_at - done.started_at
@@ -211,6 +212,7 @@ class Scheduler:
         if len(recent) == k and all(s is State.FAILED for s, _ in recent):
             since = time.time() - recent[0][1]
             if since < self.cfg.breaker_open_s:
+                self.metrics.breaker_open(inc.target, self.cfg.breaker_open_s - since)
                 return (
                     f"circuit open: {k} consecutive failed remediations of {inc.target}; "
                     f"retry allowed in {self.cfg.breaker_open_s - since:.0f}s"

@@ -83,7 +83,14 @@ class OutcomeProducer:
                 with self.tracer.start_as_current_span(
                     "outcome",
                     context=context_from_traceparent(tp),
-                    attributes={"remed.incident_id": row.incident_id},
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "remed.incident_id": row.incident_id,
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "send",
+                        "messaging.destination.name": self.cfg.outcomes_topic,
+                        "messaging.kafka.message.key": row.key,
+                    },
                 ):
                     futures.append(
                         await producer.send(

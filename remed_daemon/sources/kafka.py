@@ -278,7 +278,13 @@ class KafkaIntake:
         with self.tracer.start_as_current_span(
             "intake kafka",
             context=parent,
-            attributes={
+            kind=trace.SpanKind.CONSUMER,
+            attributes={  # OpenTelemetry messaging semantic conventions
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": tp.topic,
+                "messaging.destination.partition.id": str(tp.partition),
+                "messaging.consumer.group.name": self.cfg.group_id,
                 "messaging.kafka.partition": tp.partition,
                 "messaging.kafka.offset": msg.offset,
             },
