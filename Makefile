@@ -10,6 +10,8 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 KAFKA_STAMP := $(CACHE)/kafka/.resolved-$(shell sha1sum remed_stack/kafka_runtime/pom.xml | cut -c1-12)
 MODEL_STAMP := $(CACHE)/models/SmolLM2-135M-Instruct/.complete
 PYTEST_ARGS ?=
+# e.g. DEMO_ARGS="--planner triton --json"
+DEMO_ARGS ?=
 # ansible-playbook, remed and the other console scripts come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -54,7 +56,7 @@ unit: $(VENV_STAMP)
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m remed_stack.demo
+	$(PY) -m remed_stack.demo $(DEMO_ARGS)
 
 stack-up: setup
 	$(VENV)/bin/remed stack up
