@@ -645,6 +645,8 @@ def train(cfg: SimRftConfig, *, lab: Lab | None = None) -> dict[str, Any]:
         save_total_limit=2, logging_steps=1, report_to=[], use_cpu=True, bf16=cfg.bf16,
         seed=cfg.seed, remove_unused_columns=False, dataloader_num_workers=0,
         reward_weights=[1.0, 1.0], disable_dropout=True,
+        # 135M parameters fit in memory many times over; recomputing activations only costs CPU
+        gradient_checkpointing=False,
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=model, reward_funcs=list(rewards.REWARD_FUNCS), args=args, train_dataset=dataset,
