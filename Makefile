@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 # ansible-playbook, remed and the other console scripts come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup debian venv kafka model native test lint unit integration demo stack-up stack-down clean
+.PHONY: setup debian venv kafka model native test lint unit integration demo train stack-up stack-down clean
 
 setup: debian $(VENV_STAMP) $(KAFKA_STAMP) $(MODEL_STAMP) native
 
@@ -54,6 +54,26 @@ test: setup lint
 
 unit: $(VENV_STAMP)
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+# The shipped planner from the base model: data -> SFT -> evaluation -> gated promotion. Every
+# step resumes or finds its output done, so a second `make train` continues where one stopped.
+# The lab hosts and Triton must be up (`make stack-up`); see trainer/sft.py, trainer/promote.py.
+TRAIN_DATA ?= sft-v1
+TRAIN_EVIDENCE ?= trainer/data/evidence/shop-v1.jsonl
+TRAIN_CONFIG ?= trainer/configs/sft.toml
+TRAIN_RUN ?= runs/sft/sft-v1
+TRAIN_GATE_SUITE ?= all
+train: setup
+	test -f trainer/data/$(TRAIN_DATA)/manifest.json || \
+	    $(VENV)/bin/remed train data build --name $(TRAIN_DATA) --evidence $(TRAIN_EVIDENCE)
+	$(VENV)/bin/remed train data check trainer/data/$(TRAIN_DATA)
+	$(VENV)/bin/remed train sft --config $(TRAIN_CONFIG)
+	$(VENV)/bin/remed train promote $(TRAIN_RUN) --stage > $(TRAIN_RUN)/candidate-version
+	$(VENV)/bin/remed train eval --version $$(cat $(TRAIN_RUN)/candidate-version) \
+	    --dataset trainer/data/$(TRAIN_DATA) --suite $(TRAIN_GATE_SUITE) --out $(TRAIN_RUN)/eval/candidate
+	$(VENV)/bin/remed train eval --suite $(TRAIN_GATE_SUITE) \
+	    --dataset trainer/data/$(TRAIN_DATA) --out $(TRAIN_RUN)/eval/served
+	$(VENV)/bin/remed train promote $(TRAIN_RUN) --suite oneshot/$(TRAIN_GATE_SUITE)
 
 demo: setup
 	$(PY) -m remed_stack.demo $(DEMO_ARGS)

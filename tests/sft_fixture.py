@@ -18,12 +18,7 @@ SERVICES = [
 
 
 def prompt(service: str, host: str, port: int) -> str:
-    return (
-        "You are remed's planner. Write one Ansible playbook that fixes the incident.\n"
-        f"Incident: service {service} on host {host} is down; its health check on port {port} "
-        "fails and supervisord reports the program as EXITED.\n"
-        "Answer with one fenced YAML playbook and nothing else."
-    )
+    return f"Incident: {service} on {host} is down (port {port} refuses). Write the playbook."
 
 
 def completion(service: str, host: str) -> str:
@@ -32,7 +27,6 @@ def completion(service: str, host: str) -> str:
         f"- name: fix service-down of {service} on {host}\n"
         f"  hosts: {host}\n"
         "  become: true\n"
-        "  gather_facts: false\n"
         "  tasks:\n"
         f"    - name: start {service}\n"
         f"      ansible.builtin.command: supervisorctl start {service}\n"
