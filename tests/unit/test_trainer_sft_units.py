@@ -185,5 +185,5 @@ def test_a_version_pins_its_weight_format_in_serving_json(
     assert served_model.read_serving(tmp_path) == {"weights": "q8"}
     for bad in ('{"weights": "q3"}', '{"weight": "q8"}', "[1]", "{"):
         (tmp_path / "serving.json").write_text(bad)
-        with pytest.raises(ModelError, match="serving.json"):
+        with pytest.raises(ModelError, match=r"serving\.json"):
             served_model.read_serving(tmp_path)
