@@ -69,7 +69,7 @@ def test_kill_9_during_a_round_loses_and_doubles_nothing(
     env = {**os.environ, "PYTHONPATH": str(TESTS), "REAL_RFT_TRAIN_S": "600"}
 
     def start() -> subprocess.Popen[bytes]:
-        log = open(tmp_path / "trainer.log", "ab")  # noqa: SIM115 (the child owns it)
+        log = open(tmp_path / "trainer.log", "ab")  # the child owns it
         return subprocess.Popen(
             [sys.executable, "-m", "trainer.real_rft", "--config", str(cfg)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
