@@ -120,6 +120,25 @@ def add_promote(sub: Subparsers) -> None:
     p.set_defaults(func=_promote)
 
 
+def _real_rft(args: argparse.Namespace) -> int:
+    from trainer.real_rft.service import run_command
+
+    return run_command(args)
+
+
+def add_real_rft(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "real-rft", help="stage 3: learn online from remed.outcomes and remed.feedback (service)"
+    )
+    try:
+        from trainer.real_rft.service import add_arguments
+    except ModuleNotFoundError:
+        p.add_argument("--config")
+    else:
+        add_arguments(p)
+    p.set_defaults(func=_real_rft)
+
+
 def add_train(sub: Subparsers) -> None:
     train = sub.add_parser("train", help="the trainer's stages: data, sft, eval, promote")
     stages = train.add_subparsers(dest="train_command", required=True)
@@ -129,3 +148,4 @@ def add_train(sub: Subparsers) -> None:
     add_sft(stages)
     train_data.add_eval(stages)
     add_promote(stages)
+    add_real_rft(stages)
