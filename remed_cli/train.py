@@ -142,10 +142,11 @@ def add_real_rft(sub: Subparsers) -> None:
 def add_train(sub: Subparsers) -> None:
     train = sub.add_parser("train", help="the trainer's stages: data, sft, eval, promote")
     stages = train.add_subparsers(dest="train_command", required=True)
-    from remed_cli import train_data
+    from remed_cli import sim_rft, train_data
 
     train_data.add_data(stages)
     add_sft(stages)
     train_data.add_eval(stages)
     add_promote(stages)
+    sim_rft.add_sim_rft(stages)
     add_real_rft(stages)
