@@ -4,7 +4,8 @@ The shop runs under load on the lab hosts; blackbox exporter probes it, Promethe
 the shipped alert rules per fault category (deploy/prometheus/), Alertmanager posts to
 `remed serve`'s webhook with its bearer token; remed (ThinkRemed, ansible mode) probes, plans,
 guards, checks, applies and verifies; the alert resolves. Three faults: cart stopped
-(low risk, runs at once), nginx behind added network delay (medium: `--check --diff` first),
+(low risk, runs at once), nginx serving an expired certificate (medium: `--check --diff`
+first),
 checkout with a broken upstream in its config (high: it waits until the on-call person named
 by `--approver` approves that exact plan through the approval endpoint). Each incident's
 timeline is printed as it happens, from the daemon's journal (its read-only API), its trace
@@ -57,7 +58,7 @@ class DemoFault:
 
 FAULTS = (
     DemoFault("service-down", "app", "cart", note="cart stopped"),
-    DemoFault("network-delay", "web", "nginx", {"delay_ms": 400}, "400 ms added in front of nginx"),
+    DemoFault("tls-cert", "web", "nginx", note="nginx serves a certificate that expired in 2024"),
     DemoFault(
         "config-error",
         "app",
