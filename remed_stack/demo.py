@@ -5,8 +5,7 @@ the shipped alert rules per fault category (deploy/prometheus/), Alertmanager po
 `remed serve`'s webhook with its bearer token; remed (ThinkRemed, ansible mode) probes, plans,
 guards, checks, applies and verifies; the alert resolves. Three faults: cart stopped
 (low risk, runs at once), nginx serving an expired certificate (medium: `--check --diff`
-first),
-checkout with a broken upstream in its config (high: it waits until the on-call person named
+first), checkout with a broken upstream in its config (high: it waits until the on-call person named
 by `--approver` approves that exact plan through the approval endpoint). Each incident's
 timeline is printed as it happens, from the daemon's journal (its read-only API), its trace
 (spans file) and Prometheus/Alertmanager; then a summary table, and where the outcomes
