@@ -59,7 +59,7 @@ def merged_state(model: Any, adapter: str = "default") -> _StateDictModel:
         from peft import PeftModel
         from peft.tuners.lora import LoraLayer
     except ImportError:  # pragma: no cover - peft is a train dependency
-        PeftModel = LoraLayer = None  # type: ignore[misc,assignment]  # noqa: N806
+        PeftModel = LoraLayer = None  # type: ignore[misc,assignment]
     if PeftModel is None or not isinstance(model, PeftModel):
         return _StateDictModel(model.config, dict(model.state_dict()))
     base = model.get_base_model()
@@ -72,7 +72,7 @@ def merged_state(model: Any, adapter: str = "default") -> _StateDictModel:
         for name, module in base.named_modules():
             if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_A", {}):
                 weight = module.get_base_layer().weight
-                delta = module.get_delta_weight(adapter)
+                delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
                 state[f"{name}.weight"] = (weight + delta.to(weight.dtype)).detach()
     return _StateDictModel(base.config, state)
 
@@ -108,7 +108,7 @@ class EngineSampler:
         version_dir: Path | None = None,
     ) -> None:  # fmt: skip
         if weights not in FORMATS:
-            raise ValueError(f"sampling weights must be one of {', '.join(FORMATS)}, not {weights!r}")
+            raise ValueError(f"sampling weights must be one of {FORMATS}, not {weights!r}")
         self.tokenizer = tokenizer
         self.weights = weights
         self.slots = slots
