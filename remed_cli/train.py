@@ -139,6 +139,22 @@ def add_real_rft(sub: Subparsers) -> None:
     p.set_defaults(func=_real_rft)
 
 
+def _torch_first(handler: Any) -> Any:
+    """`handler`, importing torch first where it is installed (trainer/torch_import.py says why)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from trainer.torch_import import import_torch
+
+            import_torch()
+        except ModuleNotFoundError:
+            pass  # no torch or no trainer here: the handler says what is missing
+        code: int = handler(args)
+        return code
+
+    return run
+
+
 def add_train(sub: Subparsers) -> None:
     train = sub.add_parser("train", help="the trainer's stages: data, sft, eval, promote")
     stages = train.add_subparsers(dest="train_command", required=True)
@@ -150,3 +166,5 @@ def add_train(sub: Subparsers) -> None:
     add_promote(stages)
     sim_rft.add_sim_rft(stages)
     add_real_rft(stages)
+    for stage in stages.choices.values():
+        stage.set_defaults(func=_torch_first(stage.get_default("func")))

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ConfigError, SFTConfig, load
+from trainer.torch_import import import_torch
 
 END_OF_TURN = "<|im_end|>"
 SPLITS = ("train", "validation")
@@ -539,6 +540,7 @@ def run_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m trainer.sft` / `accelerate launch -m trainer.sft`: same as `remed train sft`."""
+    import_torch()
     parser = argparse.ArgumentParser(prog="trainer.sft", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run_command(parser.parse_args(argv))

@@ -689,6 +689,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from trainer.torch_import import import_torch
+
+    import_torch()  # before remed_cli imports the guard (Ansible): trainer/torch_import.py
     from remed_cli.sim_rft import add_arguments
 
     parser = argparse.ArgumentParser(prog="remed train sim-rft", description=__doc__.split("\n")[0])
