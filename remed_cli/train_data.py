@@ -74,46 +74,38 @@ def _load(version: int) -> None:
     )  # fmt: skip
 
 
+class _CliVersions:
+    """The dev stack's versions through `remed model status|load` (its history file too)."""
+
+    def served(self) -> list[int]:
+        return _served()
+
+    def load(self, version: int) -> None:
+        _load(version)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from remed_stack.paths import StackPaths
     from remed_stack.triton import Triton
-    from trainer import data, evaluate
+    from trainer import evaluate
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     url = args.url or Triton(StackPaths.from_env()).http_url
-    before = _served()
-    version = args.version or (before[0] if before else None)
-    if version is None:
-        print("remed train eval: Triton serves no version: pass --version N", file=sys.stderr)
-        return 2
-    if version not in before:
-        _load(version)
-    result: dict[str, Any] = {"version": version, "served_before": before, "live": {}}
     try:
-        if args.dataset:
-            examples = data.read_split(Path(args.dataset), args.split)
-            if args.limit:
-                examples = examples[: args.limit]
-            offline = evaluate.offline(examples, url=url, concurrency=args.concurrency)
-            (out / "offline_cases.jsonl").write_text(
-                "".join(json.dumps(c) + "\n" for c in offline.pop("cases"))
-            )
-            result["offline"] = {"dataset": args.dataset, "split": args.split, **offline}
-            print(f"offline {args.split}: {offline['matched']}/{offline['total']} match the "
-                  f"expert; guard refused {offline['guard_refused']}")  # fmt: skip
-        for suite in args.suite or ():
-            summary = evaluate.live_bench(suite, out / f"bench-{suite}")
-            result["live"][f"oneshot/{suite}"] = evaluate.live_row(summary)
-        for suite in args.loop_suite or ():
-            summary = evaluate.live_loop(suite, out / f"loop-{suite}")
-            result["live"][f"loop/{suite}"] = evaluate.live_row(summary)
-    finally:
-        if args.restore and before and version not in before:
-            _load(before[0])
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+        result = evaluate.evaluate_version(
+            args.version, _CliVersions(), url=url, out=out,
+            dataset=Path(args.dataset) if args.dataset else None, split=args.split,
+            limit=args.limit, concurrency=args.concurrency, suites=args.suite or (),
+            loop_suites=args.loop_suite or (), restore=args.restore,
+        )  # fmt: skip
+    except evaluate.EvaluationError as exc:
+        print(f"remed train eval: {exc}", file=sys.stderr)
+        return 2
+    offline = result.get("offline")
+    if offline:
+        print(f"offline {args.split}: {offline['matched']}/{offline['total']} match the "
+              f"expert; guard refused {offline['guard_refused']}")  # fmt: skip
     if result["live"]:
-        (out / "table.md").write_text(evaluate.table(result["live"]))
         print((out / "table.md").read_text())
     print(f"evaluation: {out / 'evaluation.json'}")
     return 0

@@ -10,7 +10,10 @@
 - **Live**: `remed bench` one-shot with the model remediator, and the ThinkRemed loop through
   the daemon (`benchmarks/daemon_e2e.py --planner triton`), both on lab suites.
 
-`evaluation.json` (in the run directory) is what the promotion gate (`trainer/gate.py`) reads.
+`evaluate_version` is the whole of `remed train eval`: serve the version asked for (if another
+is served), measure it offline and live, serve the one before again. Its `evaluation.json` (in
+the output directory) is what the promotion gate (`trainer/gate.py`) reads; the Real-RFT
+rounds (trainer/real_rft/gating.py) call it the same way for their candidates.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -89,10 +92,7 @@ def _hosts(plays: Sequence[Mapping[str, Any]]) -> set[str]:
 
 def _tasks(plays: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, str]]]:
     return [
-        _signature(t)
-        for play in plays
-        for t in (play.get("tasks") or [])
-        if isinstance(t, Mapping)
+        _signature(t) for play in plays for t in (play.get("tasks") or []) if isinstance(t, Mapping)
     ]
 
 
@@ -238,6 +238,76 @@ def live_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "tokens": summary.get("tokens"),
         "by_category": summary.get("by_category"),
     }
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot start as asked; the message says what to pass."""
+
+
+class Versions(Protocol):
+    """What evaluation needs of a model-version manager (`ModelVersions`, or the CLI's)."""
+
+    def served(self) -> list[int]: ...
+
+    def load(self, version: int) -> Any: ...
+
+
+def evaluate_version(
+    version: int | None,
+    versions: Versions,
+    *,
+    url: str,
+    out: Path,
+    dataset: Path | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    concurrency: int = 8,
+    suites: Sequence[str] = (),
+    loop_suites: Sequence[str] = (),
+    bench_extra: Sequence[str] = (),
+    restore: bool = True,
+    progress: bool = True,
+    timeout_s: float = 7200,
+) -> dict[str, Any]:
+    """Measure `version` (default: the served one) offline on `dataset`'s `split` and live on
+    each one-shot `suites` and loop `loop_suites`; write `out/evaluation.json` (and
+    `offline_cases.jsonl`, `table.md`) and return it. A version not served is loaded for the
+    measurement and, with `restore`, the one served before is loaded again afterwards
+    (also when the measurement fails)."""
+    from trainer import data
+
+    out.mkdir(parents=True, exist_ok=True)
+    before = list(versions.served())
+    version = version or (before[0] if before else None)
+    if version is None:
+        raise EvaluationError("Triton serves no version: pass --version N")
+    if version not in before:
+        versions.load(version)
+    result: dict[str, Any] = {"version": version, "served_before": before, "live": {}}
+    try:
+        if dataset is not None:
+            examples = data.read_split(Path(dataset), split)
+            examples = examples[:limit] if limit else examples
+            scored = offline(examples, url=url, concurrency=concurrency, progress=progress)
+            (out / "offline_cases.jsonl").write_text(
+                "".join(json.dumps(c) + "\n" for c in scored.pop("cases"))
+            )
+            result["offline"] = {"dataset": str(dataset), "split": split, **scored}
+        for suite in suites:
+            summary = live_bench(suite, out / f"bench-{suite}", extra=bench_extra,
+                                 timeout_s=timeout_s)  # fmt: skip
+            result["live"][f"oneshot/{suite}"] = live_row(summary)
+        for suite in loop_suites:
+            summary = live_loop(suite, out / f"loop-{suite}", extra=bench_extra,
+                                timeout_s=timeout_s)  # fmt: skip
+            result["live"][f"loop/{suite}"] = live_row(summary)
+    finally:
+        if restore and before and version not in before:
+            versions.load(before[0])
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    if result["live"]:
+        (out / "table.md").write_text(table(result["live"]))
+    return result
 
 
 def table(rows: Mapping[str, Mapping[str, Any]]) -> str:
