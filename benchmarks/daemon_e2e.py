@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--category", help="only these categories (comma-separated)")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--timeout-s", type=float, default=240.0)
+    parser.add_argument("--variants", action="store_true", help="as remed bench --variants")
+    parser.add_argument("--blind", action="store_true", help="as remed bench --blind")
     args = parser.parse_args(argv)
 
     paths = StackPaths.from_env()
@@ -260,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap, args.planner, args.timeout_s,
             diagnoses_topic=topics["diagnoses_topic"], outcomes_topic=topics["outcomes_topic"],
         )  # fmt: skip
-        summary = run_bench(scenarios, remediator, out / "bench", suite=args.suite, lab=lab)
+        summary = run_bench(
+            scenarios, remediator, out / "bench", suite=args.suite, lab=lab,
+            variants=args.variants, blind=args.blind,
+        )  # fmt: skip
     finally:
         if oncall:
             oncall.stopping.set()
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trace of {traces['example_case']} ({traces['example_trace']}):")
         print_tree(traces["by_trace"][traces["example_trace"]])
     result = {
-        "suite": args.suite, "planner": args.planner, "success_rate": summary["success_rate"],
+        "suite": args.suite, "planner": args.planner, "variants": args.variants,
+        "blind": args.blind, "success_rate": summary["success_rate"],
         "recovered": summary["recovered"], "injected": summary["injected"],
         "approvals": oncall.approved if oncall else 0, "incidents_traced": traces["incidents"],
         "executed_tasks": traces["executed_tasks"],

@@ -71,10 +71,12 @@ def _drawn_names(fault: Fault) -> dict[str, Any]:
 
 
 def run_case(
-    lab: Lab, scenario: Scenario, remediator: Remediator, *, variants: bool = False
-) -> CaseResult:
+    lab: Lab, scenario: Scenario, remediator: Remediator, *, variants: bool = False,
+    blind: bool = False,
+) -> CaseResult:  # fmt: skip
     """One case. `variants`: draw the fault's names from the scenario's seed (its id by
-    default) unless the scenario turns them off (chaos/variants.py)."""
+    default) unless the scenario turns them off (chaos/variants.py). `blind`: the report has
+    no category (chaos.scenario.diagnosis)."""
     result = CaseResult(scenario=scenario.as_dict())
     t = result.timings
     started = time.monotonic()
@@ -94,7 +96,7 @@ def run_case(
         result.injected = confirm.ok
         if not confirm.ok:
             return result
-        result.report = diagnosis(scenario, confirm.evidence, params=fault.params())
+        result.report = diagnosis(scenario, confirm.evidence, params=fault.params(), blind=blind)
         remediation_started = time.monotonic()
         remediation: Remediation = _timed(
             t, "remediate", lambda: remediator.remediate(scenario, result.report, fault)
@@ -278,18 +280,19 @@ def _drift_sample(lab: Lab) -> dict[str, Any]:
 
 def run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
-    lab: Lab | None = None, progress: bool = True, variants: bool = False,
+    lab: Lab | None = None, progress: bool = True, variants: bool = False, blind: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the suite; `variants`: each fault's names drawn from its scenario's seed."""
+    """Run the suite; `variants`: each fault's names drawn from its scenario's seed; `blind`:
+    reports without a category."""
     lab = lab or Lab.from_paths()
     with lab.exclusive(f"remed bench {suite}/{remediator.name}"):
         return _run(scenarios, remediator, out, suite=suite, lab=lab, progress=progress,
-                    variants=variants)  # fmt: skip
+                    variants=variants, blind=blind)  # fmt: skip
 
 
 def _run(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str, lab: Lab,
-    progress: bool, variants: bool = False,
+    progress: bool, variants: bool = False, blind: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from tqdm import tqdm
 
@@ -304,7 +307,7 @@ def _run(
         scenarios, desc=f"bench {suite}/{remediator.name}", unit="case", disable=not progress
     )
     for scenario in bar:
-        result = run_case(lab, scenario, remediator, variants=variants)
+        result = run_case(lab, scenario, remediator, variants=variants, blind=blind)
         results.append(result)
         journal = dataclasses.asdict(result)
         journal["remediator"] = remediator.name
@@ -317,6 +320,7 @@ def _run(
     )
     summary["drift"] = drift
     summary["variants"] = sum(r.injection.get("variant_seed") is not None for r in results)
+    summary["blind"] = blind
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary))
     chart(out, summary)

@@ -248,12 +248,14 @@ def style_of(scenario: Scenario) -> str:
 
 def diagnosis(
     scenario: Scenario, evidence: tuple[str, ...] = (), *,
-    params: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None, blind: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The DiagnosisReport (schema `diagnosis-report`) for a scenario. `params`: the injected
     fault's parameters (`Fault.params()`), so a report about a drawn variant (the config key
     broken) says what was injected; the names a fix needs are never in the report text, only
-    in `evidence` as the confirm check read them from the host."""
+    in `evidence` as the confirm check read them from the host. `blind`: no `category` field
+    and no category word in the text, as an Alertmanager alert arrives; the planner must infer
+    the fault from the symptoms and its probes."""
     summary_t, rca_t = TEMPLATES[scenario.category]
     values = _fields(scenario, params)
     summary = summary_t.format(**values)
@@ -261,8 +263,8 @@ def diagnosis(
     if scenario.report:
         text = scenario.report
     elif style == "terse":
-        text = f"ALERT {scenario.category} {scenario.target.service}@{scenario.target.host}: "
-        text += summary
+        label = "" if blind else f"{scenario.category} "
+        text = f"ALERT {label}{scenario.target.service}@{scenario.target.host}: {summary}"
     else:
         text = rca_t.format(**values) + " " + topo.facts(scenario.target.service)
     report: dict[str, Any] = {
@@ -270,11 +272,12 @@ def diagnosis(
         "report_id": f"bench-{scenario.id}"[:128],
         "source": "bench",
         "target": {"host": scenario.target.host, "service": scenario.target.service},
-        "category": scenario.category,
         "severity": "critical",
         "summary": summary[:1000],
         "report": text[:16000],
     }
+    if not blind:
+        report["category"] = scenario.category
     if style == "evidence" or scenario.report:
         report["evidence"] = [e[:2000] for e in evidence[:20]]
     return report

@@ -176,11 +176,13 @@ def _write(out: Path, report: dict[str, Any]) -> None:
 
 def run_soak(
     scenarios: list[Scenario], remediator: Remediator, out: Path, *, suite: str,
-    duration_s: float, lab: Lab, variants: bool = False,
+    duration_s: float, lab: Lab, variants: bool = False, blind: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from chaos.bench import run
 
     def one(scenarios: list[Scenario], remediator: Remediator, run_dir: Path) -> dict[str, Any]:
-        return run(scenarios, remediator, run_dir, suite=suite, lab=lab, variants=variants)
+        return run(
+            scenarios, remediator, run_dir, suite=suite, lab=lab, variants=variants, blind=blind
+        )
 
     return soak(scenarios, remediator, out, duration_s=duration_s, run_bench=one)

@@ -131,13 +131,14 @@ def _bench(args: argparse.Namespace) -> int:
 
         report = run_soak(
             scenarios, remediator, Path(args.out), suite=suite, duration_s=args.soak, lab=lab,
-            variants=args.variants,
+            variants=args.variants, blind=args.blind,
         )
         print(soak_markdown(report))
         return 0 if not report["problems"] else 1
     summary = run(
-        scenarios, remediator, Path(args.out), suite=suite, lab=lab, variants=args.variants
-    )
+        scenarios, remediator, Path(args.out), suite=suite, lab=lab, variants=args.variants,
+        blind=args.blind,
+    )  # fmt: skip
     print((Path(args.out) / "summary.md").read_text())
     print(json.dumps(summary))
     return 0
@@ -178,6 +179,12 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="draw each fault's names (hog, nftables table, dumper, client, release...) from "
         "the scenario's seed (default: its id) instead of the fixed ones (chaos/variants.py)",
+    )
+    bench.add_argument(
+        "--blind",
+        action="store_true",
+        help="send reports without a category and without the category's word in the text, as "
+        "Alertmanager alerts arrive: the remediator must infer the fault",
     )
     bench.add_argument(
         "--soak",

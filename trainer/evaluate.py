@@ -217,11 +217,12 @@ def live_loop(
     suite: str, out: Path, *, planner: str = "triton", extra: Sequence[str] = (),
     timeout_s: float = 7200,
 ) -> dict[str, Any]:  # fmt: skip
-    """The ThinkRemed loop through the daemon (`benchmarks/daemon_e2e.py`); its summary."""
+    """The ThinkRemed loop through the daemon (`benchmarks/daemon_e2e.py`); its bench summary
+    (the benchmark writes it under `out/bench/`)."""
     cmd = [_python(), str(ROOT / "benchmarks" / "daemon_e2e.py"), "--suite", suite,
            "--planner", planner, "--out", str(out), *extra]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=timeout_s)
-    return dict(json.loads((out / "summary.json").read_text()))
+    return dict(json.loads((out / "bench" / "summary.json").read_text()))
 
 
 def live_row(summary: Mapping[str, Any]) -> dict[str, Any]:

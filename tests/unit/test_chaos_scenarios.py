@@ -50,6 +50,15 @@ def test_every_generated_report_matches_the_schema_and_styles_vary() -> None:
     assert len(texts) > 5
 
 
+def test_blind_reports_carry_no_category_and_still_match_the_schema() -> None:
+    for scenario in load_suite("all"):
+        report = diagnosis(scenario, ("pid 42 cpu_pct=99.0 stress-ng",), blind=True)
+        validate("diagnosis-report", report)
+        assert "category" not in report
+        assert not report["report"].startswith(f"ALERT {scenario.category}")
+        assert diagnosis(scenario)["category"] == scenario.category
+
+
 def test_a_directory_of_scenario_files_loads_and_an_explicit_report_wins(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").write_text(yaml.safe_dump({
         "id": "x1", "category": "service-down", "target": {"host": "app", "service": "cart"},
