@@ -205,7 +205,11 @@ def test_a_good_round_is_promoted_with_its_card(tmp_path: Path) -> None:
     assert rnd is not None
     assert runner.run(rnd, threading.Event())["status"] == "promoted"
     card = (cfg.model_repo / "remed_planner" / "2" / "MODEL_CARD.md").read_text()
-    assert "stage: real-rft" in card and "gate: passed" in card and "from_version: 1" in card
+    assert "stage: real-rft" in card and "gate: passed" in card and "parent: 1" in card
+    assert "data_window: round 1: 6 examples from 3 incidents" in card
+    assert json.loads((cfg.model_repo / "remed_planner" / "2" / "serving.json").read_text()) == {
+        "weights": "q8"
+    }
     assert (cfg.model_repo / "remed_planner" / "2" / "model.py").is_file()
     assert s.rounds()[0]["version"] == 2
 

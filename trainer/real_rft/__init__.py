@@ -21,12 +21,15 @@ Read top to bottom, the service (`remed train real-rft --config FILE`, `service.
    has waited `round_max_age_s` (and at least `round_min_examples_on_age`), a round takes them,
    capped per author and category (`max_examples_per_author_per_category`: one voice is a rate,
    never a majority), trains a LoRA candidate from the served version with **KTO** (`kto.py`),
-   runs the stage-1 gate and, only if it passes, promotes the candidate to
-   `model_repo/remed_planner/N/` and switches Triton to it (`remed model load N`). A refusal is
-   recorded with its reason; the served version is untouched.
+   stages it as `model_repo/remed_planner/N/` (trainer/promote.py, `stage: candidate
+   (real-rft)`), evaluates it and the served version as `remed train eval` does and runs the
+   stage-1 gate (`gating.py`, trainer/gate.py); only if it passes, Triton switches to it
+   (`remed model load N`). A refusal is recorded with its reason, the version moves out of the
+   repository, and the served version is untouched.
 4. **Crash safety.** A round is a row whose examples are claimed in one transaction; a round
-   found `running` at start (kill -9) runs again from the same examples; nothing is promoted
-   before its gate passed.
+   found `running` at start (kill -9) runs again from the same examples, after undoing what
+   the killed attempt left (a candidate loaded for its evaluation, a version staged and not
+   concluded); nothing is promoted before its gate passed.
 
 Why KTO: real feedback is unpaired. A verified recovery nobody complained about, a `bad`
 verdict, a failed attempt, each is one labelled completion for one prompt, with no partner;

@@ -55,6 +55,22 @@ class RealRftConfig:
     # candidate (train and record, never serve), for a trainer without a lab.
     gate: str = "stage1"
     gate_timeout_s: float = 3 * 3600.0
+    # What the stage-1 gate measures (gating.py), candidate and served alike, as `remed train
+    # eval` does: offline on this dataset's split (relative to the checkout; "" for none) ...
+    gate_dataset: str = "trainer/data/sft-v1"
+    gate_split: str = "test"
+    gate_offline_limit: int = 0  # 0 = the whole split
+    gate_concurrency: int = 4
+    # ... and live: `remed bench` one-shot on this suite (the held-out one; "" for none) and the
+    # ThinkRemed loop on `gate_loop_suite` ("" for none), with `gate_bench_args` passed to both
+    # (e.g. ["--limit", "12"]). The gate compares the row `gate_row` (default: the one-shot
+    # suite's, else the loop suite's).
+    gate_suite: str = "hard"
+    gate_loop_suite: str = ""
+    gate_bench_args: list[str] = field(default_factory=list)
+    gate_row: str = ""
+    # The weight format a promoted version pins in serving.json (and is evaluated in).
+    weights: str = "q8"
     # What trains a candidate, as module:function (kto.train_candidate's signature); tests
     # and experiments swap it.
     train_entry: str = "trainer.real_rft.kto:train_candidate"
@@ -90,6 +106,15 @@ class RealRftConfig:
                 f"real_rft.gate = {self.gate!r}: use 'stage1' (the benchmark gate) or 'none' "
                 "(never promote)"
             )
+        if self.weights not in ("q8", "fp32", "q4"):
+            raise RealRftConfigError(
+                f"real_rft.weights = {self.weights!r}: use 'q8' (the default), 'fp32' or 'q4'"
+            )
+        if self.gate == "stage1" and not self.gate_row_name:
+            raise RealRftConfigError(
+                "real_rft.gate = 'stage1' needs a live row to compare: set real_rft.gate_suite "
+                "(a `remed bench` suite, e.g. 'hard') or real_rft.gate_loop_suite"
+            )
         if self.round_min_examples_on_age > self.round_min_examples:
             raise RealRftConfigError(
                 "real_rft.round_min_examples_on_age must not exceed round_min_examples"
@@ -99,6 +124,15 @@ class RealRftConfig:
                 f"real_rft.group_id = {self.group_id!r} would share the daemon's consumer "
                 "group: give the trainer its own (default 'remed-trainer')"
             )
+
+    @property
+    def gate_row_name(self) -> str:
+        """The evaluation row the gate compares, `<oneshot|loop>/<suite>`."""
+        if self.gate_row:
+            return self.gate_row
+        if self.gate_suite:
+            return f"oneshot/{self.gate_suite}"
+        return f"loop/{self.gate_loop_suite}" if self.gate_loop_suite else ""
 
     @property
     def store_path(self) -> Path:

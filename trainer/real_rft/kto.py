@@ -4,7 +4,9 @@ Prompts and completions go in conversational form (one user turn, one assistant 
 chat template serving applies (model_repo/remed_planner/1/model.py `chat_messages`) is the one
 trained on. The policy starts from the served version: its `adapter/` keeps training (the
 reference is a frozen, merged copy of the same version), a `weights/` or base version gets a
-fresh LoRA (the reference is the same model with the adapter disabled). Class weights follow
+fresh LoRA (the reference is the same model with the adapter disabled); over `weights/` the
+candidate is saved merged as `weights/`, since serving applies an adapter to the base model
+only (model.py `resolve_weights`). Class weights follow
 the KTO paper's advice: desirable_weight * n_desirable ~ undesirable_weight * n_undesirable
 within [1, 4/3], here by scaling the smaller class up.
 """
@@ -113,7 +115,14 @@ def train_candidate(
     if stop.is_set():
         raise Cancelled("round cancelled during training")
     policy: Any = trainer.model
-    policy.save_pretrained(str(out_dir / "adapter"))
+    if (version_dir / "weights" / "config.json").is_file():
+        # A fresh LoRA over a full checkpoint: serving applies adapters to the base model only
+        # (model.py `resolve_weights`), so the candidate ships merged weights.
+        merged = policy.merge_and_unload()
+        merged.save_pretrained(str(out_dir / "weights"))
+        tokenizer.save_pretrained(str(out_dir / "weights"))
+    else:
+        policy.save_pretrained(str(out_dir / "adapter"))
     summary = {
         "method": "kto",
         "examples": len(examples),

@@ -1,17 +1,22 @@
 """A Real-RFT round: claimed examples → KTO candidate → the stage-1 gate → promote, or the
 reason not to.
 
-`RoundRunner` takes its steps as plain callables (train, gate, promote, served version) so a
-test can give it a tiny trainer or a gate of its own; the service wires the real ones:
+`RoundRunner` takes its steps as plain callables (train, gate, promote, served version,
+recover) so a test can give it a tiny trainer or a gate of its own; the service wires the real
+ones:
 
-- train: `kto.train_candidate`;
-- gate: `stage1_gate`, trainer/gate.py's benchmark gate in the lab (the held-out suite must
-  not drop, guard refusals must not rise). Where that module is missing or fails, the gate
-  refuses: a candidate nobody measured is never served;
-- promote: `install_version` writes `model_repo/remed_planner/N/` (the served version's
-  serving code, the candidate's adapter and a MODEL_CARD.md naming stage, data window and gate
-  result) and `ModelVersions.load(N)` switches Triton to it without downtime, as
-  `remed model load N` does; a version that fails to load leaves the old one serving.
+- train: `kto.train_candidate`; the round then writes `training.json` (what training said,
+  the data window, the examples' manifest digest and the artifact's sha256), which makes the
+  round directory a finished `real-rft` run for trainer/promote.py;
+- gate: `gating.Stage1Gate`: the candidate staged as `model_repo/remed_planner/N/` by
+  trainer/promote.py (`stage: candidate (real-rft)`, serving.json, parent), evaluated with
+  `remed train eval`'s machinery beside the served version, judged by trainer/gate.py (the
+  held-out suite must not drop, guard refusals must not rise); a refused one leaves the
+  repository. Where the gate fails to run, that is a refusal: a candidate nobody measured is
+  never served;
+- promote: `remed model load N` of the staged, passed version (`promote.load_version`: no
+  downtime; one that fails to load leaves the old one serving and moves out);
+- recover: `gating.recover`, first in every attempt: undo what a killed attempt left.
 
 Nothing here runs without a claimed round, and a round's examples never change after it was
 claimed, so a round that a crash interrupted runs again on exactly the same data.
@@ -19,115 +24,83 @@ claimed, so a round that a crash interrupted runs again on exactly the same data
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from trainer import promote
 from trainer.real_rft.config import RealRftConfig
 from trainer.real_rft.examples import Example
+from trainer.real_rft.gating import STAGE, GateResult, Stage1Gate, decision_of
+from trainer.real_rft.gating import recover as recover_round
 from trainer.real_rft.kto import Cancelled
 from trainer.real_rft.store import Round, Store
+from trainer.sft import RunDir, artifact_digest
 
 log = structlog.get_logger("remed.trainer")
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    reason: str
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 TrainFn = Callable[[Sequence[Example], Path, Path, RealRftConfig, threading.Event], dict[str, Any]]
 GateFn = Callable[[Path, int, Path], GateResult]
 PromoteFn = Callable[[Path, int, dict[str, Any]], int]
 ServedFn = Callable[[], int]
+RecoverFn = Callable[[Path], int | None]
 
 
-def stage1_gate(cfg: RealRftConfig) -> GateFn:
-    """trainer/gate.py's gate on the candidate adapter, against the served version."""
+def stage1_gate(cfg: RealRftConfig, versions: Any = None) -> GateFn:
+    """trainer/gate.py's gate on the round's candidate, against the served version, in the
+    lab (gating.py); `gate = "none"` refuses every candidate without measuring it. A gate that
+    fails to run refuses, and takes back what it staged or loaded."""
+    if cfg.gate == "none":
+        return lambda candidate, served, run_dir: GateResult(
+            False, "real_rft.gate = 'none': candidates are never promoted"
+        )
+    versions = versions or versions_of(cfg)
+    stage1 = Stage1Gate(cfg, versions)
 
     def gate(candidate: Path, served: int, run_dir: Path) -> GateResult:
-        if cfg.gate == "none":
-            return GateResult(False, "real_rft.gate = 'none': candidates are never promoted")
         try:
-            from trainer import gate as gate_mod
-        except ImportError as exc:
-            return GateResult(False, f"no stage-1 gate (trainer/gate.py: {exc}); not promoted")
-        evaluate = getattr(gate_mod, "evaluate_candidate", None)
-        if evaluate is None:
-            return GateResult(False, "trainer/gate.py has no evaluate_candidate(adapter, "
-                              "served_version=, run_dir=); not promoted")  # fmt: skip
-        try:
-            doc = dict(evaluate(candidate, served_version=served, run_dir=run_dir))
+            return stage1(candidate, served, run_dir)
         except Exception as exc:  # the gate failing is a refusal, never a pass
+            log.exception("the gate failed", run=str(run_dir))
+            recover_round(cfg, versions, run_dir)
             return GateResult(False, f"the gate failed: {type(exc).__name__}: {exc}")
-        return GateResult(bool(doc.get("passed")), str(doc.get("reason", "")), doc)
 
     return gate
 
 
 def install_version(cfg: RealRftConfig, run_dir: Path, served: int, card: dict[str, Any]) -> int:
-    """`model_repo/<model>/N/` from the served version's serving code and the candidate's
-    adapter; written beside and renamed into place, so Triton never sees half a version."""
+    """The round's candidate as `model_repo/<model>/N/`, by trainer/promote.py's staging
+    (serving code, artifact, serving.json with `real_rft.weights`, card; written beside and
+    renamed into place, so Triton never sees half a version). A gate that did not conclude
+    the card itself (anything but `Stage1Gate`) has its verdict written into it here."""
     model_dir = cfg.model_repo / cfg.model_name
-    numbers = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    version = max(numbers, default=1) + 1
-    src = model_dir / str(served)
-    tmp = model_dir / f".real-rft-{version}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for item in src.iterdir():
-        if item.is_file() and item.suffix == ".py":
-            shutil.copy2(item, tmp / item.name)
-    shutil.copytree(run_dir / "adapter", tmp / "adapter")
-    (tmp / "MODEL_CARD.md").write_text(model_card(version, card))
-    tmp.rename(model_dir / str(version))
+    version = promote.stage(run_dir, model_dir=model_dir, weights=cfg.weights, parent=served,
+                            stage_name=STAGE)  # fmt: skip
+    verdict = card.get("gate") or {}
+    if "candidate_version" not in (verdict.get("metrics") or {}):
+        result = GateResult(bool(verdict.get("passed")), str(verdict.get("reason", "")))
+        promote.conclude(run_dir, version, decision_of(result, served, version), parent=served,
+                         model_dir=model_dir, stage_name=STAGE)  # fmt: skip
     return version
 
 
-def model_card(version: int, card: dict[str, Any]) -> str:
-    gate = card.get("gate", {})
-    lines = [
-        f"# remed_planner version {version}",
-        "",
-        "stage: real-rft",
-        f"from_version: {card.get('from_version')}",
-        f"data_window: {card.get('data_window')}",
-        f"data_manifest_sha256: {card.get('manifest_sha256')}",
-        f"gate: {'passed' if gate.get('passed') else 'refused'}: {gate.get('reason', '')}",
-        "",
-        "## Training",
-        "",
-        "```json",
-        json.dumps(card.get("training", {}), indent=2, default=str),
-        "```",
-        "",
-        "## Evaluation (stage-1 gate)",
-        "",
-        "```json",
-        json.dumps(gate.get("metrics", {}), indent=2, default=str),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def triton_promoter(cfg: RealRftConfig) -> PromoteFn:
-    def promote(run_dir: Path, served: int, card: dict[str, Any]) -> int:
-        version = install_version(cfg, run_dir, served, card)
-        versions_of(cfg).load(version)  # what `remed model load N` does
+def triton_promoter(cfg: RealRftConfig, versions: Any = None) -> PromoteFn:
+    def promote_fn(run_dir: Path, served: int, card: dict[str, Any]) -> int:
+        version = install_version(cfg, run_dir, served, card)  # staged by the gate: found
+        promote.load_version(versions or versions_of(cfg), version, run_dir,
+                             model_dir=cfg.model_repo / cfg.model_name)  # fmt: skip
         return version
 
-    return promote
+    return promote_fn
 
 
 def versions_of(cfg: RealRftConfig) -> Any:
@@ -147,9 +120,9 @@ def versions_of(cfg: RealRftConfig) -> Any:
     return ModelVersions(cfg.triton_url, cfg.model_repo / cfg.model_name, state, cfg.model_name)
 
 
-def served_version(cfg: RealRftConfig) -> ServedFn:
+def served_version(cfg: RealRftConfig, versions: Any = None) -> ServedFn:
     def served() -> int:
-        numbers = versions_of(cfg).served()
+        numbers = (versions or versions_of(cfg)).served()
         return max(numbers) if numbers else 1
 
     return served
@@ -165,6 +138,7 @@ class RoundRunner:
         gate: GateFn | None = None,
         promote: PromoteFn | None = None,
         served: ServedFn | None = None,
+        recover: RecoverFn | None = None,
     ) -> None:
         import importlib
 
@@ -175,6 +149,8 @@ class RoundRunner:
         self.gate = gate or stage1_gate(cfg)
         self.promote = promote or triton_promoter(cfg)
         self.served = served or served_version(cfg)
+        # Triton is asked only when an earlier attempt left a marker or a version behind.
+        self.recover = recover or (lambda run_dir: recover_round(cfg, versions_of(cfg), run_dir))
 
     def due(self, now: float) -> bool:
         count, oldest = self.store.ready(now)
@@ -190,12 +166,7 @@ class RoundRunner:
         """Run one claimed round to its end (promoted, refused or failed) and record it;
         `Cancelled` leaves it `running`, to run again."""
         run_dir = self.cfg.runs_dir / f"round-{rnd.id}"
-        shutil.rmtree(run_dir, ignore_errors=True)  # a re-run starts clean from the same data
-        run_dir.mkdir(parents=True)
         manifest = "\n".join(json.dumps(e.__dict__, sort_keys=True) for e in rnd.examples)
-        (run_dir / "examples.jsonl").write_text(manifest + "\n")
-        import hashlib
-
         counts = {
             "examples": len(rnd.examples),
             "capped": rnd.capped,
@@ -204,33 +175,18 @@ class RoundRunner:
             "by_category": dict(Counter(e.category for e in rnd.examples)),
             "inexact_prompts": sum(1 for e in rnd.examples if not e.prompt_exact),
         }
+        window = (f"round {rnd.id}: {len(rnd.examples)} examples from "
+                  f"{len({e.incident_id for e in rnd.examples})} incidents")  # fmt: skip
         t0 = time.monotonic()
+        result: dict[str, Any]
         try:
-            served = self.served()
-            version_dir = self.cfg.model_repo / self.cfg.model_name / str(served)
-            training = self.train(rnd.examples, version_dir, run_dir, self.cfg, cancel)
-            if cancel.is_set():
-                raise Cancelled("round cancelled")
-            verdict = self.gate(run_dir / "adapter", served, run_dir)
-            gate_doc: dict[str, Any] = {
-                "passed": verdict.passed, "reason": verdict.reason, "metrics": verdict.metrics,
-            }
-            card: dict[str, Any] = {
-                "from_version": served,
-                "data_window": f"round {rnd.id}: {len(rnd.examples)} examples from "
-                f"{len({e.incident_id for e in rnd.examples})} incidents",
-                "manifest_sha256": hashlib.sha256(manifest.encode()).hexdigest(),
-                "training": {**{k: v for k, v in training.items() if k != "log"}, **counts},
-                "gate": gate_doc,
-            }
-            if not verdict.passed:
-                result = {"round": rnd.id, "status": "refused", "reason": verdict.reason}
-                self.store.finish_round(rnd.id, "refused", verdict.reason, gate_doc)
+            already = self.recover(run_dir)  # what a killed attempt left: undone first
+            if already is not None:
+                reason = f"gate passed; serving version {already} (loaded before a restart)"
+                self.store.finish_round(rnd.id, "promoted", reason, {"passed": True}, already)
+                result = {"round": rnd.id, "status": "promoted", "version": already}
             else:
-                version = self.promote(run_dir, served, card)
-                reason = f"gate passed; serving version {version}"
-                result = {"round": rnd.id, "status": "promoted", "version": version}
-                self.store.finish_round(rnd.id, "promoted", reason, gate_doc, version)
+                result = self._attempt(rnd, run_dir, manifest, window, counts, cancel)
         except Cancelled:
             log.warning("round interrupted; it runs again at the next start", round=rnd.id)
             raise
@@ -239,7 +195,64 @@ class RoundRunner:
             log.exception("round failed", round=rnd.id)
             self.store.finish_round(rnd.id, "failed", reason)
             result = {"round": rnd.id, "status": "failed", "reason": reason}
+            try:  # nothing staged or loaded stays behind a failed round
+                self.recover(run_dir)
+            except Exception:
+                log.exception("could not clean up after the failed round", round=rnd.id)
         result.update(counts, minutes=round((time.monotonic() - t0) / 60, 2))
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         log.info("round", **result)
         return result
+
+    def _attempt(
+        self,
+        rnd: Round,
+        run_dir: Path,
+        manifest: str,
+        window: str,
+        counts: dict[str, Any],
+        cancel: threading.Event,
+    ) -> dict[str, Any]:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a re-run starts clean from the same data
+        run_dir.mkdir(parents=True)
+        (run_dir / "examples.jsonl").write_text(manifest + "\n")
+        served = self.served()
+        version_dir = self.cfg.model_repo / self.cfg.model_name / str(served)
+        training = self.train(rnd.examples, version_dir, run_dir, self.cfg, cancel)
+        if cancel.is_set():
+            raise Cancelled("round cancelled")
+        artifact = RunDir(run_dir).artifact()
+        if artifact is None:
+            raise RuntimeError(f"training left no adapter/ or weights/ in {run_dir}")
+        # training.json makes the round a finished `real-rft` run for trainer/promote.py
+        path = run_dir / "training.json"
+        summary = {
+            **(json.loads(path.read_text()) if path.is_file() else {}),
+            **training,
+            "round": rnd.id,
+            "data_window": window,
+            "data_manifest_sha256": hashlib.sha256(manifest.encode()).hexdigest(),
+            "artifact": artifact.name,
+            "artifact_sha256": artifact_digest(artifact),
+            **counts,
+        }
+        path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        verdict = self.gate(artifact, served, run_dir)
+        gate_doc: dict[str, Any] = {
+            "passed": verdict.passed, "reason": verdict.reason, "metrics": verdict.metrics,
+        }  # fmt: skip
+        card: dict[str, Any] = {
+            "from_version": served,
+            "data_window": window,
+            "manifest_sha256": summary["data_manifest_sha256"],
+            "training": {k: v for k, v in summary.items() if k != "log"},
+            "gate": gate_doc,
+        }
+        if not verdict.passed:
+            self.store.finish_round(rnd.id, "refused", verdict.reason, gate_doc)
+            return {"round": rnd.id, "status": "refused", "reason": verdict.reason}
+        version = self.promote(run_dir, served, card)
+        reason = f"gate passed; serving version {version}"
+        self.store.finish_round(rnd.id, "promoted", reason, gate_doc, version)
+        return {"round": rnd.id, "status": "promoted", "version": version}
