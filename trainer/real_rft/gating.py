@@ -30,6 +30,7 @@ daemons must never see an ungated version needs a second Triton for the gate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -114,8 +115,9 @@ class Stage1Gate:
         try:
             cand_doc = self._measure(version, run_dir / "eval" / "candidate")
         finally:
-            if served in self.versions.served():
-                marker.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):  # Triton unreachable: recover() decides later
+                if served in self.versions.served():
+                    marker.unlink(missing_ok=True)
         outcome = promote.promote(
             run_dir, self.versions, suite=cfg.gate_row_name, model_dir=self.model_dir,
             weights=cfg.weights, load=False, stage_name=STAGE,
