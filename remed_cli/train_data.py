@@ -40,8 +40,10 @@ def _data(args: argparse.Namespace) -> int:
             return 2
         try:
             out = data.write_dataset(
-                args.name, evidence, seed=args.seed, train_renamings=args.renamings
-            )
+                args.name, evidence, seed=args.seed, train_renamings=args.renamings,
+                train_per_turn=_per_turn(args.train_per_turn),
+                validation_limit=args.validation_limit,
+            )  # fmt: skip
         except data.DataError as exc:
             print(f"remed train data build: {exc}", file=sys.stderr)
             return 2
@@ -111,6 +113,22 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_turn(text: str | None) -> dict[str, int]:
+    """`oneshot=188,probed=110`: the training examples kept per turn kind."""
+    from trainer import data
+
+    out: dict[str, int] = {}
+    for part in filter(None, (text or "").split(",")):
+        turn, _, count = part.partition("=")
+        if turn not in data.TURNS or not count.isdigit():
+            raise data.DataError(
+                f"--train-per-turn: {part!r} is not TURN=COUNT with TURN one of "
+                f"{', '.join(data.TURNS)}"
+            )
+        out[turn] = int(count)
+    return out
+
+
 def add_data(sub: Subparsers) -> None:
     p = sub.add_parser("data", help="record evidence in the lab and build the SFT dataset")
     actions = p.add_subparsers(dest="data_action", required=True)
@@ -126,6 +144,11 @@ def add_data(sub: Subparsers) -> None:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--renamings", type=int, default=1,
                        help="training renamings per recorded incident (default 1)")  # fmt: skip
+    build.add_argument("--train-per-turn", metavar="TURN=N,...",
+                       help="keep at most N training examples of each turn kind, round robin "
+                       "over the (service, category) pairs (a token budget)")  # fmt: skip
+    build.add_argument("--validation-limit", type=int,
+                       help="keep the first N validation examples")  # fmt: skip
     check = actions.add_parser("check", help="verify a dataset's hashes and separation")
     check.add_argument("dataset")
     p.set_defaults(func=_data)

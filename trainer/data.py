@@ -44,6 +44,7 @@ from trainer.rename import IDENTITY, Renaming
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("train", "validation", "test")
+TURNS = ("oneshot", "probed", "probe-request", "after-probes", "replan")
 TEST_FAMILIES = ("chat",)
 # Whole (service, category) pairs the model never trains on: each category keeps other
 # services in training, so what is tested is reading the facts, not a category never seen.
@@ -278,6 +279,35 @@ def build_examples(
     return splits
 
 
+def budget(
+    examples: list[Example], per_turn: Mapping[str, int], *, seed: int = 0
+) -> list[Example]:
+    """At most `per_turn[turn]` examples of each turn kind (turns not named: all), drawn round
+    robin over the (service, category) pairs in a seeded order, so a cut set still covers every
+    pair and fault. A token budget, for machines where a full epoch does not fit (2 AVX2 cores
+    train SmolLM2-135M at ~100 tok/s in fp32)."""
+    kept: list[Example] = []
+    for turn in sorted({e.turn for e in examples}):
+        of_turn = [e for e in examples if e.turn == turn]
+        limit = per_turn.get(turn, len(of_turn))
+        groups: dict[tuple[str, str], list[Example]] = {}
+        for example in of_turn:
+            groups.setdefault((example.service, example.category), []).append(example)
+        rng = random.Random(f"{seed}:{turn}")
+        queues = [groups[key] for key in sorted(groups)]
+        for queue in queues:
+            rng.shuffle(queue)
+        rng.shuffle(queues)
+        picked: list[Example] = []
+        while len(picked) < limit and any(queues):
+            for queue in queues:
+                if queue and len(picked) < limit:
+                    picked.append(queue.pop())
+        kept += picked
+    order = {id(e): i for i, e in enumerate(examples)}
+    return sorted(kept, key=lambda e: order[id(e)])
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -288,7 +318,8 @@ def _prompt_key(example: Mapping[str, Any]) -> str:
 
 def write_dataset(
     name: str, evidence_files: list[Path], *, seed: int = 0, train_renamings: int = 1,
-    out_root: Path = DATA_DIR,
+    out_root: Path = DATA_DIR, train_per_turn: Mapping[str, int] | None = None,
+    validation_limit: int | None = None,
 ) -> Path:  # fmt: skip
     records = [r for path in evidence_files for r in load_evidence(path)]
     if not records:
@@ -297,6 +328,10 @@ def write_dataset(
             "`remed train data record` first"
         )
     splits = build_examples(records, seed=seed, train_renamings=train_renamings)
+    if train_per_turn:
+        splits["train"] = budget(splits["train"], train_per_turn, seed=seed)
+    if validation_limit is not None:
+        splits["validation"] = splits["validation"][:validation_limit]
     out = out_root / name
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -308,6 +343,8 @@ def write_dataset(
         "name": name,
         "seed": seed,
         "train_renamings": train_renamings,
+        "train_per_turn": dict(train_per_turn or {}),
+        "validation_limit": validation_limit,
         "evidence": {str(p.name): _sha(p) for p in evidence_files},
         "files": files,
         "held_out": {
