@@ -317,8 +317,39 @@ def planner_prompts(count: int) -> list[str]:
     return [ModelRemediator.prompt(sc, diagnosis(sc)) for sc in picked]
 
 
-def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) -> dict[str, Any]:
-    """Per format: how often its greedy token equals the fp32 engine's.
+def load_version_model(paths: StackPaths, version: int | None) -> Any:
+    """The fp32 model a version serves: the base, or the base with the version's `adapter/`
+    merged the way model.py merges it (weights/ versions load as they are)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    version_dir = paths.model_repo / "remed_planner" / str(version) if version else None
+    if version_dir is not None and (version_dir / "weights").is_dir():
+        return AutoModelForCausalLM.from_pretrained(version_dir / "weights", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32)
+    if version_dir is not None and (version_dir / "adapter" / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, version_dir / "adapter").merge_and_unload()
+    elif version_dir is not None and version != 1:
+        raise SystemExit(f"{version_dir}: no adapter/ or weights/ (is version {version} there?)")
+    return model.eval()
+
+
+def dataset_prompts(dataset: Path, count: int) -> list[str]:
+    """`count` prompts of a trainer dataset's test split, spread over it: what the trained
+    model is asked when it serves (every turn kind)."""
+    rows = [json.loads(line) for line in (dataset / "test.jsonl").read_text().splitlines()]
+    step = max(1, len(rows) // count)
+    return [str(r["prompt"]) for r in rows[::step][:count]]
+
+
+def agreement(
+    paths: StackPaths, formats: list[str], count: int, tokens: int, *,
+    version: int | None = None, dataset: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Per format: how often its greedy token equals the fp32 engine's, for the base model or
+    `version` (its adapter merged), on chaos planner prompts or `dataset`'s test prompts.
 
     - teacher_forced: fed the fp32 engine's greedy continuation, the share of positions where
       the quantised engine's argmax is the same token (per-token agreement, no cascade);
@@ -333,7 +364,7 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
     """
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     _import_engines(paths)
     from engine import Engine
@@ -341,13 +372,14 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
 
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(paths.base_model)
-    model = AutoModelForCausalLM.from_pretrained(paths.base_model, dtype=torch.float32).eval()
+    model = load_version_model(paths, version)
     lib = _kernels(paths)
+    texts = dataset_prompts(dataset, count) if dataset else planner_prompts(count)
     prompts = [
         [int(i) for i in tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
         )["input_ids"]]
-        for text in planner_prompts(count)
+        for text in texts
     ]  # fmt: skip
     fp32 = Engine(model, slots=1)
     quant = {f: QuantEngine(model, 1, lib=lib, weights=f, threads=2) for f in formats}
@@ -406,6 +438,7 @@ def agreement(paths: StackPaths, formats: list[str], count: int, tokens: int) ->
             "logit_rmse": round(float(np.mean(v["logit_rmse"])), 4),
             "prompts": len(prompts),
             "tokens": tokens,
+            "version": version or 1,
         }
         for f, v in stats.items()
     }
@@ -456,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         "planner prompts (in this process, no stack needed)",
     )
     parser.add_argument(
+        "--version", type=int, help="--agreement on this model version (its adapter merged)"
+    )
+    parser.add_argument(
+        "--dataset", type=Path,
+        help="--agreement on this trainer dataset's test prompts (e.g. trainer/data/sft-v2c)",
+    )  # fmt: skip
+    parser.add_argument(
         "--context-sweep",
         metavar="TOKENS",
         default="",
@@ -477,7 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(context_sweep(paths, contexts, args.rounds)))
         return 0
     if args.agreement:
-        result = agreement(paths, ["q8", "q4"], args.agreement, args.max_tokens)
+        result = agreement(
+            paths, ["q8", "q4"], args.agreement, args.max_tokens, version=args.version,
+            dataset=args.dataset,
+        )  # fmt: skip
         for f, figures in result.items():
             print(f"  {f}: {figures}")
         print(json.dumps(result))
