@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.faults.network import DELAY_PROXY_PORT_OFFSET
+from chaos.lab import manager
 from chaos.lab import topology as topo
 
 HEADER = """\
@@ -35,7 +36,15 @@ HEADER = """\
 """
 
 
-def _restart(program: str) -> str:
+def _restart(svc: topo.Service) -> str:
+    if svc.manager == "systemd":
+        return f"""\
+    - name: restart {manager.unit(svc)} under systemd
+      ansible.builtin.command: systemctl restart {manager.unit(svc)}
+      register: restart_result
+      failed_when: restart_result.rc != 0
+"""
+    program = svc.program
     return f"""\
     - name: restart {program} under supervisord
       ansible.builtin.command: supervisorctl restart {program}
@@ -47,7 +56,15 @@ def _restart(program: str) -> str:
 """
 
 
-def _start(program: str) -> str:
+def _start(svc: topo.Service) -> str:
+    if svc.manager == "systemd":
+        return f"""\
+    - name: start {manager.unit(svc)} under systemd
+      ansible.builtin.command: systemctl start {manager.unit(svc)}
+      register: start_result
+      failed_when: start_result.rc != 0
+"""
+    program = svc.program
     return f"""\
     - name: start {program} under supervisord
       ansible.builtin.command: supervisorctl start {program}
@@ -125,7 +142,6 @@ def oracle_playbook(
     used (`params`, `Fault.params()`); a missing name is the fault class's default."""
     svc = topo.service(service)
     params = dict(params or {})
-    program = svc.program
     body: list[str]
     name = f"fix {category} of {service} on {host}"
     if category in ("cpu-stress", "memory-stress"):
@@ -152,7 +168,7 @@ def oracle_playbook(
             _free_port(proxy_port, "the delaying proxy traffic was diverted to"),
         ]
     elif category == "service-down":
-        body = [_start(program)]
+        body = [_start(svc)]
     elif category == "config-error":
         # Restore the file from the documented baseline (the source of truth an SRE keeps in
         # config management) and restart only when that changed something.
@@ -171,7 +187,7 @@ def oracle_playbook(
         mode: "{spec.mode:04o}"
         content: |
 {content}      register: restored
-""", _restart(program).replace(
+""", _restart(svc).replace(
             "      register: restart_result\n",
             "      when: restored.changed\n      register: restart_result\n",
         )]
@@ -181,9 +197,9 @@ def oracle_playbook(
             raise ValueError(f"dependency-down: {service} depends on no data store")
         dep = store
         host, name = dep.host, f"start {dep.name}, the store {service} depends on"
-        body = [_start(dep.program)]
+        body = [_start(dep)]
     elif category == "port-conflict":
-        body = [_free_port(svc.port, "the process squatting the service's port"), _start(program)]
+        body = [_free_port(svc.port, "the process squatting the service's port"), _start(svc)]
     elif category == "log-flood":
         dumper = fault_param(category, params, "dumper")
         dump_file = fault_param(category, params, "dump_file")
@@ -203,7 +219,7 @@ def oracle_playbook(
         owner: root
         group: {topo.SHOP_USER}
         mode: "0640"
-""", _restart(program)]
+""", _restart(svc)]
     elif category == "bad-deploy":
         body = [f"""\
     - name: roll {service} back to release {topo.SHOP_VERSION}
@@ -212,16 +228,21 @@ def oracle_playbook(
         dest: {topo.current_link(service)}
         state: link
         force: true
-""", _restart(program)]
+""", _restart(svc)]
     elif category == "tls-cert":
+        tls = dict(svc.tls)
+        front = svc.host
+        san = f"DNS:{front},DNS:{topo.SYSTEM.name},IP:{svc.address}"
+        reload = (f"systemctl reload {manager.unit(svc)}" if svc.manager == "systemd"
+                  else f"supervisorctl signal HUP {svc.program}")  # fmt: skip
         body = [f"""\
-    - name: issue a fresh certificate for web (the served one has expired)
+    - name: issue a fresh certificate for {front} (the served one has expired)
       ansible.builtin.command: >-
-        openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=web
-        -addext subjectAltName=DNS:web,DNS:shop,IP:{topo.front_end().address}
-        -keyout {topo.TLS_KEY} -out {topo.TLS_CERT}
-    - name: reload nginx so it serves the new certificate
-      ansible.builtin.command: supervisorctl signal HUP {program}
+        openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN={front}
+        -addext subjectAltName={san}
+        -keyout {tls.get("key", topo.TLS_KEY)} -out {tls.get("cert", topo.TLS_CERT)}
+    - name: reload {svc.name} so it serves the new certificate
+      ansible.builtin.command: {reload}
 """]
     elif category == "connection-exhaustion":
         # pg_stat_activity and ss/ps name the client holding most connections.
@@ -234,12 +255,13 @@ def oracle_playbook(
 
 def rules_playbook(category: str, host: str, service: str) -> str:
     """The static runbook: restart the alerting service; for a full disk, drop rotated logs."""
-    program = topo.service(service).program
-    body = _restart(program)
+    svc = topo.service(service)
+    body = _restart(svc)
     if category == "log-flood":
-        body = """\
+        log_dir = svc.log.rsplit("/", 1)[0]
+        body = f"""\
     - name: delete rotated logs
-      ansible.builtin.shell: rm -f /var/log/shop/*.gz /var/log/shop/*.[0-9]
+      ansible.builtin.shell: rm -f {log_dir}/*.gz {log_dir}/*.[0-9]
 """ + body
     return HEADER.format(name=f"runbook for {category} on {service}", host=host) + body
 
@@ -278,7 +300,7 @@ def runbook_playbook(category: str, host: str, service: str) -> str:
             return rules_playbook(category, host, service)
         plays = []
         for dep_host in sorted({d.host for d in stores}):
-            body = "".join(_start(d.program) for d in stores if d.host == dep_host)
+            body = "".join(_start(d) for d in stores if d.host == dep_host)
             name = f"runbook for {category} of {service}, start its stores on {dep_host}"
             plays.append(HEADER.format(name=name, host=dep_host) + body)
         return "".join(plays)

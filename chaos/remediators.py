@@ -143,8 +143,13 @@ def run_playbook(lab: Lab, playbook: str, result: Remediation) -> None:
 
 
 def _play_host(scenario: Scenario) -> str:
+    """Where the fix runs: the target's host, or for dependency-down its store's."""
     if scenario.category == "dependency-down":
-        return "db"
+        from chaos.lab import topology as topo
+
+        store = topo.store_of(scenario.target.service)
+        if store is not None:
+            return store.host
     return scenario.target.host
 
 

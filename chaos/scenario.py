@@ -16,8 +16,8 @@ are drawn from the seed; off, every injection uses today's fixed names. A scenar
 `seed` has them on unless it says `variants: false`; `remed bench --variants` turns them on
 for every scenario that does not say otherwise (seed: its id).
 
-`load_suite("hard")` reads chaos/scenarios/hard.yaml; any other name is a path to a file or a
-directory of `*.yaml`/`*.yml` files.
+`load_suite("hard")` reads the active system's hard suite (the shop's chaos/scenarios/hard.yaml,
+chaos/suites.py); any other name is a path to a file or a directory of `*.yaml`/`*.yml` files.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from chaos.faults import CATEGORIES, FaultError, Target
+from chaos.lab import manager
 from chaos.lab import topology as topo
 
 SUITES_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -118,7 +119,19 @@ def load_file(path: Path) -> list[Scenario]:
 
 
 def load_suite(name_or_path: str) -> list[Scenario]:
-    path = SUITES_DIR / f"{name_or_path}.yaml" if name_or_path in SUITES else Path(name_or_path)
+    """A suite of the active system (easy, medium, hard, all: its generated files, or for a
+    system file from outside the repository generated now, chaos/suites.py), or a file or
+    directory of scenarios."""
+    if name_or_path in SUITES:
+        from chaos import suites
+
+        directory = suites.suites_dir()
+        if directory is None:
+            where = f"generated for {topo.SYSTEM.path}"
+            return [Scenario.parse(c, where) for c in suites.suite(name_or_path)]
+        path = directory / f"{name_or_path}.yaml"
+    else:
+        path = Path(name_or_path)
     if path.is_dir():
         files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
         scenarios = [s for f in files for s in load_file(f)]
@@ -142,19 +155,19 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "cpu-stress": (
         "High CPU on {host}: {service} latency degraded",
         "{service} on {host} answers slowly. CPU on {host} has been saturated for several "
-        "minutes; the busiest process is not one of the services supervisord manages there. "
+        "minutes; the busiest process is not one of the services {manager} manages there. "
         "Suspected root cause: a runaway process on {host} starving {service}.",
     ),
     "memory-stress": (
         "Memory pressure on {host} ({service})",
         "Resident memory on {host} grew far beyond the usual footprint of {service} and its "
-        "neighbours. The growth is in a process that supervisord does not manage. Suspected "
+        "neighbours. The growth is in a process that {manager} does not manage. Suspected "
         "root cause: a memory hog on {host}; {service} risks being OOM-killed.",
     ),
     "disk-io": (
         "Disk I/O saturation on {host} affecting {service}",
         "Write throughput on {host} is pegged; {service}'s data path {data} sees heavy writes "
-        "from a process outside the shop. Suspected root cause: an I/O storm on {host}.",
+        "from a process outside the {system}. Suspected root cause: an I/O storm on {host}.",
     ),
     "network-loss": (
         "Packet loss to {service} on {host}:{port}",
@@ -171,7 +184,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "service-down": (
         "{service} on {host} is down",
-        "{service} (supervisord program {program} on {host}, port {port}) is not running and "
+        "{service} ({managed} on {host}, port {port}) is not running and "
         "was not restarted; its health check fails and dependents report connection refused.",
     ),
     "config-error": (
@@ -187,7 +200,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "port-conflict": (
         "{service} on {host} cannot start: port {port} in use",
-        "supervisord cannot keep {service} on {host} running: it exits at start because "
+        "{manager} cannot keep {service} on {host} running: it exits at start because "
         "port {port} is already bound, and whatever answers on {port} is not {service}. "
         "Suspected root cause: another process holds port {port} on {host}.",
     ),
@@ -209,21 +222,24 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "tls-cert": (
         "TLS certificate problem on {host}: HTTPS clients refuse {service}",
-        "HTTPS clients of the shop fail certificate validation on {host}:443: the certificate "
+        "HTTPS clients of the {system} fail certificate validation on {host}:{tls_port}: the "
+        "certificate "
         "nginx serves ({cert}) has expired. HTTP still works. Suspected root cause: the "
         "certificate was not renewed.",
     ),
     "connection-exhaustion": (
         "{service} on {host}: PostgreSQL connection slots exhausted",
-        "{service} on {host} answers 503: PostgreSQL on db refuses new connections (too many "
-        "clients; max_connections {max_conn}). Most connections come from one client process "
-        "on {host} that is not part of the shop. Suspected root cause: a connection leak.",
+        "{service} on {host} answers 503: PostgreSQL on {pg_host} refuses new connections (too "
+        "many clients; max_connections {max_conn}). Most connections come from one client process "
+        "on {host} that is not part of the {system}. Suspected root cause: a connection leak.",
     ),
 }
 
 
 def _fields(scenario: Scenario, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     svc = topo.service(scenario.target.service)
+    pg = topo.pg_of(svc.name)
+    max_conn = (pg.max_connections if pg else 0) or topo.PG_MAX_CONNECTIONS
     fault = {**scenario.fault, **dict(params or {})}
     what = fault.get("variant", "a setting")
     if scenario.category == "config-error":
@@ -238,7 +254,9 @@ def _fields(scenario: Scenario, params: Mapping[str, Any] | None = None) -> dict
         "current": topo.current_link(svc.name), "version": topo.SHOP_VERSION, "what": what,
         "dependency": (f"{store.name}@{store.host}" if (store := topo.store_of(svc.name))
                        else "a dependency"),
-        "cert": topo.TLS_CERT, "max_conn": topo.PG_MAX_CONNECTIONS,
+        "cert": topo.TLS_CERT, "max_conn": max_conn,
+        "manager": svc.manager, "managed": manager.describe(svc), "system": topo.SYSTEM.name,
+        "tls_port": topo.HTTPS_PORT, "pg_host": pg.host if pg else "its host",
     }  # fmt: skip
 
 

@@ -35,7 +35,24 @@ KINDS = {
 }
 STORE_KINDS = frozenset({"redis", "postgresql", "memcached"})
 MANAGERS = ("supervisord", "systemd")
-HTTP_ROLES = ("catalog", "cart", "checkout")
+# What an http service's endpoints do (chaos/lab/shop/shop.py): the shop's three roles, and
+# `generic` (GET /request touches each of its stores and calls each upstream's /request).
+HTTP_ROLES = ("catalog", "cart", "checkout", "generic")
+# Where a service's files may live: a directory of its own below one of these, which becomes a
+# bind mount of the host's own copy (remed_stack/lab.py), so a fault on one host's file never
+# touches another host or the machine.
+PATH_ROOTS = ("/etc/", "/var/", "/srv/", "/opt/", "/run/", "/tmp/", "/home/")
+# Parents shared by many packages: a service's own directory is one level below them.
+SHARED_PARENTS = frozenset({
+    "/etc", "/var", "/var/lib", "/var/cache", "/var/opt", "/var/spool", "/opt", "/srv", "/etc/ssl",
+    "/run", "/tmp", "/home", "/var/log", "/var/tmp",
+})  # fmt: skip
+# Directories the lab host itself depends on: never a service's own.
+PROTECTED_DIRS = frozenset({
+    "/etc/systemd", "/etc/remed-lab", "/etc/ssh", "/etc/sudoers.d", "/etc/pam.d",
+    "/etc/security", "/etc/apt", "/etc/alternatives", "/var/lib/dpkg", "/var/lib/apt",
+    "/var/cache/apt", "/var/lib/systemd", "/etc/ssl/certs", "/etc/ssl/private",
+})  # fmt: skip
 SERVICE_KEYS = {
     "kind", "host", "port", "config", "log", "data", "health", "depends_on", "manager",
     "program", "deploy", "role", "tls", "version", "max_connections", "database",
@@ -52,6 +69,7 @@ class HostSpec:
     name: str
     address: str
     tmpfs: dict[str, str] = field(default_factory=dict)
+    manager: str = "supervisord"  # the host's init: what runs its services
 
 
 @dataclass(frozen=True)
@@ -105,10 +123,34 @@ def _need(where: str, data: dict[str, Any], key: str, kind: type | tuple[type, .
     return value
 
 
-def _path(where: str, value: Any, key: str) -> str:
+def _path(where: str, value: Any, key: str, *, file: bool = False) -> str:
     if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
         raise SystemFileError(f"{where}: `{key}` must be an absolute path, not {value!r}")
+    if not value.startswith(PATH_ROOTS):
+        raise SystemFileError(f"{where}: `{key}` {value} must lie below one of "
+                              f"{[r.rstrip('/') for r in PATH_ROOTS]}")  # fmt: skip
+    own = own_dir(value.rstrip("/").rsplit("/", 1)[0] if file else value.rstrip("/"))
+    if own in SHARED_PARENTS:
+        raise SystemFileError(f"{where}: `{key}` {value} lies straight in {own}; give the service "
+                              f"a directory of its own (e.g. {own}/<name>/...)")  # fmt: skip
+    if any(own == d or own.startswith(d + "/") or d.startswith(own + "/")
+           for d in PROTECTED_DIRS):  # fmt: skip
+        raise SystemFileError(f"{where}: `{key}` {value} is in {own}, which the lab host itself "
+                              "needs; use another directory")  # fmt: skip
     return value
+
+
+def own_dir(path: str) -> str:
+    """The directory a path's service owns: the shortest prefix of `path` that is not one of
+    SHARED_PARENTS (`/etc/shop/cart.ini` → `/etc/shop`, `/var/lib/ledger/x` → `/var/lib/ledger`,
+    `/etc/ssl/booking/gw.crt` → `/etc/ssl/booking`)."""
+    parts = [p for p in path.split("/") if p]
+    prefix = ""
+    for part in parts:
+        prefix += "/" + part
+        if prefix not in SHARED_PARENTS:
+            return prefix
+    return prefix or "/"
 
 
 def parse(data: Any, path: Path) -> System:
@@ -189,7 +231,7 @@ def parse(data: Any, path: Path) -> System:
                 raise SystemFileError(f"{where}: `tls` ({{port, cert, key}}) is for nginx")
             extra_ports.append(_need(where + ".tls", tls, "port", int))
             for key in ("cert", "key"):
-                _path(where + ".tls", tls.get(key), key)
+                _path(where + ".tls", tls.get(key), key, file=True)
         for p in extra_ports:
             if (host, p) in ports:
                 raise SystemFileError(f"{where}: port {p} on host {host} is already used by "
@@ -198,11 +240,12 @@ def parse(data: Any, path: Path) -> System:
         svc_manager = str(s.get("manager", manager))
         if svc_manager not in MANAGERS:
             raise SystemFileError(f"{where}: `manager` must be one of {list(MANAGERS)}")
-        role = str(s.get("role", sname if kind == "http" else ""))
+        role = str(s.get("role", (sname if sname in HTTP_ROLES else "generic")
+                              if kind == "http" else ""))
         if kind == "http" and role not in HTTP_ROLES:
             raise SystemFileError(f"{where}: an http service's `role` is one of {list(HTTP_ROLES)} "
                               f"(what its endpoints do), not {role!r}")  # fmt: skip
-        deploy = s.get("deploy", "")
+        deploy = s.get("deploy", f"/srv/{sname}" if kind == "http" else "")
         if deploy:
             _path(where, deploy, "deploy")
         deps = s.get("depends_on") or []
@@ -210,8 +253,8 @@ def parse(data: Any, path: Path) -> System:
             raise SystemFileError(f"{where}: `depends_on` is a list of service names")
         services[sname] = ServiceSpec(
             name=sname, kind=kind, host=host, port=port,
-            config=_path(where, s.get("config"), "config"),
-            log=_path(where, s.get("log"), "log"),
+            config=_path(where, s.get("config"), "config", file=True),
+            log=_path(where, s.get("log"), "log", file=True),
             data=_path(where, s.get("data"), "data"),
             health=str(s.get("health", KINDS[kind])), depends_on=tuple(deps),
             manager=svc_manager, program=str(s.get("program", sname)), deploy=str(deploy),
@@ -226,8 +269,35 @@ def parse(data: Any, path: Path) -> System:
                                   f"service of this system ({sorted(services)})")  # fmt: skip
             if d == s.name:
                 raise SystemFileError(f"{src}: services.{s.name}: depends on itself")
+            dep = services[d]
+            if s.kind == "nginx" and dep.kind != "http":
+                raise SystemFileError(f"{src}: services.{s.name}: nginx proxies /api/<service>/ to "
+                                  f"http services; {d} is {dep.kind}")  # fmt: skip
+            if s.kind in STORE_KINDS:
+                raise SystemFileError(f"{src}: services.{s.name}: a {s.kind} store depends on "
+                                  f"nothing (remove {d} from its depends_on)")  # fmt: skip
+            if s.kind == "http" and dep.kind == "nginx":
+                raise SystemFileError(f"{src}: services.{s.name}: an http service calls http "
+                                  f"services and stores, not nginx ({d})")  # fmt: skip
+        kinds = [services[d].kind for d in s.depends_on if services[d].kind in STORE_KINDS]
+        for kind in set(kinds):
+            if kinds.count(kind) > 1:
+                raise SystemFileError(f"{src}: services.{s.name}: depends on {kinds.count(kind)} "
+                                  f"{kind} stores; an http service has at most one of each "
+                                  "kind")  # fmt: skip
+    for hname in hosts:
+        fronts = [s.name for s in services.values() if s.kind == "nginx" and s.host == hname]
+        if len(fronts) > 1:
+            raise SystemFileError(f"{src}: hosts.{hname}: nginx services {fronts} would share "
+                                  "/etc/nginx/nginx.conf; one nginx per host")  # fmt: skip
     _no_cycles(src, services)
+    hosts = _host_managers(src, hosts, services, manager)
     e2e = data.get("e2e") or {}
+    if not e2e:
+        entry = next(iter(s for s in services.values() if s.kind == "nginx"),
+                     next(iter(s for s in services.values() if s.kind == "http"), None))
+        if entry is not None:
+            e2e = {"service": entry.name, "path": "/health"}
     if e2e:
         if not isinstance(e2e, dict) or e2e.get("service") not in services:
             raise SystemFileError(f"{src}: `e2e` needs `service` (one of the services) and `path`")
@@ -238,6 +308,40 @@ def parse(data: Any, path: Path) -> System:
         app_user=str(data.get("app_user", "shop")), release=str(data.get("release", "1.0.0")),
         hosts=hosts, services=services, e2e={k: str(v) for k, v in e2e.items()},
     )  # fmt: skip
+
+
+def _host_managers(
+    src: str, hosts: dict[str, HostSpec], services: dict[str, ServiceSpec], default: str
+) -> dict[str, HostSpec]:
+    """A host's init is the manager of its services: one per host."""
+    out = {}
+    for name, h in hosts.items():
+        managers = {s.manager for s in services.values() if s.host == name}
+        if len(managers) > 1:
+            raise SystemFileError(f"{src}: hosts.{name}: its services use {sorted(managers)}; "
+                              "a host has one init (move a service, or give all one manager)")
+        out[name] = HostSpec(h.name, h.address, h.tmpfs, next(iter(managers), default))
+    return out
+
+
+def host_dirs(system: System, host: str) -> tuple[str, ...]:
+    """The directories of `system`'s services (configs, logs, data, releases, certificates,
+    tmpfs mounts) on `host`, each a service's own (`own_dir`): what the host needs its own
+    copy of."""
+    paths: list[str] = list(system.hosts[host].tmpfs)
+    for s in system.services.values():
+        if s.host != host:
+            continue
+        paths += [s.config.rsplit("/", 1)[0], s.log.rsplit("/", 1)[0], s.data]
+        if s.deploy:
+            paths.append(s.deploy)
+        paths += [str(s.tls[k]).rsplit("/", 1)[0] for k in ("cert", "key") if k in s.tls]
+    out: list[str] = []
+    for p in paths:
+        d = own_dir(p)
+        if d not in out:
+            out.append(d)
+    return tuple(out)
 
 
 def _no_cycles(src: str, services: dict[str, ServiceSpec]) -> None:

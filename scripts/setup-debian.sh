@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
   openssh-server openssh-client iproute2 nftables util-linux procps sudo curl ca-certificates
   openjdk-17-jre-headless maven kcat supervisor python3 openssl
-  redis-server postgresql nginx-light stress-ng prometheus prometheus-alertmanager
+  redis-server postgresql memcached nginx-light stress-ng prometheus prometheus-alertmanager
   prometheus-blackbox-exporter
   python3-redis python3-psycopg2
   build-essential

@@ -15,11 +15,11 @@ import random
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from chaos.lab import probes
+from chaos.lab import manager, probes
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 
@@ -30,6 +30,22 @@ CHAOS_DIR = "/run/remed-chaos"
 # Every process a fault starts carries this in its environment (inherited by its children), so
 # a reset finds them whatever name a variant gave them, and a probe's `ps` does not show it.
 CHAOS_ENV = "REMED_CHAOS_FAULT"
+
+
+class Targets:
+    """A category's `services`: those of the active system it applies to, chosen by `pick`
+    (a service kind, or a property the topology knows), computed when read, so the catalog
+    follows `topology.use(FILE)`."""
+
+    def __init__(self, pick: Callable[[topo.Service], bool], *, order: tuple[str, ...] = ()):
+        self.pick = pick
+        self.order = order  # kinds listed first, in this order
+
+    def __get__(self, obj: object, owner: type | None = None) -> tuple[str, ...]:
+        chosen = [s for s in topo.SERVICES.values() if self.pick(s)]
+        rank = {kind: i for i, kind in enumerate(self.order)}
+        chosen.sort(key=lambda s: rank.get(s.kind, len(rank)))
+        return tuple(s.name for s in chosen)
 
 
 class FaultError(ValueError):
@@ -60,7 +76,7 @@ class Fault(ABC):
 
     category: ClassVar[str]
     summary: ClassVar[str]
-    services: ClassVar[tuple[str, ...]] = tuple(topo.SERVICES)
+    services: ClassVar[Targets] = Targets(lambda s: True)
 
     target: Target
     lab: Lab = field(repr=False, compare=False)
@@ -130,11 +146,15 @@ class Fault(ABC):
     def sh(self, script: str, *, host: str | None = None, check: bool = True) -> str:
         return self.lab.sh(host or self.target.host, script, check=check).stdout
 
-    def program_state(self, program: str | None = None, host: str | None = None) -> str:
-        out = self.sh(f"supervisorctl status {program or self.target.svc.program} || true",
-                      host=host)  # fmt: skip
-        parts = out.split()
-        return parts[1] if len(parts) > 1 else "UNKNOWN"
+    def program_state(self, svc: topo.Service | None = None) -> str:
+        """The service's state in supervisord's words (RUNNING, STOPPED, FATAL, ...), whatever
+        its manager (chaos/lab/manager.py)."""
+        svc = svc or self.target.svc
+        return manager.state(svc, self.sh(manager.state_command(svc), host=svc.host))
+
+    def ctl(self, action: str, svc: topo.Service | None = None) -> str:
+        """The shell line for `action` (start, stop, restart) of a service by its manager."""
+        return manager.ctl(svc or self.target.svc, action)
 
     def write_helper(
         self, name: str, content: str | bytes, host: str | None = None
@@ -164,21 +184,23 @@ class Fault(ABC):
         """The service does its job: health for the shop services and stores, a proxied
         request for nginx."""
         name = name or self.target.service
-        if name == "nginx":
-            first = next(iter(topo.service(name).depends_on), "catalog")
-            url = f"http://{topo.service(name).address}/api/{first}/health"
+        svc = topo.service(name)
+        if svc.kind == "nginx":
+            first = next(iter(svc.depends_on), "")
+            url = topo.http_base(svc) + (f"/api/{first}/health" if first else "/health")
             try:
                 status, body = probes.http_get(url, probes.HEALTH_TIMEOUT_S)
             except OSError as exc:
-                return Check(False, f"nginx: {url}: {exc}")
-            return Check(status == 200, f"nginx: GET {url} → {status} {body[:160]}")
+                return Check(False, f"{name}: {url}: {exc}")
+            return Check(status == 200, f"{name}: GET {url} → {status} {body[:160]}")
         health = probes.service_health(name)
         return Check(health.ok, f"{name}: {health.detail}")
 
     def running_and_functional(self) -> Check:
         state = self.program_state()
         if state != "RUNNING":
-            return Check(False, f"{self.target.svc.program} is {state} under supervisord")
+            svc = self.target.svc
+            return Check(False, f"{manager.unit(svc)} is {state} under {svc.manager}")
         return self.functional()
 
 

@@ -89,6 +89,10 @@ def _probe_once(address: str, port: int, kind: str, timeout_s: float) -> float |
                     sock.sendall(b"PING\r\n")
                     if not sock.recv(16):
                         return None
+                elif kind == "memcached":
+                    sock.sendall(b"version\r\n")
+                    if not sock.recv(64):
+                        return None
                 else:  # postgres: an SSLRequest gets a one-byte answer
                     sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
                     if not sock.recv(1):

@@ -20,7 +20,16 @@ from typing import Any, ClassVar
 import structlog
 
 from chaos import variants
-from chaos.faults.base import CHAOS_DIR, CHAOS_ENV, Check, Fault, Target, sample_processes, top
+from chaos.faults.base import (
+    CHAOS_DIR,
+    CHAOS_ENV,
+    Check,
+    Fault,
+    Target,
+    Targets,
+    sample_processes,
+    top,
+)
 from chaos.lab.hosts import HostCommandError
 
 log = structlog.get_logger("remed.chaos")
@@ -143,7 +152,7 @@ class MemoryStress(_Hog):
 class DiskIo(_Hog):
     category: ClassVar[str] = "disk-io"
     summary: ClassVar[str] = "a process saturates writes on the service's data path"
-    services: ClassVar[tuple[str, ...]] = ("catalog", "cart", "checkout")
+    services: ClassVar[Targets] = Targets(lambda s: s.kind == "http")
     max_write_mb_s: float = 50.0
 
     def inject(self) -> None:

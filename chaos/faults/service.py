@@ -15,83 +15,150 @@ from __future__ import annotations
 import random
 import re
 import shlex
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from chaos import variants
-from chaos.faults.base import CHAOS_DIR, Check, Fault, Target
-from chaos.lab import probes
+from chaos.faults.base import CHAOS_DIR, Check, Fault, Target, Targets
+from chaos.lab import manager, probes
 from chaos.lab import topology as topo
 
-APP_SERVICES = topo.SHOP_APPS  # the system's own HTTP services (kind http)
+
+def _is_app(s: topo.Service) -> bool:
+    """The system's own HTTP services (kind http): what the app-level faults target."""
+    return s.kind == "http"
 
 
 @dataclass(frozen=True)
 class ConfigEdit:
-    """One broken setting: `bad` replaces the line `good` in the service's config file."""
+    """One broken setting: `bad` replaces the text `good` in the service's config file."""
 
     good: str
     bad: str
     what: str
 
 
-CONFIG_ERRORS: dict[str, dict[str, ConfigEdit]] = {
-    "catalog": {
-        "credential": ConfigEdit(f"password = {topo.DB_PASSWORD}", "password = shop-old-pw",
-                                 "PostgreSQL password"),
-        "db-port": ConfigEdit("port = 5432", "port = 5433", "PostgreSQL port"),
-    },
-    "cart": {
-        "redis-port": ConfigEdit("port = 6379", "port = 6380", "Redis port"),
-        "redis-host": ConfigEdit("host = db", "host = cache", "Redis host"),
-    },
-    "checkout": {
-        "upstream": ConfigEdit("catalog = http://app:8081", "catalog = http://app:8091",
-                               "catalog upstream"),
-        "credential": ConfigEdit(f"password = {topo.DB_PASSWORD}", "password = changeme",
-                                 "PostgreSQL password"),
-    },
-    "nginx": {
-        "upstream": ConfigEdit("upstream checkout { server app:8083; }",
-                               "upstream checkout { server app:8038; }", "checkout upstream"),
-    },
-    "redis": {
-        "port": ConfigEdit("port 6379", "port 6389", "listen port"),
-    },
-    "postgresql": {
-        "port": ConfigEdit("port = 5432", "port = 5442", "listen port"),
-    },
-}  # fmt: skip
+def _bad_port(port: int, host: str) -> int:
+    """A port close to `port` that nothing on `host` uses: the last two digits swapped
+    (8083 → 8038), else `port` + 10, + 100."""
+    used = {s.port for s in topo.on_host(host)}
+    text = str(port)
+    swapped = int(text[:-2] + text[-1] + text[-2]) if len(text) >= 2 else port
+    for candidate in (swapped, port + 10, port + 100, port + 1000):
+        if candidate != port and candidate not in used and 1024 <= candidate <= 65535:
+            return candidate
+    raise ValueError(f"no free port near {port} on {host}")
 
 
-def nginx_functional() -> Check:
-    front = topo.front_end()
-    web = front.address
+def _bad_host() -> str:
+    """A host name that resolves nowhere in the lab."""
+    return next(h for h in ("cache", "cache-old", "cache-legacy") if h not in topo.HOST_ADDRESSES)
+
+
+def config_errors(name: str) -> dict[str, ConfigEdit]:
+    """The broken settings of service `name` a config-error can inject (at most two), read from
+    what provisioning writes into its config (chaos/lab/provision.py):
+
+    - http: a wrong port of its first upstream, then its stores' settings (PostgreSQL: the
+      password, the port; Redis and memcached: the port, the host);
+    - nginx: a wrong port for its last upstream; redis, postgresql, memcached: the listen port.
+    """
+    svc = topo.service(name)
+    edits: dict[str, ConfigEdit] = {}
+    if svc.kind == "http":
+        ups = topo.upstreams(name)
+        if ups:
+            u = ups[0]
+            edits["upstream"] = ConfigEdit(
+                f"{u.name} = http://{u.host}:{u.port}",
+                f"{u.name} = http://{u.host}:{u.port + 10}", f"{u.name} upstream",
+            )  # fmt: skip
+        for store in topo.stores(name):
+            section = {"postgresql": "postgres"}.get(store.kind, store.kind)
+            where = f"[{section}]\nhost = {store.host}\nport = "
+            if store.kind == "postgresql":
+                db = topo.pg_database(store)
+                edits["credential"] = ConfigEdit(
+                    f"password = {db['password']}", f"password = {db['user']}-old-pw",
+                    "PostgreSQL password",
+                )  # fmt: skip
+                edits["db-port"] = ConfigEdit(f"{where}{store.port}", f"{where}{store.port + 1}",
+                                              "PostgreSQL port")  # fmt: skip
+            else:
+                key, what = ("redis", "Redis") if store.kind == "redis" else ("cache", "memcached")
+                edits[f"{key}-port"] = ConfigEdit(
+                    f"{where}{store.port}", f"{where}{store.port + 1}", f"{what} port"
+                )
+                edits[f"{key}-host"] = ConfigEdit(
+                    f"[{section}]\nhost = {store.host}\n", f"[{section}]\nhost = {_bad_host()}\n",
+                    f"{what} host",
+                )  # fmt: skip
+        return dict(list(edits.items())[:2])
+    if svc.kind == "nginx":
+        ups = topo.upstreams(name)
+        if not ups:
+            return {}
+        u, width = ups[-1], max(len(x.name) for x in ups)
+        pad = " " * (width - len(u.name))
+        line = f"upstream {u.name}{pad} {{{{ server {u.host}:{{}}; }}}}"
+        return {"upstream": ConfigEdit(line.format(u.port), line.format(_bad_port(u.port, u.host)),
+                                       f"{u.name} upstream")}  # fmt: skip
+    used = {s.port for s in topo.on_host(svc.host)}
+    bad_port = next(p for p in range(svc.port + 10, svc.port + 1000, 10) if p not in used)
+    line = {"redis": "port {}", "postgresql": "port = {}", "memcached": "-p {}"}[svc.kind]
+    return {"port": ConfigEdit(line.format(svc.port), line.format(bad_port), "listen port")}
+
+
+class _ConfigErrors(Mapping[str, dict[str, ConfigEdit]]):
+    """CONFIG_ERRORS[service] → {variant: edit}, for the active system's services."""
+
+    def _table(self) -> dict[str, dict[str, ConfigEdit]]:
+        table = {name: config_errors(name) for name in topo.SERVICES}
+        return {name: edits for name, edits in table.items() if edits}
+
+    def __getitem__(self, name: str) -> dict[str, ConfigEdit]:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+CONFIG_ERRORS: Mapping[str, dict[str, ConfigEdit]] = _ConfigErrors()
+
+
+def nginx_functional(name: str | None = None) -> Check:
+    front = topo.service(name) if name else topo.front_end()
+    web = topo.http_base(front)
     bad = []
     for svc in front.depends_on:
-        url = f"http://{web}/api/{svc}/health"
+        url = f"{web}/api/{svc}/health"
         try:
             status, body = probes.http_get(url, probes.HEALTH_TIMEOUT_S)
         except OSError as exc:
             status, body = 0, str(exc)
         if status != 200:
             bad.append(f"GET {url} → {status} {body[:120]}")
-    return Check(not bad, "; ".join(bad) or "nginx proxies every upstream")
+    return Check(not bad, "; ".join(bad) or f"{front.name} proxies every upstream")
 
 
 @dataclass
 class _ServiceFault(Fault):
     def functional(self, name: str | None = None) -> Check:
-        if (name or self.target.service) == "nginx":
-            return nginx_functional()
+        svc = topo.service(name or self.target.service)
+        if svc.kind == "nginx":
+            return nginx_functional(svc.name)
         return super().functional(name)
 
     def check(self) -> Check:
         return self.running_and_functional()
 
     def restart_program(self) -> None:
-        self.sh(f"supervisorctl restart {self.target.svc.program} >/dev/null || true")
+        self.sh(f"{self.ctl('restart')} >/dev/null || true")
 
 
 @dataclass
@@ -100,10 +167,10 @@ class ServiceDown(_ServiceFault):
     summary: ClassVar[str] = "the service has stopped and was not restarted"
 
     def inject(self) -> None:
-        self.sh(f"supervisorctl stop {self.target.svc.program} >/dev/null")
+        self.sh(f"{self.ctl('stop')} >/dev/null")
 
     def cleanup(self) -> None:
-        self.sh(f"supervisorctl start {self.target.svc.program} >/dev/null || true")
+        self.sh(f"{self.ctl('start')} >/dev/null || true")
 
 
 @dataclass
@@ -163,8 +230,8 @@ class ConfigError(_ServiceFault):
 @dataclass
 class DependencyDown(_ServiceFault):
     category: ClassVar[str] = "dependency-down"
-    summary: ClassVar[str] = "a store the service needs (Redis or PostgreSQL) is down"
-    services: ClassVar[tuple[str, ...]] = APP_SERVICES
+    summary: ClassVar[str] = "a store the service needs (its first one) is down"
+    services: ClassVar[Targets] = Targets(lambda s: _is_app(s) and bool(topo.stores(s.name)))
 
     @property
     def dependency(self) -> topo.Service:
@@ -174,20 +241,19 @@ class DependencyDown(_ServiceFault):
         return store
 
     def inject(self) -> None:
-        self.sh(f"supervisorctl stop {self.dependency.program} >/dev/null",
-                host=self.dependency.host)  # fmt: skip
+        self.sh(f"{self.ctl('stop', self.dependency)} >/dev/null", host=self.dependency.host)
 
     def check(self) -> Check:
         return self.functional()
 
     def cleanup(self) -> None:
-        self.sh(f"supervisorctl start {self.dependency.program} >/dev/null || true",
+        self.sh(f"{self.ctl('start', self.dependency)} >/dev/null || true",
                 host=self.dependency.host)  # fmt: skip
 
 
 PORT_SQUATTER = """\
 #!/usr/bin/python3
-# A forgotten admin tool that listens on the shop service's port (chaos lab port-conflict).
+# A forgotten admin tool that listens on the service's port (chaos lab port-conflict).
 import functools, http.server, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/var/empty")
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), handler).serve_forever()
@@ -198,7 +264,8 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), handler).serve_fo
 class PortConflict(_ServiceFault):
     category: ClassVar[str] = "port-conflict"
     summary: ClassVar[str] = "another process holds the service's port, so it cannot start"
-    services: ClassVar[tuple[str, ...]] = (*APP_SERVICES, "nginx")
+    services: ClassVar[Targets] = Targets(lambda s: s.kind in ("http", "nginx"),
+                                          order=("http", "nginx"))
     squatter: str = f"{CHAOS_DIR}/legacy_admin.py"
 
     @classmethod
@@ -206,14 +273,14 @@ class PortConflict(_ServiceFault):
         return {"squatter": variants.script_path(r, r.choice((".py", "")))}
 
     def inject(self) -> None:
-        port, program = self.target.svc.port, self.target.svc.program
+        port = self.target.svc.port
         path = self.write_helper(self.squatter, PORT_SQUATTER)
         self.sh(
-            f"supervisorctl stop {program} >/dev/null\n"
+            f"{self.ctl('stop')} >/dev/null\n"
             + self.spawn(f"/usr/bin/python3 {shlex.quote(path)} {port}")
             + f"for i in $(seq 50); do ss -ltnH 'sport = :{port}' | grep -q . && break; "
             "sleep 0.05; done\n"
-            f"supervisorctl start {program} >/dev/null || true\n"
+            f"{self.ctl('start')} >/dev/null || true\n"
         )
 
     def check(self) -> Check:
@@ -232,13 +299,13 @@ class PortConflict(_ServiceFault):
         self.sh(
             f"pkill -KILL -f -- {shlex.quote(self.squatter)} || true\nsleep 0.1\n"
             + self.remove_helper(self.squatter)
-            + f"supervisorctl start {self.target.svc.program} >/dev/null || true\n"
+            + f"{self.ctl('start')} >/dev/null || true\n"
         )
 
 
 FLOODER = """\
 #!/bin/sh
-# A debug dump left switched on: writes to the shop's log disk until it is full, and keeps at it.
+# A debug dump left switched on: writes to the service's log disk until it is full, and keeps at it.
 while true; do
   yes "DEBUG $1 dump: cache state $(date +%s) $(head -c 120 /dev/zero | tr '\\0' x)" \
     >> "$2" 2>/dev/null
@@ -280,7 +347,8 @@ PY
 class LogFlood(_ServiceFault):
     category: ClassVar[str] = "log-flood"
     summary: ClassVar[str] = "a debug log fills the service's log disk"
-    services: ClassVar[tuple[str, ...]] = APP_SERVICES
+    # only where the log directory is a small tmpfs: a flood never fills the machine's disk
+    services: ClassVar[Targets] = Targets(lambda s: _is_app(s) and topo.log_on_tmpfs(s.name))
     max_used_pct: int = 90
     dumper: str = f"{CHAOS_DIR}/debug_dump.sh"
     dump_file: str = ""  # "": <the service's log directory>/<service>-debug.log
@@ -336,7 +404,7 @@ class LogFlood(_ServiceFault):
 class WrongPermissions(_ServiceFault):
     category: ClassVar[str] = "wrong-permissions"
     summary: ClassVar[str] = "the service's config file is no longer readable by its user"
-    services: ClassVar[tuple[str, ...]] = APP_SERVICES
+    services: ClassVar[Targets] = Targets(_is_app)
 
     def inject(self) -> None:
         config = shlex.quote(self.target.svc.config)
@@ -356,7 +424,7 @@ class WrongPermissions(_ServiceFault):
         self.sh(
             f"if [ \"$(stat -c %U:%G:%a {config})\" != root:{topo.SHOP_USER}:640 ]; then\n"
             f"  chown root:{topo.SHOP_USER} {config}; chmod 0640 {config}\n"
-            f"  supervisorctl restart {self.target.svc.program} >/dev/null || true\n"
+            f"  {self.ctl('restart')} >/dev/null || true\n"
             "fi\n"
         )
 
@@ -365,7 +433,7 @@ class WrongPermissions(_ServiceFault):
 class BadDeploy(_ServiceFault):
     category: ClassVar[str] = "bad-deploy"
     summary: ClassVar[str] = "the service was started from a broken release"
-    services: ClassVar[tuple[str, ...]] = APP_SERVICES
+    services: ClassVar[Targets] = Targets(_is_app)
     version: str = "1.5.0-rc1"
 
     def __post_init__(self) -> None:
@@ -386,7 +454,7 @@ class BadDeploy(_ServiceFault):
         out = self.sh(
             f"echo \"current -> $(readlink {link})\"; ls {topo.deploy_dir(self.target.service)}"
             f"/releases | tr '\\n' ' '; echo; tail -n 2 {shlex.quote(self.target.svc.log)} "
-            f"/var/log/supervisor/{self.target.svc.program}.log 2>/dev/null | grep -v '^==' "
+            f"{shlex.quote(manager.output_log(self.target.svc))} 2>/dev/null | grep -v '^==' "
             "| tail -n 2",
             check=False,
         )
@@ -394,7 +462,7 @@ class BadDeploy(_ServiceFault):
 
     def inject(self) -> None:
         name = self.target.service
-        release = f"/srv/shop/{name}/releases/{self.version}"
+        release = topo.release_dir(name, self.version)
         self.sh(
             f"mkdir -p {release}\n"
             f"sed 's/^import argparse$/import argparse\\nimport shop_featureflags/; "
@@ -411,14 +479,15 @@ class BadDeploy(_ServiceFault):
         self.sh(
             f"if [ \"$(readlink {link})\" != releases/{topo.SHOP_VERSION} ]; then\n"
             f"  ln -sfn releases/{topo.SHOP_VERSION} {link}\n"
-            f"  supervisorctl restart {self.target.svc.program} >/dev/null || true\n"
+            f"  {self.ctl('restart')} >/dev/null || true\n"
             "fi\n"
-            f"rm -rf /srv/shop/{name}/releases/{self.version}\n"
+            f"rm -rf {shlex.quote(topo.release_dir(name, self.version))}\n"
         )
 
 
 def served_certificate_end() -> tuple[str, bool]:
-    """The notAfter of the certificate nginx serves on web:443, and whether it is still valid."""
+    """The notAfter of the certificate the front end serves on its TLS port, and whether it is
+    still valid."""
     import socket
     import ssl
     import subprocess
@@ -442,31 +511,32 @@ def served_certificate_end() -> tuple[str, bool]:
 class TlsCertExpired(_ServiceFault):
     category: ClassVar[str] = "tls-cert"
     summary: ClassVar[str] = "nginx serves an expired TLS certificate"
-    services: ClassVar[tuple[str, ...]] = ("nginx",)
+    services: ClassVar[Targets] = Targets(lambda s: s.kind == "nginx" and bool(s.tls))
 
     def inject(self) -> None:
         from chaos.lab.provision import expired_certificate
 
         crt, key = expired_certificate(self.lab)
-        root = self.lab.host_root("web")
+        root = self.lab.host_root(self.target.host)
         (root / topo.TLS_CERT.lstrip("/")).write_text(crt)
         (root / topo.TLS_KEY.lstrip("/")).write_text(key)
         self.restart_program()
 
     def check(self) -> Check:
+        where = f"{self.target.host}:{topo.HTTPS_PORT}"
         try:
             end, valid = served_certificate_end()
         except OSError as exc:
-            return Check(False, f"no TLS handshake with web:{topo.HTTPS_PORT}: {exc}")
+            return Check(False, f"no TLS handshake with {where}: {exc}")
         if not valid:
-            return Check(False, f"web:{topo.HTTPS_PORT} serves an expired certificate ({end})")
+            return Check(False, f"{where} serves an expired certificate ({end})")
         return self.running_and_functional()
 
     def cleanup(self) -> None:
         from chaos.lab.provision import golden_certificate
 
         crt, key = golden_certificate(self.lab)
-        root = self.lab.host_root("web")
+        root = self.lab.host_root(self.target.host)
         if (root / topo.TLS_CERT.lstrip("/")).read_text() != crt:
             (root / topo.TLS_CERT.lstrip("/")).write_text(crt)
             (root / topo.TLS_KEY.lstrip("/")).write_text(key)
@@ -477,14 +547,16 @@ CONNECTION_HOG = """\
 #!/usr/bin/python3
 # A batch job that leaks PostgreSQL connections and reconnects when they are cut
 # (chaos lab connection-exhaustion).
+# Usage: PASSWORD APP_NAME HOST PORT DBNAME USER
 import sys, time
 import psycopg2
 
+host, port, dbname, user = sys.argv[3:7]
 conns = []
 while True:
     conns = [c for c in conns if not c.closed]
     try:
-        conns.append(psycopg2.connect(host="db", dbname="shop", user="shop",
+        conns.append(psycopg2.connect(host=host, port=int(port), dbname=dbname, user=user,
                                       password=sys.argv[1], connect_timeout=2,
                                       application_name=sys.argv[2]))
         continue
@@ -503,7 +575,7 @@ while True:
 class ConnectionExhaustion(_ServiceFault):
     category: ClassVar[str] = "connection-exhaustion"
     summary: ClassVar[str] = "a leaking client holds every PostgreSQL connection slot"
-    services: ClassVar[tuple[str, ...]] = ("catalog", "checkout")
+    services: ClassVar[Targets] = Targets(lambda s: _is_app(s) and topo.pg_of(s.name) is not None)
     client: str = f"{CHAOS_DIR}/report_batch.py"
     app_name: str = "report-batch"
 
@@ -516,14 +588,25 @@ class ConnectionExhaustion(_ServiceFault):
         return {"client": variants.script_path(r, r.choice((".py", ""))),
                 "app_name": variants.app_name(r)}  # fmt: skip
 
+    @property
+    def pg(self) -> topo.Service:
+        pg = topo.pg_of(self.target.service)
+        if pg is None:
+            raise ValueError(f"connection-exhaustion: {self.target.service} uses no PostgreSQL")
+        return pg
+
     def inject(self) -> None:
         path = self.write_helper(self.client, CONNECTION_HOG)
+        pg, db = self.pg, topo.pg_database(self.pg)
+        args = [db["password"], self.app_name, pg.host, str(pg.port), db["name"], db["user"]]
+        limit = pg.max_connections or topo.PG_MAX_CONNECTIONS
         self.sh(
-            self.spawn(f"/usr/bin/python3 {shlex.quote(path)} {topo.DB_PASSWORD} {self.app_name}")
+            self.spawn(f"/usr/bin/python3 {shlex.quote(path)} "
+                       + " ".join(shlex.quote(a) for a in args))
             + "for i in $(seq 100); do "
-            f"[ $(ss -tnH 'dport = :5432' | wc -l) -ge {topo.PG_MAX_CONNECTIONS - 5} ] && break; "
+            f"[ $(ss -tnH 'dport = :{pg.port}' | wc -l) -ge {limit - 5} ] && break; "
             "sleep 0.05; done\n"
-        )
+        )  # fmt: skip
 
     def check(self) -> Check:
         # A slot another client frees can let a request through before the leak takes it back
@@ -536,11 +619,11 @@ class ConnectionExhaustion(_ServiceFault):
 
     def _holders(self) -> tuple[str, ...]:
         """Which processes on this host hold connections to PostgreSQL, most first."""
-        pg = topo.SERVICES["postgresql"].port
+        port = self.pg.port
         out = self.sh(
-            f"ss -tnpH 'dport = :{pg}' | grep -o 'pid=[0-9]*' | sort | uniq -c | sort -rn "
+            f"ss -tnpH 'dport = :{port}' | grep -o 'pid=[0-9]*' | sort | uniq -c | sort -rn "
             "| head -n 2 | while read n p; do pid=${p#pid=}; "
-            'echo "$n connections to :' + str(pg) + ' from pid $pid: $(ps -o args= -p $pid)"; '
+            'echo "$n connections to :' + str(port) + ' from pid $pid: $(ps -o args= -p $pid)"; '
             "done",
             check=False,
         )

@@ -1,8 +1,9 @@
-"""Steady-state probes of the shop and a small, bounded load generator.
+"""Steady-state probes of the active lab system and a small, bounded load generator.
 
 Probes read the system from outside, the way a monitoring system does: HTTP health endpoints,
-Redis PING, PostgreSQL's pg_isready, and end-to-end orders through nginx on host web. They never
-look at what an injector wrote down.
+Redis PING, memcached `version`, PostgreSQL's pg_isready, and end-to-end requests through the
+system's entry (the shop: orders through nginx on host web). They never look at what an
+injector wrote down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from chaos.lab import manager
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 
@@ -92,12 +94,14 @@ def service_health(name: str, timeout_s: float = HEALTH_TIMEOUT_S) -> Health:
         if svc.health == "http":
             status, body = http_get(svc.health_url, timeout_s)
             ok, detail = status == 200, f"HTTP {status} {body.strip()[:200]}"
-        elif svc.health == "redis":
+        elif svc.health in ("redis", "memcached"):
+            ask, want = (b"PING\r\n", b"+PONG") if svc.health == "redis" else (
+                b"version\r\n", b"VERSION")  # fmt: skip
             with socket.create_connection((svc.address, svc.port), timeout=timeout_s) as sock:
                 sock.settimeout(timeout_s)
-                sock.sendall(b"PING\r\n")
+                sock.sendall(ask)
                 reply = sock.recv(64)
-            ok, detail = reply.startswith(b"+PONG"), reply.decode(errors="replace").strip()
+            ok, detail = reply.startswith(want), reply.decode(errors="replace").strip()
         else:
             result = subprocess.run(
                 ["pg_isready", "-h", svc.address, "-p", str(svc.port), "-t", "1"],
@@ -117,7 +121,7 @@ def all_health() -> list[Health]:
 def e2e_request(stats: E2EStats, lock: threading.Lock, timeout_s: float = E2E_TIMEOUT_S) -> None:
     item = random.choice(topo.ITEMS)[0]
     entry = topo.service(topo.E2E_SERVICE)
-    url = f"http://{entry.address}" + topo.E2E_PATH.format(user="probe", item=item)
+    url = topo.http_base(entry) + topo.E2E_PATH.format(user="probe", item=item)
     started = time.monotonic()
     try:
         status, body = http_get(url, timeout_s)
@@ -160,7 +164,9 @@ def wait_healthy(timeout_s: float, interval_s: float = 0.3) -> SteadyState:
         state = steady_state(requests=4)
         if state.ok or time.monotonic() > deadline:
             if not state.ok:
-                raise RuntimeError(f"shop not healthy after {timeout_s}s: {state.detail}")
+                raise RuntimeError(
+                    f"{topo.SYSTEM.name} not healthy after {timeout_s}s: {state.detail}"
+                )
             return state
         time.sleep(interval_s)
 
@@ -183,14 +189,22 @@ def load(rps: float, duration_s: float, concurrency: int = 4) -> E2EStats:
 FINGERPRINT_SCRIPT = """\
 echo "processes $(ls -d /proc/[0-9]* | wc -l)"
 echo "nft_tables $(nft list tables 2>/dev/null | wc -l)"
-echo "chaos_helpers $({ pgrep -f /run/remed-chaos/; grep -lzx 'REMED_CHAOS_FAULT=.*' \
-  /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; } | sort -u | grep -c . || true)"
+echo "chaos_helpers $({{ pgrep -f /run/remed-chaos/; grep -lzx 'REMED_CHAOS_FAULT=.*' \\
+  /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; }} | sort -u | grep -c . || true)"
 echo "stress_ng $(pgrep -c stress-ng || true)"
-for d in /var/log/shop /var/lib/shop /var/log; do
+for d in {disk_dirs} /var/log; do
   [ -d $d ] && echo "used_kb:$d $(du -sk $d 2>/dev/null | cut -f1)"
 done
-echo "not_running $(supervisorctl status | awk '$2 != "RUNNING"' | wc -l)"
+echo "not_running $({not_running})"
 """
+
+
+def fingerprint_script(host: str) -> str:
+    """The fingerprint of one host: its tmpfs mounts' disk use, its services' manager."""
+    return FINGERPRINT_SCRIPT.format(
+        disk_dirs=" ".join(topo.tmpfs_of(host)),
+        not_running=manager.not_running_command(topo.on_host(host)),
+    )
 
 
 def fingerprint(lab: Lab) -> dict[str, dict[str, int]]:
@@ -199,7 +213,7 @@ def fingerprint(lab: Lab) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for host in topo.HOST_ADDRESSES:
         values: dict[str, int] = {}
-        for line in lab.sh(host, FINGERPRINT_SCRIPT, check=False).stdout.splitlines():
+        for line in lab.sh(host, fingerprint_script(host), check=False).stdout.splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 values[key] = int(value)

@@ -1,4 +1,5 @@
-"""Provision the shop on running lab hosts, idempotently; the same call resets it between cases.
+"""Provision the active lab system on running lab hosts, idempotently; the same call resets it
+between cases.
 
 `ensure(lab)` brings every host to the documented baseline (chaos/README.md):
 
@@ -20,6 +21,7 @@ import functools
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.faults.base import CHAOS_ENV
+from chaos.lab import manager
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 
@@ -53,95 +56,70 @@ class ProvisionReport:
 
 
 # -- file contents ---------------------------------------------------------------------------
+# Every file is generated from the active system file (chaos/system.py): one function per
+# service kind, each returning that service's files on its host.
 
 NGINX_CONF = """\
-# nginx main config (chaos lab, host web); the shop's site is sites-enabled/shop.conf
+# nginx main config (chaos lab, host {host}); the {system}'s site is {site}
 user www-data;
 worker_processes 1;
 pid /run/nginx.pid;
-error_log /var/log/nginx/error.log warn;
-events { worker_connections 512; }
-http {
+error_log {error_log} warn;
+events {{ worker_connections 512; }}
+http {{
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    access_log /var/log/nginx/access.log;
+    access_log {access_log};
     keepalive_timeout 30;
-    include /etc/nginx/sites-enabled/*.conf;
-}
+    include {include};
+}}
 """
 
 NGINX_SITE = """\
-# The shop's front end: /api/<service>/... is proxied to that service on host app.
-upstream catalog  { server app:8081; }
-upstream cart     { server app:8082; }
-upstream checkout { server app:8083; }
+# The {system}'s front end: /api/<service>/... is proxied to that service on host {on}.
+{upstreams}
 
-server {
-    listen 80 default_server;
-    listen 443 ssl default_server;
-    server_name shop web;
-    ssl_certificate     /etc/ssl/shop/shop.crt;
-    ssl_certificate_key /etc/ssl/shop/shop.key;
-
+server {{
+{listen}    server_name {system} {host};
+{tls}
     proxy_connect_timeout 2s;
     proxy_read_timeout 5s;
 
-    location = /health { default_type text/plain; return 200 "ok\\n"; }
-    location /api/catalog/  { proxy_pass http://catalog/; }
-    location /api/cart/     { proxy_pass http://cart/; }
-    location /api/checkout/ { proxy_pass http://checkout/; }
-}
+    location = /health {{ default_type text/plain; return 200 "ok\\n"; }}
+{locations}}}
 """
 
-SHOP_INI = """\
-# shop service {name} (chaos lab, host app); restart: sudo supervisorctl restart {name}
+SHOP_INI_HEAD = """\
+# {system} service {name} (chaos lab, host {host}); restart: sudo {restart}
 [service]
 name = {name}
 listen = 0.0.0.0
 port = {port}
-
-[postgres]
-host = db
-port = 5432
-user = {db_user}
-password = {db_password}
-dbname = {db_name}
-
-[redis]
-host = db
-port = 6379
-
-[upstreams]
-catalog = http://app:8081
-cart = http://app:8082
-
-[log]
-path = /var/log/shop/{name}.log
 """
 
 REDIS_CONF = """\
-# redis (chaos lab, host db); run by supervisord as user redis
-bind 10.231.77.13 127.0.0.1
-port 6379
+# redis (chaos lab, host {host}); run by {manager} as user redis
+bind {address} 127.0.0.1
+port {port}
 protected-mode no
 daemonize no
-pidfile /run/redis/redis-server.pid
-logfile /var/log/redis/redis-server.log
-dir /var/lib/redis
+pidfile /run/redis/{pidfile}.pid
+logfile {log}
+dir {data}
 save ""
 appendonly no
 maxmemory 64mb
 maxclients 256
 """
 
-PG_CONF = f"""\
-# PostgreSQL {topo.PG_VERSION} (chaos lab, host db); run by supervisord as user postgres
-data_directory = '/var/lib/postgresql/{topo.PG_VERSION}/main'
-hba_file = '/etc/postgresql/{topo.PG_VERSION}/main/pg_hba.conf'
-ident_file = '/etc/postgresql/{topo.PG_VERSION}/main/pg_ident.conf'
-listen_addresses = '10.231.77.13,127.0.0.1'
-port = 5432
-max_connections = {topo.PG_MAX_CONNECTIONS}
+PG_CONF = """\
+# PostgreSQL {version} (chaos lab, host {host}); run by {manager} as user postgres
+data_directory = '{data}'
+hba_file = '{conf_dir}/pg_hba.conf'
+ident_file = '{conf_dir}/pg_ident.conf'
+listen_addresses = '{address},127.0.0.1'
+port = {port}
+max_connections = {max_connections}
 superuser_reserved_connections = 3
 unix_socket_directories = '/run/postgresql'
 shared_buffers = 16MB
@@ -157,7 +135,19 @@ PG_HBA = """\
 local   all       postgres                   peer
 local   all       all                        peer
 host    all       all       127.0.0.1/32     scram-sha-256
-host    shop      shop      10.231.77.0/24   scram-sha-256
+host    {db:<9} {user:<9} {subnet:<16} scram-sha-256
+"""
+
+MEMCACHED_CONF = """\
+# memcached {name} (chaos lab, host {host}); run by {manager} through Debian's wrapper, which
+# reads one option per line (memcached -h)
+-v
+-m 64
+-p {port}
+-U 0
+-u memcache
+-l {address},127.0.0.1
+-c 256
 """
 
 PROGRAM = """\
@@ -178,80 +168,201 @@ stdout_logfile_backups=1
 redirect_stderr=true
 """
 
+# A failed unit restarts every second without a start limit, so, as under supervisord, a fix of
+# the cause (a freed port, a readable config) is followed by a running service.
+UNIT = """\
+# {name}: a service of the {system} lab system (chaos/lab/provision.py)
+[Unit]
+Description={name} ({system} lab system)
+After=network.target
+StartLimitIntervalSec=0
 
-def _program(
-    name: str, command: str, *, user: str, directory: str = "/", stopsignal: str = "TERM",
-    stdout: str | None = None,
-) -> str:  # fmt: skip
-    return PROGRAM.format(
-        name=name, command=command, user=user, directory=directory, stopsignal=stopsignal,
-        stdout=stdout or f"/var/log/supervisor/{name}.log",
+[Service]
+Type=simple
+User={user}
+WorkingDirectory={directory}
+ExecStart={command}
+{reload}KillSignal=SIG{stopsignal}
+Restart=on-failure
+RestartSec=1
+TimeoutStopSec=10
+StandardOutput=append:{stdout}
+StandardError=inherit
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class Program:
+    """How a service's manager runs it."""
+
+    command: str
+    user: str
+    directory: str = "/"
+    stopsignal: str = "TERM"
+    reload: str = ""  # systemd: ExecReload (supervisord: `supervisorctl signal HUP`)
+
+
+def _program(svc: topo.Service, prog: Program) -> FileSpec:
+    """The supervisord program or systemd unit file of a service."""
+    stdout = manager.output_log(svc)
+    values = dict(name=svc.program, command=prog.command, user=prog.user,
+                  directory=prog.directory, stopsignal=prog.stopsignal, stdout=stdout,
+                  system=topo.SYSTEM.name,
+                  reload=f"ExecReload={prog.reload}\n" if prog.reload else "")  # fmt: skip
+    if svc.manager == "systemd":
+        return FileSpec(f"/etc/systemd/system/{svc.program}.service", UNIT.format(**values))
+    return FileSpec(f"/etc/supervisor/conf.d/{svc.program}.conf", PROGRAM.format(**values))
+
+
+def _nginx(svc: topo.Service) -> list[FileSpec]:
+    ups = topo.upstreams(svc.name)
+    names = [u.name for u in ups]
+    site_dir = svc.config.rsplit("/", 1)[0]
+    include = f"{site_dir}/*.conf" if site_dir == "/etc/nginx/sites-enabled" else svc.config
+    log_dir = svc.log.rsplit("/", 1)[0]
+    main = NGINX_CONF.format(host=svc.host, system=topo.SYSTEM.name,
+                             site=svc.config.removeprefix("/etc/nginx/"), error_log=svc.log,
+                             access_log=f"{log_dir}/access.log", include=include)  # fmt: skip
+    upstream = {u.name: f"{u.host}:{u.port}" for u in ups}
+    tls = dict(svc.tls)
+    listen = f"    listen {svc.port} default_server;\n"
+    tls_lines = ""
+    if tls:
+        listen += f"    listen {tls['port']} ssl default_server;\n"
+        tls_lines = (f"    ssl_certificate     {tls['cert']};\n"
+                     f"    ssl_certificate_key {tls['key']};\n")  # fmt: skip
+    width = max(map(len, names), default=0)
+    site = NGINX_SITE.format(
+        system=topo.SYSTEM.name, host=svc.host, listen=listen, tls=tls_lines,
+        on=" and ".join(dict.fromkeys(u.host for u in ups)) or svc.host,
+        upstreams="\n".join(f"upstream {n}{' ' * (width - len(n))} {{ server {upstream[n]}; }}"
+                             for n in names),
+        locations="".join(f"    location /api/{n}/{' ' * (width - len(n))} "
+                          f"{{ proxy_pass http://{n}/; }}\n" for n in names),
     )  # fmt: skip
+    prog = Program("/usr/sbin/nginx -g 'daemon off;'", user="root", stopsignal="QUIT",
+                   reload="/bin/kill -HUP $MAINPID")
+    return [
+        FileSpec("/etc/nginx/nginx.conf", main, programs=(svc.program,)),
+        FileSpec(svc.config, site, programs=(svc.program,)),
+        _program(svc, prog),
+    ]
+
+
+def shop_ini(svc: topo.Service) -> str:
+    """An http service's INI: its port, one section per store, its upstreams, its log."""
+    text = SHOP_INI_HEAD.format(system=topo.SYSTEM.name, name=svc.name, host=svc.host,
+                                port=svc.port, restart=manager.ctl(svc, "restart"))  # fmt: skip
+    if svc.role == "generic":
+        text += "role = generic\n"
+    for store in topo.stores(svc.name):
+        if store.kind == "postgresql":
+            db = topo.pg_database(store)
+            text += (f"\n[postgres]\nhost = {store.host}\nport = {store.port}\n"
+                     f"user = {db['user']}\npassword = {db['password']}\n"
+                     f"dbname = {db['name']}\n")  # fmt: skip
+        else:
+            section = "redis" if store.kind == "redis" else "memcached"
+            text += f"\n[{section}]\nhost = {store.host}\nport = {store.port}\n"
+    ups = topo.upstreams(svc.name)
+    if ups:
+        text += "\n[upstreams]\n" + "".join(f"{u.name} = http://{u.host}:{u.port}\n" for u in ups)
+    return text + f"\n[log]\npath = {svc.log}\n"
+
+
+def _http(svc: topo.Service, code: str) -> list[FileSpec]:
+    command = (f"/usr/bin/python3 {topo.current_link(svc.name)}/shop.py --service {svc.name} "
+               f"--config {svc.config}")  # fmt: skip
+    release = re.sub(r'(?m)^VERSION = ".*"$', f'VERSION = "{topo.SHOP_VERSION}"', code)
+    return [
+        FileSpec(svc.config, shop_ini(svc), mode=0o640, group=topo.SHOP_USER,
+                 programs=(svc.program,)),
+        FileSpec(f"{topo.release_dir(svc.name)}/shop.py", release, mode=0o755,
+                 programs=(svc.program,)),
+        _program(svc, Program(command, user=topo.SHOP_USER, directory=topo.deploy_dir(svc.name))),
+    ]  # fmt: skip
+
+
+def _redis_pidfile(svc: topo.Service) -> str:
+    return "redis-server" if svc.program == "redis" else svc.program
+
+
+def _redis(svc: topo.Service) -> list[FileSpec]:
+    conf = REDIS_CONF.format(host=svc.host, manager=svc.manager, address=svc.address,
+                             port=svc.port, pidfile=_redis_pidfile(svc), log=svc.log,
+                             data=svc.data)  # fmt: skip
+    prog = Program(f"/usr/bin/redis-server {svc.config}", user="redis", directory=svc.data)
+    return [FileSpec(svc.config, conf, mode=0o640, group="redis", programs=(svc.program,)),
+            _program(svc, prog)]  # fmt: skip
+
+
+def pg_conf_dir(svc: topo.Service) -> str:
+    return svc.config.rsplit("/", 1)[0]
+
+
+def _pg_version(svc: topo.Service) -> str:
+    return svc.version or topo.PG_VERSION
+
+
+def _postgresql(svc: topo.Service) -> list[FileSpec]:
+    conf_dir, version = pg_conf_dir(svc), _pg_version(svc)
+    db = topo.pg_database(svc)
+    conf = PG_CONF.format(version=version, host=svc.host, manager=svc.manager, data=svc.data,
+                          conf_dir=conf_dir, address=svc.address, port=svc.port,
+                          max_connections=svc.max_connections
+                          or topo.PG_MAX_CONNECTIONS)  # fmt: skip
+    hba = PG_HBA.format(db=db["name"], user=db["user"], subnet=topo.SYSTEM.subnet)
+    prog = Program(f"/usr/lib/postgresql/{version}/bin/postgres -c config_file={svc.config}",
+                   user="postgres", directory="/var/lib/postgresql", stopsignal="INT")  # fmt: skip
+    pg, restart = "postgres", (svc.program,)
+    return [
+        FileSpec(svc.config, conf, owner=pg, group=pg, programs=restart),
+        FileSpec(f"{conf_dir}/pg_hba.conf", hba, mode=0o640, owner=pg, group=pg, programs=restart),
+        FileSpec(f"{conf_dir}/pg_ident.conf", "", mode=0o640, owner=pg, group=pg),
+        _program(svc, prog),
+    ]
+
+
+MEMCACHED_WRAPPER = "/usr/share/memcached/scripts/systemd-memcached-wrapper"
+
+
+def _memcached(svc: topo.Service) -> list[FileSpec]:
+    conf = MEMCACHED_CONF.format(name=svc.name, host=svc.host, manager=svc.manager,
+                                 port=svc.port, address=svc.address)  # fmt: skip
+    # The wrapper runs as root and drops to `-u memcache`.
+    prog = Program(f"{MEMCACHED_WRAPPER} {svc.config}", user="root", directory="/")
+    return [FileSpec(svc.config, conf, programs=(svc.program,)), _program(svc, prog)]
 
 
 def desired_files(lab: Lab | None) -> dict[str, list[FileSpec]]:
-    shop_code = SHOP_SOURCE.read_text()
-    web = [
-        FileSpec("/etc/nginx/nginx.conf", NGINX_CONF, programs=("nginx",)),
-        FileSpec(topo.SERVICES["nginx"].config, NGINX_SITE, programs=("nginx",)),
-        FileSpec(
-            "/etc/supervisor/conf.d/nginx.conf",
-            _program("nginx", "/usr/sbin/nginx -g 'daemon off;'", user="root", stopsignal="QUIT"),
-        ),
-    ]
-    app: list[FileSpec] = []
-    for name in ("catalog", "cart", "checkout"):
-        svc = topo.SERVICES[name]
-        ini = SHOP_INI.format(
-            name=name, port=svc.port, db_user=topo.DB_USER, db_password=topo.DB_PASSWORD,
-            db_name=topo.DB_NAME,
-        )  # fmt: skip
-        command = (
-            f"/usr/bin/python3 {topo.current_link(name)}/shop.py --service {name} "
-            f"--config {svc.config}"
-        )
-        app += [
-            FileSpec(svc.config, ini, mode=0o640, group=topo.SHOP_USER, programs=(name,)),
-            FileSpec(
-                f"{topo.release_dir(name)}/shop.py", shop_code, mode=0o755, programs=(name,)
-            ),
-            FileSpec(
-                f"/etc/supervisor/conf.d/{name}.conf",
-                _program(name, command, user=topo.SHOP_USER, directory=f"/srv/shop/{name}"),
-            ),
-        ]
-    pg_dir = f"/etc/postgresql/{topo.PG_VERSION}/main"
-    pg_bin = f"/usr/lib/postgresql/{topo.PG_VERSION}/bin/postgres"
-    db = [
-        FileSpec(topo.SERVICES["redis"].config, REDIS_CONF, mode=0o640, group="redis",
-                 programs=("redis",)),
-        FileSpec(f"{pg_dir}/postgresql.conf", PG_CONF, owner="postgres", group="postgres",
-                 programs=("postgresql",)),
-        FileSpec(f"{pg_dir}/pg_hba.conf", PG_HBA, mode=0o640, owner="postgres",
-                 group="postgres", programs=("postgresql",)),
-        FileSpec(f"{pg_dir}/pg_ident.conf", "", mode=0o640, owner="postgres", group="postgres"),
-        FileSpec(
-            "/etc/supervisor/conf.d/redis.conf",
-            _program("redis", f"/usr/bin/redis-server {topo.SERVICES['redis'].config}",
-                     user="redis", directory="/var/lib/redis"),
-        ),
-        FileSpec(
-            "/etc/supervisor/conf.d/postgresql.conf",
-            _program("postgresql", f"{pg_bin} -c config_file={pg_dir}/postgresql.conf",
-                     user="postgres", directory="/var/lib/postgresql", stopsignal="INT",
-                     stdout=topo.SERVICES["postgresql"].log),
-        ),
-    ]  # fmt: skip
-    return {"db": db, "app": app, "web": web}
+    """Every host's configs, programs (or units) and code, from the active system."""
+    code = SHOP_SOURCE.read_text()
+    out: dict[str, list[FileSpec]] = {h: [] for h in topo.HOST_ADDRESSES}
+    for svc in topo.SERVICES.values():
+        if svc.kind == "nginx":
+            out[svc.host] += _nginx(svc)
+        elif svc.kind == "http":
+            out[svc.host] += _http(svc, code)
+        elif svc.kind == "redis":
+            out[svc.host] += _redis(svc)
+        elif svc.kind == "postgresql":
+            out[svc.host] += _postgresql(svc)
+        elif svc.kind == "memcached":
+            out[svc.host] += _memcached(svc)
+        else:
+            raise ValueError(f"no provisioning for kind {svc.kind!r} ({svc.name})")
+    return out
 
 
 def documented_config(service: str) -> FileSpec:
     """The baseline of a service's main config file (`Service.config`), as provisioned."""
     path = topo.service(service).config
-    for specs in desired_files(None).values():
-        for spec in specs:
-            if spec.path == path:
-                return spec
+    for spec in desired_files(None).get(topo.service(service).host, []):
+        if spec.path == path:
+            return spec
     raise ValueError(f"no documented config for {service}")
 
 
@@ -302,11 +413,14 @@ def _write_if_changed(root: Path, spec: FileSpec) -> bool:
     return changed
 
 
-def _ensure_release_links(root: Path) -> list[str]:
-    """`current` → the baseline release for each shop service; other releases removed."""
+def _ensure_release_links(root: Path, host: str) -> list[str]:
+    """`current` → the baseline release for each http service on `host`; other releases
+    removed. Returns the programs whose link changed."""
     changed: list[str] = []
-    for name in ("catalog", "cart", "checkout"):
-        link = root / topo.current_link(name).lstrip("/")
+    for svc in topo.on_host(host):
+        if svc.kind != "http":
+            continue
+        link = root / topo.current_link(svc.name).lstrip("/")
         want = f"releases/{topo.SHOP_VERSION}"
         if not link.is_symlink() or os.readlink(link) != want:
             if link.is_dir() and not link.is_symlink():
@@ -314,7 +428,7 @@ def _ensure_release_links(root: Path) -> list[str]:
             else:
                 link.unlink(missing_ok=True)
             link.symlink_to(want)
-            changed.append(name)
+            changed.append(svc.program)
         releases = link.parent / "releases"
         for other in releases.iterdir():
             if other.name != topo.SHOP_VERSION:
@@ -322,7 +436,17 @@ def _ensure_release_links(root: Path) -> list[str]:
     return changed
 
 
-SAN = "subjectAltName=DNS:web,DNS:shop,IP:10.231.77.11"
+def _san() -> str:
+    front = topo.front_end()
+    return f"subjectAltName=DNS:{front.host},DNS:{topo.SYSTEM.name},IP:{front.address}"
+
+
+def _tls_dir(lab: Lab) -> Path:
+    """Where the machine keeps the active system's certificates (the shop's: tls/)."""
+    base = lab.chaos_dir / "tls"
+    return base if topo.SYSTEM.name == "shop" else base / topo.SYSTEM.name
+
+
 EXPIRED_CA_CONF = """\
 [ca]
 default_ca = lab
@@ -341,21 +465,22 @@ commonName = supplied
 
 def golden_certificate(lab: Lab) -> tuple[str, str]:
     """nginx's long-lived self-signed certificate and key, generated once per machine."""
-    golden = lab.chaos_dir / "tls"
+    golden = _tls_dir(lab)
     crt, key = golden / "shop.crt", golden / "shop.key"
     if not crt.exists() or not key.exists():
         golden.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-subj", "/CN=web", "-addext", SAN, "-keyout", str(key), "-out", str(crt)],
+             "-subj", f"/CN={topo.front_end().host}", "-addext", _san(),
+             "-keyout", str(key), "-out", str(crt)],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
     return crt.read_text(), key.read_text()
 
 
 def expired_certificate(lab: Lab) -> tuple[str, str]:
-    """A self-signed certificate for web that expired in 2024 (for the tls-cert fault)."""
-    work = lab.chaos_dir / "tls" / "expired"
+    """A self-signed certificate for the front end that expired in 2024 (the tls-cert fault)."""
+    work = _tls_dir(lab) / "expired"
     crt, key = work / "shop.crt", work / "shop.key"
     if not crt.exists() or not key.exists():
         work.mkdir(parents=True, exist_ok=True)
@@ -363,20 +488,28 @@ def expired_certificate(lab: Lab) -> tuple[str, str]:
         (work / "serial").write_text("1000\n")
         (work / "ca.conf").write_text(EXPIRED_CA_CONF.format(dir=work))
         run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
-        run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=web",
-             "-addext", SAN, "-keyout", str(key), "-out", str(work / "shop.csr")])
+        run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes",
+             "-subj", f"/CN={topo.front_end().host}", "-addext", _san(),
+             "-keyout", str(key), "-out", str(work / "shop.csr")])
         run(["openssl", "ca", "-batch", "-selfsign", "-config", str(work / "ca.conf"),
              "-keyfile", str(key), "-in", str(work / "shop.csr"), "-out", str(crt),
              "-startdate", "20240101000000Z", "-enddate", "20240401000000Z", "-notext"])
     return crt.read_text(), key.read_text()
 
 
-def _tls_files(lab: Lab) -> list[FileSpec]:
-    crt, key = golden_certificate(lab)
-    return [
-        FileSpec(topo.TLS_CERT, crt, programs=("nginx",)),
-        FileSpec(topo.TLS_KEY, key, mode=0o600, programs=("nginx",)),
-    ]
+def _tls_files(lab: Lab) -> dict[str, list[FileSpec]]:
+    """The certificate and key of every nginx with TLS, per host."""
+    out: dict[str, list[FileSpec]] = {}
+    for svc in topo.SERVICES.values():
+        tls = dict(svc.tls)
+        if svc.kind != "nginx" or not tls:
+            continue
+        crt, key = golden_certificate(lab)
+        out.setdefault(svc.host, []).extend([
+            FileSpec(tls["cert"], crt, programs=(svc.program,)),
+            FileSpec(tls["key"], key, mode=0o600, programs=(svc.program,)),
+        ])  # fmt: skip
+    return out
 
 
 # -- the host side (one SSH session per host) ------------------------------------------------
@@ -408,42 +541,63 @@ def clean_leftovers(lab: Lab, host: str) -> str:
                          "2>/dev/null || true")  # fmt: skip
     return "".join(f"{line}\n" for line in lines)
 
-HOST_SCRIPT = {
-    "web": """\
-mkdir -p /var/log/nginx /var/log/supervisor
-""",
-    "app": f"""\
-mkdir -p /var/log/shop /var/lib/shop /var/log/supervisor
-mountpoint -q /var/log/shop || mount -t tmpfs -o size={topo.LOG_TMPFS_SIZE},mode=0755 \
-  tmpfs /var/log/shop
-mountpoint -q /var/lib/shop || mount -t tmpfs -o size={topo.DATA_TMPFS_SIZE},mode=0755 \
-  tmpfs /var/lib/shop
-find /var/log/shop /var/lib/shop -mindepth 1 -maxdepth 1 \
-  ! -name catalog.log ! -name cart.log ! -name checkout.log \
-  ! -name catalog ! -name cart ! -name checkout -exec rm -rf {{}} +
-for s in catalog cart checkout; do
-  mkdir -p /var/lib/shop/$s; touch /var/log/shop/$s.log
-  [ "$(stat -c %s /var/log/shop/$s.log)" -lt 4000000 ] || : > /var/log/shop/$s.log
-done
-chown -R {topo.SHOP_USER}:{topo.SHOP_USER} /var/log/shop /var/lib/shop
-chmod 0755 /var/log/shop /var/lib/shop
-""",
-    "db": f"""\
-mkdir -p /var/log/redis /var/log/postgresql /var/log/supervisor /run/redis /run/postgresql
-chown redis:redis /var/log/redis /run/redis /var/lib/redis /etc/redis
-chmod 2775 /etc/redis
-chown postgres:postgres /var/log/postgresql /run/postgresql /var/lib/postgresql
-chmod 2775 /run/postgresql
-data=/var/lib/postgresql/{topo.PG_VERSION}/main
-if [ ! -s $data/PG_VERSION ]; then
-  install -d -o postgres -g postgres -m 0700 $data
-  sudo -u postgres /usr/lib/postgresql/{topo.PG_VERSION}/bin/initdb -D $data -E UTF8 \
-    --auth-local=peer --auth-host=scram-sha-256 --no-instructions >/dev/null
-fi
-chown -R postgres:postgres /var/lib/postgresql
-chmod 0700 $data
-""",
-}
+def host_script(host: str) -> str:
+    """Runtime directories, tmpfs mounts and store initialisation of `host`'s services."""
+    import shlex
+
+    q = shlex.quote
+    services = topo.on_host(host)
+    lines = ["mkdir -p /var/log/supervisor"]
+    user = topo.SHOP_USER
+    for mount, size in topo.tmpfs_of(host).items():
+        keep = sorted({p.rsplit("/", 1)[1] for s in services for p in (s.log, s.data)
+                       if p.rsplit("/", 1)[0] == mount})  # fmt: skip
+        lines += [
+            f"mkdir -p {q(mount)}",
+            f"mountpoint -q {q(mount)} || mount -t tmpfs -o size={size},mode=0755 tmpfs {q(mount)}",
+            f"find {q(mount)} -mindepth 1 -maxdepth 1 "
+            + "".join(f"! -name {q(k)} " for k in keep) + "-exec rm -rf {} +",
+        ]
+    for svc in services:
+        log_dir = svc.log.rsplit("/", 1)[0]
+        lines.append(f"mkdir -p {q(log_dir)}")
+        if svc.kind == "http":
+            lines += [
+                f"mkdir -p {q(svc.data)}; touch {q(svc.log)}",
+                f"[ \"$(stat -c %s {q(svc.log)})\" -lt 4000000 ] || : > {q(svc.log)}",
+                f"chown {user}:{user} {q(svc.log)}; chown -R {user}:{user} {q(svc.data)}",
+            ]
+        elif svc.kind == "redis":
+            conf_dir = svc.config.rsplit("/", 1)[0]
+            lines += [
+                f"mkdir -p /run/redis {q(svc.data)}",
+                f"chown redis:redis {q(log_dir)} /run/redis {q(svc.data)} {q(conf_dir)}",
+                f"chmod 2775 {q(conf_dir)}",
+            ]
+        elif svc.kind == "postgresql":
+            data, version = q(svc.data), _pg_version(svc)
+            lines += [
+                f"mkdir -p /run/postgresql; chown postgres:postgres {q(log_dir)} /run/postgresql",
+                "chmod 2775 /run/postgresql",
+                f"if [ ! -s {data}/PG_VERSION ]; then",
+                f"  install -d -o postgres -g postgres -m 0700 {data}",
+                f"  sudo -u postgres /usr/lib/postgresql/{version}/bin/initdb -D {data} -E UTF8 "
+                "--auth-local=peer --auth-host=scram-sha-256 --no-instructions >/dev/null",
+                "fi",
+                f"chown -R postgres:postgres {q(_pg_root(svc))}",
+                f"chmod 0700 {data}",
+            ]
+    for mount in topo.tmpfs_of(host):
+        lines.append(f"chown {user}:{user} {q(mount)}; chmod 0755 {q(mount)}")
+    return "\n".join(lines) + "\n"
+
+
+def _pg_root(svc: topo.Service) -> str:
+    """The directory above a PostgreSQL data directory that postgres owns (its own_dir)."""
+    from chaos.system import own_dir
+
+    return own_dir(svc.data)
+
 
 SUPERVISE = """\
 [ -z "{update}" ] || {{ supervisorctl reread >/dev/null; supervisorctl update >/dev/null; }}
@@ -452,53 +606,91 @@ down=$(supervisorctl status {programs} | awk '$2 != "RUNNING" {{print $1}}')
 [ -z "$down" ] || supervisorctl start $down >/dev/null || true
 """
 
-DB_BOOTSTRAP = f"""\
-for i in $(seq 1 100); do
-  pg_isready -q -h /run/postgresql && break; sleep 0.1
+SUPERVISE_SYSTEMD = """\
+[ -z "{update}" ] || {{ systemctl daemon-reload; systemctl enable --quiet {programs}; }}
+[ -z "{restart}" ] || systemctl restart {restart} || true
+for u in {programs}; do
+  systemctl is-active -q $u || {{ systemctl reset-failed $u 2>/dev/null; systemctl start $u; }} \\
+    || true
 done
-sudo -u postgres psql -q -v ON_ERROR_STOP=1 -h /run/postgresql <<'SQL' >/dev/null
+"""
+
+
+def supervise(host: str, *, update: bool, restart: set[str]) -> str:
+    """Make the host's manager run exactly its services, restarting `restart` (programs)."""
+    services = topo.on_host(host)
+    if not services:
+        return ""
+    if services[0].manager == "systemd":
+        by_program = {s.program: manager.unit(s) for s in services}
+        return SUPERVISE_SYSTEMD.format(
+            update="yes" if update else "",
+            restart=" ".join(by_program.get(p, p) for p in sorted(restart)),
+            programs=" ".join(by_program.values()),
+        )
+    return SUPERVISE.format(
+        update="yes" if update else "", restart=" ".join(sorted(restart)),
+        programs=" ".join(s.program for s in services),
+    )  # fmt: skip
+
+
+def db_bootstrap(svc: topo.Service, *, if_missing: bool) -> str:
+    """The database, role and tables of a PostgreSQL service (created when missing; with
+    `if_missing` false their tables are re-asserted too)."""
+    db = topo.pg_database(svc)
+    psql = f"sudo -u postgres psql -q -v ON_ERROR_STOP=1 -h /run/postgresql -p {svc.port}"
+    items = ", ".join(f"({i}, '{n}', {p})" for i, n, p in topo.ITEMS)
+    bootstrap = f"""\
+{psql} <<'SQL' >/dev/null
 DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{topo.DB_USER}') THEN
-    CREATE ROLE {topo.DB_USER} LOGIN PASSWORD '{topo.DB_PASSWORD}';
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{db["user"]}') THEN
+    CREATE ROLE {db["user"]} LOGIN PASSWORD '{db["password"]}';
   END IF;
 END $$;
-SELECT 'CREATE DATABASE {topo.DB_NAME} OWNER {topo.DB_USER}'
-  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{topo.DB_NAME}') \\gexec
+SELECT 'CREATE DATABASE {db["name"]} OWNER {db["user"]}'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db["name"]}') \\gexec
 SQL
-sudo -u postgres psql -q -v ON_ERROR_STOP=1 -h /run/postgresql -d {topo.DB_NAME} <<'SQL' >/dev/null
-SET ROLE {topo.DB_USER};
+{psql} -d {db["name"]} <<'SQL' >/dev/null
+SET ROLE {db["user"]};
 CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, name text NOT NULL,
                                   price_cents int NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, username text NOT NULL,
   item_id int NOT NULL REFERENCES items(id), total_cents int NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO items VALUES {", ".join(f"({i}, '{n}', {p})" for i, n, p in topo.ITEMS)}
+CREATE TABLE IF NOT EXISTS requests (id serial PRIMARY KEY, service text NOT NULL,
+  username text NOT NULL, item int NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO items VALUES {items}
   ON CONFLICT (id) DO NOTHING;
 DELETE FROM orders WHERE created_at < now() - interval '1 hour';
+DELETE FROM requests WHERE created_at < now() - interval '1 hour';
 SQL
 """
-
-DB_BOOTSTRAP_IF_MISSING = f"""\
+    wait = f"""\
 for i in $(seq 1 100); do
-  pg_isready -q -h /run/postgresql && break; sleep 0.1
+  pg_isready -q -h /run/postgresql -p {svc.port} && break; sleep 0.1
 done
-if ! sudo -u postgres psql -Atq -h /run/postgresql -d {topo.DB_NAME} \\
-     -c "SELECT 1 FROM items LIMIT 1" >/dev/null 2>&1; then
-{DB_BOOTSTRAP}
+"""
+    if not if_missing:
+        return wait + bootstrap
+    return wait + f"""\
+if ! sudo -u postgres psql -Atq -h /run/postgresql -p {svc.port} -d {db["name"]} \\
+     -c "SELECT 1 FROM requests LIMIT 1" >/dev/null 2>&1; then
+{bootstrap}
 fi
 """
 
-HOST_PROGRAMS = {
-    "web": ("nginx",),
-    "app": ("catalog", "cart", "checkout"),
-    "db": ("redis", "postgresql"),
-}
+
+def _host_order() -> list[str]:
+    """Hosts with stores first, then the http services', then the front end's."""
+    rank = {"redis": 0, "postgresql": 0, "memcached": 0, "http": 1, "nginx": 2}
+    hosts = list(topo.HOST_ADDRESSES)
+    return sorted(hosts, key=lambda h: min((rank[s.kind] for s in topo.on_host(h)), default=3))
 
 
 def ensure(
     lab: Lab | None = None, *, bootstrap_db: bool = True, wait: bool = True
 ) -> ProvisionReport:
-    """Bring the shop to its baseline; restart only what changed. Idempotent."""
+    """Bring the active system to its baseline; restart only what changed. Idempotent."""
     from chaos.lab import probes
 
     lab = lab or Lab.from_paths()
@@ -506,28 +698,27 @@ def ensure(
     report = ProvisionReport()
     _ensure_shop_user()
     files = desired_files(lab)
-    files["web"] += _tls_files(lab)
-    for host in ("db", "app", "web"):
+    for host, specs in _tls_files(lab).items():
+        files[host] += specs
+    for host in _host_order():
         root = lab.host_root(host)
         restart: set[str] = set()
         for spec in files[host]:
             if _write_if_changed(root, spec):
                 report.changed_files.append(f"{host}:{spec.path}")
                 restart.update(spec.programs)
-        if host == "app":
-            restart.update(_ensure_release_links(root))
+        restart.update(_ensure_release_links(root, host))
         # Other programs in conf.d (other people's tests share the lab) are left alone.
-        update = any(c.startswith(f"{host}:/etc/supervisor") for c in report.changed_files)
+        update = any(c.startswith((f"{host}:/etc/supervisor", f"{host}:/etc/systemd"))
+                     for c in report.changed_files)  # fmt: skip
         leftovers = bool(lab.leftovers(host))
-        script = CLEAN_CHAOS + clean_leftovers(lab, host) + HOST_SCRIPT[host] + SUPERVISE.format(
-            update="yes" if update else "",
-            restart=" ".join(sorted(restart)),
-            programs=" ".join(HOST_PROGRAMS[host]),
-        )
-        if host == "db":
-            # The shop's role and database are created when missing (a fresh cluster), and on
-            # a full provision their tables are re-asserted.
-            script += DB_BOOTSTRAP if bootstrap_db else DB_BOOTSTRAP_IF_MISSING
+        script = (CLEAN_CHAOS + clean_leftovers(lab, host) + host_script(host)
+                  + supervise(host, update=update, restart=restart))  # fmt: skip
+        # A PostgreSQL's role and database are created when missing (a fresh cluster), and on
+        # a full provision their tables are re-asserted.
+        for svc in topo.on_host(host):
+            if svc.kind == "postgresql":
+                script += db_bootstrap(svc, if_missing=not bootstrap_db)
         lab.sh(host, script, timeout_s=90)
         if leftovers:
             lab.forget_leftovers(host)

@@ -56,6 +56,10 @@ class Service:
     manager: str = "supervisord"
     deploy: str = ""
     role: str = ""
+    tls: tuple[tuple[str, str], ...] = ()  # nginx: (("port", "443"), ("cert", ...), ...)
+    version: str = ""  # postgresql: its major version
+    max_connections: int = 0  # postgresql
+    database: tuple[tuple[str, str], ...] = ()  # postgresql: name, user, password
 
     def __post_init__(self) -> None:
         if not self.program:
@@ -99,6 +103,8 @@ def use(path: str | Path | None = None) -> System:
         SERVICES[s.name] = Service(
             s.name, s.host, s.port, s.config, s.log, s.data, s.health, s.depends_on,
             kind=s.kind, program=s.program, manager=s.manager, deploy=s.deploy, role=s.role,
+            tls=tuple((k, str(v)) for k, v in s.tls.items()), version=s.version,
+            max_connections=s.max_connections, database=tuple(s.database.items()),
         )  # fmt: skip
     SHOP_USER, SHOP_VERSION = system.app_user, system.release
     SHOP_APPS = tuple(s.name for s in system.services.values() if s.kind == "http")
@@ -124,15 +130,55 @@ def service(name: str) -> Service:
     try:
         return SERVICES[name]
     except KeyError:
-        raise ValueError(f"unknown service {name!r}; the shop has {sorted(SERVICES)}") from None
+        raise ValueError(
+            f"unknown service {name!r}; the {SYSTEM.name} system has {sorted(SERVICES)}"
+        ) from None
+
+
+STORE_KINDS = ("redis", "postgresql", "memcached")
+
+
+def stores(name: str) -> list[Service]:
+    """The data stores `name` depends on, in its `depends_on` order."""
+    return [SERVICES[d] for d in service(name).depends_on if SERVICES[d].kind in STORE_KINDS]
+
+
+def upstreams(name: str) -> list[Service]:
+    """The http services `name` calls (or, for nginx, proxies), in its `depends_on` order."""
+    return [SERVICES[d] for d in service(name).depends_on if SERVICES[d].kind == "http"]
 
 
 def store_of(name: str) -> Service | None:
     """The data store `name` depends on (its first dependency of a store kind), if any."""
-    for dep in service(name).depends_on:
-        if SERVICES[dep].kind in ("redis", "postgresql", "memcached"):
-            return SERVICES[dep]
-    return None
+    found = stores(name)
+    return found[0] if found else None
+
+
+def pg_of(name: str) -> Service | None:
+    """The PostgreSQL `name` depends on directly, if any."""
+    return next((s for s in stores(name) if s.kind == "postgresql"), None)
+
+
+def pg_database(pg: Service) -> dict[str, str]:
+    """A PostgreSQL service's database: name, user and password (defaults: the shop's)."""
+    db = dict(pg.database)
+    return {"name": db.get("name", DB_NAME), "user": db.get("user", DB_USER),
+            "password": db.get("password", DB_PASSWORD)}  # fmt: skip
+
+
+def on_host(host: str) -> list[Service]:
+    return [s for s in SERVICES.values() if s.host == host]
+
+
+def tmpfs_of(host: str) -> dict[str, str]:
+    return dict(SYSTEM.hosts[host].tmpfs) if host in SYSTEM.hosts else {}
+
+
+def log_on_tmpfs(name: str) -> bool:
+    """Whether the service's log directory is a (small) tmpfs mount, which a flood can fill."""
+    svc = service(name)
+    log_dir = svc.log.rsplit("/", 1)[0]
+    return log_dir in tmpfs_of(svc.host)
 
 
 def front_end() -> Service:
@@ -143,12 +189,17 @@ def front_end() -> Service:
     return SERVICES[E2E_SERVICE]
 
 
+def http_base(svc: Service) -> str:
+    """`http://<address>` (port 80) or `http://<address>:<port>` of an HTTP service."""
+    return f"http://{svc.address}" + ("" if svc.port == 80 else f":{svc.port}")
+
+
 def deploy_dir(svc: str) -> str:
     return SERVICES[svc].deploy if svc in SERVICES and SERVICES[svc].deploy else f"/srv/shop/{svc}"
 
 
-def release_dir(svc: str, version: str = SHOP_VERSION) -> str:
-    return f"{deploy_dir(svc)}/releases/{version}"
+def release_dir(svc: str, version: str | None = None) -> str:
+    return f"{deploy_dir(svc)}/releases/{version or SHOP_VERSION}"
 
 
 def current_link(svc: str) -> str:
@@ -192,7 +243,7 @@ def facts(name: str) -> str:
     deps = ", ".join(f"{d}@{SERVICES[d].host}" for d in s.depends_on) or "none"
     if s.manager == "systemd":
         managed = (f"under systemd as unit {s.program}.service "
-                   f"(sudo systemctl restart {s.program})")  # fmt: skip
+                   f"(sudo systemctl restart {s.program}.service)")  # fmt: skip
     else:
         managed = (f"under supervisord as program {s.program} "
                    f"(sudo supervisorctl restart {s.program})")  # fmt: skip

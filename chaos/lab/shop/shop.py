@@ -1,14 +1,21 @@
 #!/usr/bin/python3
-"""The shop's HTTP services (catalog, cart, checkout): one stdlib file, deployed per service.
+"""The lab's HTTP services (the shop's catalog, cart, checkout, and any system's `http`
+services): one stdlib file, deployed per service.
 
-Run by Debian's /usr/bin/python3 under the host's supervisord, never by remed's venv:
+Run by Debian's /usr/bin/python3 under the host's supervisord or systemd, never by remed's venv:
 
-    /usr/bin/python3 /srv/shop/<svc>/current/shop.py --service <svc> --config /etc/shop/<svc>.ini
+    /usr/bin/python3 <deploy>/current/shop.py --service <name> --config <config>
 
-- catalog  GET /health, GET /items, GET /items/<id>            (PostgreSQL)
-- cart     GET /health, GET /cart/<user>, POST|GET /cart/<user>/add?item=<id>   (Redis)
-- checkout GET /health, GET|POST /order?user=<u>&item=<id>    (catalog + cart over HTTP,
-           the order row into PostgreSQL)
+The config (INI) names the service's role, its stores ([postgres], [redis], [memcached]) and the
+HTTP services it calls ([upstreams] name = URL). GET /health checks every store and upstream it
+has. What the other endpoints do is the role's:
+
+- catalog  GET /items, GET /items/<id>                            (PostgreSQL)
+- cart     GET /cart/<user>, POST|GET /cart/<user>/add?item=<id>  (Redis)
+- checkout GET|POST /order?user=<u>&item=<id>   (catalog + cart over HTTP, the order row into
+           PostgreSQL)
+- generic  GET|POST /request?user=<u>&item=<id>: a row into PostgreSQL, a counter in Redis
+           and in memcached (those it has), then the same request to every upstream
 
 Every request appends a line to the service's log file; a log that cannot be written (disk
 full, wrong permissions) makes the request fail with 507, as a service that cannot audit its
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import json
+import socket
 import sys
 import threading
 import time
@@ -33,6 +41,8 @@ VERSION = "1.4.2"
 UPSTREAM_TIMEOUT_S = 2.0
 DB_CONNECT_TIMEOUT_S = 2
 REDIS_TIMEOUT_S = 1.0
+MEMCACHED_TIMEOUT_S = 1.0
+SHOP_ROLES = ("catalog", "cart", "checkout")
 
 
 class Unavailable(Exception):
@@ -43,6 +53,8 @@ class Shop:
     def __init__(self, service: str, config: configparser.ConfigParser) -> None:
         self.service = service
         self.config = config
+        default_role = service if service in SHOP_ROLES else "generic"
+        self.role = config.get("service", "role", fallback=default_role)
         self.log_path = config.get("log", "path")
         self._log_lock = threading.Lock()
         self._redis: Any = None
@@ -80,6 +92,31 @@ class Shop:
             )
         return self._redis
 
+    def memcached(self, command: bytes) -> bytes:
+        """One memcached text-protocol command; its reply line(s)."""
+        section = self.config["memcached"]
+        address = (section["host"], int(section["port"]))
+        try:
+            with socket.create_connection(address, timeout=MEMCACHED_TIMEOUT_S) as sock:
+                sock.settimeout(MEMCACHED_TIMEOUT_S)
+                sock.sendall(command)
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(1024)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError as exc:
+            raise Unavailable(f"memcached ({address[0]}:{address[1]}): {exc}") from exc
+        if not reply:
+            raise Unavailable(f"memcached ({address[0]}:{address[1]}): closed the connection")
+        return reply
+
+    def upstream_names(self) -> list[str]:
+        if not self.config.has_section("upstreams"):
+            return []
+        return [name for name in self.config["upstreams"] if name != self.service]
+
     def upstream(self, name: str, path: str) -> Any:
         url = self.config.get("upstreams", name).rstrip("/") + path
         try:
@@ -96,8 +133,9 @@ class Shop:
     # -- endpoints ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        """Every store and upstream the config names answers."""
         checks: dict[str, str] = {}
-        if self.service in ("catalog", "checkout"):
+        if self.config.has_section("postgres"):
             conn = self.pg()
             try:
                 with conn.cursor() as cur:
@@ -105,17 +143,56 @@ class Shop:
             finally:
                 conn.close()
             checks["postgresql"] = "ok"
-        if self.service == "cart":
+        if self.config.has_section("redis"):
             try:
                 self.redis().ping()
             except Exception as exc:
                 raise Unavailable(f"redis: {exc}") from exc
             checks["redis"] = "ok"
-        if self.service == "checkout":
-            for upstream in ("catalog", "cart"):
-                self.upstream(upstream, "/health")
-                checks[upstream] = "ok"
+        if self.config.has_section("memcached"):
+            reply = self.memcached(b"version\r\n")
+            if not reply.startswith(b"VERSION"):
+                raise Unavailable(f"memcached: {reply[:80]!r}")
+            checks["memcached"] = "ok"
+        for upstream in self.upstream_names():
+            self.upstream(upstream, "/health")
+            checks[upstream] = "ok"
         return {"status": "ok", "service": self.service, "version": VERSION, "checks": checks}
+
+    def request(self, user: str, item_id: int) -> dict[str, Any]:
+        """The generic role's work: each store touched, then each upstream asked the same."""
+        done: dict[str, Any] = {}
+        if self.config.has_section("postgres"):
+            conn = self.pg()
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        "INSERT INTO requests (service, username, item) VALUES (%s, %s, %s)"
+                        " RETURNING id",
+                        (self.service, user, item_id),
+                    )
+                    done["postgresql"] = cur.fetchone()[0]
+            finally:
+                conn.close()
+        if self.config.has_section("redis"):
+            try:
+                done["redis"] = self.redis().hincrby(f"{self.service}:{user}", str(item_id), 1)
+            except Exception as exc:
+                raise Unavailable(f"redis: {exc}") from exc
+        if self.config.has_section("memcached"):
+            key = f"{self.service}:{user}:{item_id}".encode()
+            reply = self.memcached(b"incr " + key + b" 1\r\n")
+            if reply.startswith(b"NOT_FOUND"):
+                reply = self.memcached(b"add " + key + b" 0 600 1\r\n1\r\n")
+            if reply.split(b"\r\n")[0] not in (b"STORED", b"NOT_STORED") and not (
+                reply[:1].isdigit()
+            ):
+                raise Unavailable(f"memcached: {reply[:80]!r}")
+            done["memcached"] = reply.split(b"\r\n")[0].decode(errors="replace")
+        for upstream in self.upstream_names():
+            done[upstream] = self.upstream(upstream, f"/request?user={user}&item={item_id}")
+        return {"service": self.service, "version": VERSION, "user": user, "item": item_id,
+                "done": done}
 
     def item(self, item_id: int) -> dict[str, Any]:
         conn = self.pg()
@@ -206,9 +283,11 @@ def make_handler(shop: Shop) -> type[BaseHTTPRequestHandler]:
             self._reply(status, body)
 
         def _route(self, parts: list[str], query: dict[str, str]) -> Any:
-            svc = shop.service
+            svc = shop.role
             if parts == ["health"]:
                 return shop.health()
+            if svc == "generic" and parts == ["request"]:
+                return shop.request(query.get("user", "guest"), int(query.get("item", "1")))
             if svc == "catalog" and parts == ["items"]:
                 return shop.items()
             if svc == "catalog" and len(parts) == 2 and parts[0] == "items":
@@ -233,8 +312,8 @@ def make_handler(shop: Shop) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="shop service")
-    parser.add_argument("--service", required=True, choices=("catalog", "cart", "checkout"))
+    parser = argparse.ArgumentParser(description="lab http service")
+    parser.add_argument("--service", required=True, help="the service's name")
     parser.add_argument("--config", required=True)
     args = parser.parse_args()
     config = configparser.ConfigParser()
