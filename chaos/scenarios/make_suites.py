@@ -15,15 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from chaos import suites
+from chaos.lab import topology
+
+# The active system's per-category targets and service hosts, for importers of this module
+# (trainer/record.py walks every (service, category) pair of the catalog).
+TARGETS = suites.targets()
+HOST = {name: svc.host for name, svc in topology.SERVICES.items()}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="", help="the lab system file (default: the shop)")
     parser.add_argument("--out", type=Path, help="where to write (default: see above)")
     args = parser.parse_args(argv)
-    from chaos import suites
-    from chaos.lab import topology
-
     topology.use(args.system or None)
     out = args.out or suites.suites_dir()
     if out is None:

@@ -3,6 +3,7 @@ suites read the system file, for the shop, the bundled booking system and one wr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_the_booking_system_is_a_different_system() -> None:
     assert all(s.manager == "systemd" for s in booking.services.values())
     # gateway → orders → reservations → ledger and fares
     chain = ["gateway", "orders", "reservations"]
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         assert b in booking.services[a].depends_on
     assert {"ledger", "fares"} <= set(booking.services["reservations"].depends_on)
 
