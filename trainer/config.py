@@ -72,6 +72,20 @@ class SFTConfig:
             "names such as q_proj, v_proj"
         ),
     )
+    lora_layers_from: int = field(
+        default=0,
+        metadata=_help(
+            "adapters only on decoder layers >= this (0: all): the backward pass then stops at "
+            "that layer, e.g. 15 of SmolLM2's 30 makes a CPU step ~1.4x cheaper"
+        ),
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help(
+            "recompute activations in the backward pass: saves memory, costs ~30% more compute "
+            "(a 135M model fits without it), and makes the backward run through every layer"
+        ),
+    )
     adapter_dtype: str = field(
         default="fp16",
         metadata=_help(
@@ -162,6 +176,8 @@ class SFTConfig:
             raise ConfigError(f"max_length {self.max_length} cannot hold a prompt; use >= 1024")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lora_layers_from < 0:
+            raise ConfigError(f"lora_layers_from must be >= 0, got {self.lora_layers_from}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.learning_rate <= 0:

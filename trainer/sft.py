@@ -440,11 +440,17 @@ def run_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
     peft_config = None
     if cfg.method == "lora":
         target = "all-linear" if cfg.lora_target == ["all-linear"] else list(cfg.lora_target)
+        layers = model.config.num_hidden_layers
+        if cfg.lora_layers_from >= layers:
+            raise SFTError(f"lora_layers_from {cfg.lora_layers_from}: the model has {layers}")
         peft_config = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=target,
+            layers_to_transform=list(range(cfg.lora_layers_from, layers))
+            if cfg.lora_layers_from
+            else None,
             task_type="CAUSAL_LM",
         )
     has_eval = bool(eval_cols and eval_cols["input_ids"])
@@ -453,6 +459,7 @@ def run_sft(cfg: SFTConfig, *, progress: bool = True) -> dict[str, Any]:
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_checkpointing=cfg.gradient_checkpointing,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
