@@ -58,21 +58,23 @@ unit: $(VENV_STAMP)
 # The shipped planner from the base model: data -> SFT -> evaluation -> gated promotion. Every
 # step resumes or finds its output done, so a second `make train` continues where one stopped.
 # The lab hosts and Triton must be up (`make stack-up`); see trainer/sft.py, trainer/promote.py.
-TRAIN_DATA ?= sft-v1
-TRAIN_EVIDENCE ?= trainer/data/evidence/shop-v1.jsonl
-TRAIN_CONFIG ?= trainer/configs/sft.toml
-TRAIN_RUN ?= runs/sft/sft-v1
+TRAIN_DATA ?= sft-v2d
+TRAIN_EVIDENCE ?= trainer/data/evidence/shop-v1.jsonl trainer/data/evidence/shop-v2-variants.jsonl
+TRAIN_BUDGET ?= --train-per-turn oneshot=140,probed=70,probe-request=24,after-probes=16,replan=12 \
+    --validation-limit 8
+TRAIN_CONFIG ?= trainer/configs/sft-v2d.toml
+TRAIN_RUN ?= runs/sft/sft-v2d
 TRAIN_GATE_SUITE ?= all
 train: setup
 	test -f trainer/data/$(TRAIN_DATA)/manifest.json || \
-	    $(VENV)/bin/remed train data build --name $(TRAIN_DATA) --evidence $(TRAIN_EVIDENCE)
+	    $(VENV)/bin/remed train data build --name $(TRAIN_DATA) --evidence $(TRAIN_EVIDENCE) \
+	    $(TRAIN_BUDGET)
 	$(VENV)/bin/remed train data check trainer/data/$(TRAIN_DATA)
 	$(VENV)/bin/remed train sft --config $(TRAIN_CONFIG)
 	$(VENV)/bin/remed train promote $(TRAIN_RUN) --stage > $(TRAIN_RUN)/candidate-version
 	$(VENV)/bin/remed train eval --version $$(cat $(TRAIN_RUN)/candidate-version) \
 	    --dataset trainer/data/$(TRAIN_DATA) --suite $(TRAIN_GATE_SUITE) --out $(TRAIN_RUN)/eval/candidate
-	$(VENV)/bin/remed train eval --suite $(TRAIN_GATE_SUITE) \
-	    --dataset trainer/data/$(TRAIN_DATA) --out $(TRAIN_RUN)/eval/served
+	$(VENV)/bin/remed train eval --suite $(TRAIN_GATE_SUITE) --out $(TRAIN_RUN)/eval/served
 	$(VENV)/bin/remed train promote $(TRAIN_RUN) --suite oneshot/$(TRAIN_GATE_SUITE)
 
 demo: setup
