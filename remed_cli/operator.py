@@ -1,8 +1,9 @@
 """Operator commands against a running daemon: `remed incidents`, `remed show ID`, `remed tail`
 and `remed approvals`. They speak the daemon's read-only API (`remed_daemon/operator_api.py`)
-and its approval endpoint over HTTP(S), authenticated with the operator's token
-(`agents.approval_token`), found like `remed approve` finds them: from `--config` (the daemon's
-TOML, or an operator's copy with the token and `http.tls_server_cafile`), else
+and its approval endpoint over HTTP(S), authenticated with the read API's own read-only token
+(`http.operator_token`, else the approvers' `agents.approval_token`; `remed approvals` always
+uses the latter), found like `remed approve` finds them: from `--config` (the daemon's TOML, or
+an observer's copy with the token and `http.tls_server_cafile`), else
 `$REMED_CONFIG`, else `/etc/remed/remed.toml` when it exists.
 
 Exit status: 0 done; 1 the daemon refused, has no such incident, or cannot be reached; 2 a
@@ -81,8 +82,10 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def client(args: argparse.Namespace) -> Client:
-    """The `Client` for `args` (--config, --url, --cafile, --certfile, --keyfile)."""
+def client(args: argparse.Namespace, *, approvals: bool = False) -> Client:
+    """The `Client` for `args` (--config, --url, --cafile, --certfile, --keyfile), with the
+    read-only `http.operator_token` where set, else the approval token (always that one for
+    the approval endpoint, `approvals`)."""
     from remed_cli.daemon import _client_tls, _daemon_url, _unreachable
     from remed_daemon import config as config_mod
     from remed_daemon.errors import ConfigError
@@ -91,12 +94,17 @@ def client(args: argparse.Namespace) -> Client:
         cfg: Config = config_mod.load(_config_path(args))
     except ConfigError as exc:
         raise CommandError(2, str(exc)) from None
-    token = cfg.agents.approval_token.reveal()
+    # the read API takes its own read-only token; the approval list only the approvers'
+    readonly = cfg.http.operator_token.reveal() if not approvals else ""
+    token = readonly or cfg.agents.approval_token.reveal()
     if not token:
         raise CommandError(
             2,
-            "no operator token: set agents.approval_token in --config (or "
-            "REMED_AGENTS_APPROVAL_TOKEN_FILE); the read API uses the approval endpoint's token",
+            "no operator token: set http.operator_token (read-only) or agents.approval_token "
+            "in --config (or REMED_HTTP_OPERATOR_TOKEN_FILE / REMED_AGENTS_APPROVAL_TOKEN_FILE)"
+            if not approvals
+            else "no approval token: set agents.approval_token in --config (or "
+            "REMED_AGENTS_APPROVAL_TOKEN_FILE); the approval list is the approvers'",
         )
     url = args.url
     if not url:
@@ -361,7 +369,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _approvals(args: argparse.Namespace) -> int:
-    doc = client(args).get("/approvals")
+    doc = client(args, approvals=True).get("/approvals")
     print(
         json.dumps(doc, indent=2) if args.json else format_approvals(doc["pending"], args.playbooks)
     )

@@ -189,6 +189,11 @@ class HttpConfig:
     # The feedback endpoint's own token (POST /feedback/{incident_id}; never the webhook's or
     # the approval endpoint's); empty = the endpoint answers 503.
     feedback_token: Secret = field(default_factory=lambda: Secret(""))
+    # The read-only operator API's own token (GET /incidents, /incidents/{id}, /events; what
+    # `remed incidents|show|tail` send): a dashboard or an observer reads what the daemon did
+    # without being able to decide a plan. agents.approval_token reads too (whoever may decide
+    # may read). Empty, and no approval token either = the API answers 503.
+    operator_token: Secret = field(default_factory=lambda: Secret(""))
 
     def __post_init__(self) -> None:
         _positive(self, "max_body_bytes", "max_pending_incidents")

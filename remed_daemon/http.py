@@ -262,5 +262,5 @@ def build_app(deps: HttpDeps) -> web.Application:
     # the read-only operator API (remed incidents|show|tail), the approval token's
     from remed_daemon import operator_api
 
-    operator_api.register_routes(app, deps.journal)
+    operator_api.register_routes(app, deps.journal, deps.cfg.operator_token)
     return app

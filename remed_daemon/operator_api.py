@@ -10,9 +10,11 @@
     GET /events?after=SEQ&limit=N         journal transitions of every incident after SEQ,
                                           oldest first, and `last_seq` to ask from next time
 
-Authenticated like the approval endpoint and with its token (`agents.approval_token`: the
-operator's credential, never the webhook's): whoever may decide a plan may read what the daemon
-did. Without that token the API answers 503, a wrong one 401. Nothing here changes state. What
+Authenticated with a bearer token: the API's own read-only `http.operator_token` (for
+dashboards and observers, which must not decide plans) or the approval endpoint's
+`agents.approval_token` (whoever may decide a plan may read what the daemon did); never the
+webhook's. With neither configured the API answers 503, a wrong token 401. Nothing here
+changes state. What
 it returns was redacted when it was written (outcomes) and is redacted again on the way out
 (alert text in reports can carry anything).
 """
@@ -27,9 +29,11 @@ from aiohttp import web
 
 from remed_daemon.agents.approvals import BOOK, TOKEN
 from remed_daemon.agents.redact import redact
+from remed_daemon.config import Secret
 from remed_daemon.journal import Incident, Journal, State
 
 JOURNAL = web.AppKey("operator_journal", Journal)
+OPERATOR_TOKEN = web.AppKey("operator_token", Secret)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -89,20 +93,23 @@ def summary_doc(inc: Incident, outcome: dict[str, Any] | None = None) -> dict[st
 
 
 def _deny(request: web.Request) -> web.Response | None:
-    token = request.app.get(TOKEN)
-    if not token:
+    configured = (request.app.get(OPERATOR_TOKEN), request.app.get(TOKEN))
+    tokens = [secret.reveal() for secret in configured if secret and secret.reveal()]
+    if not tokens:
         return web.json_response(
-            {"error": "the operator API is disabled: set agents.approval_token (or "
-             "REMED_AGENTS_APPROVAL_TOKEN_FILE) and restart"},
+            {"error": "the operator API is disabled: set http.operator_token (read-only) or "
+             "agents.approval_token (or their REMED_..._FILE) and restart"},
             status=503,
         )  # fmt: skip
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode(), token.reveal().encode()
-    ):
+    sent = value.strip().encode()
+    # compare against every configured token, so the time taken says nothing about which
+    matches = [hmac.compare_digest(sent, t.encode()) for t in tokens]
+    if scheme.lower() != "bearer" or not any(matches):
         return web.json_response(
             {"error": "missing or wrong token: send 'Authorization: Bearer "
-             "<agents.approval_token>' (the webhook's token does not work here)"},
+             "<http.operator_token or agents.approval_token>' (the webhook's token does not "
+             "work here)"},
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="remed-operator"'},
         )  # fmt: skip
@@ -185,10 +192,15 @@ async def events(request: web.Request) -> web.Response:
     return web.json_response({"events": docs, "last_seq": last})
 
 
-def register_routes(app: web.Application, journal: Journal) -> None:
-    """Add the read-only operator API to the daemon's aiohttp app; the approval endpoint's
-    token and book (`agents/approvals.py`) are read at request time."""
+def register_routes(
+    app: web.Application, journal: Journal, operator_token: Secret | None = None
+) -> None:
+    """Add the read-only operator API to the daemon's aiohttp app with its own read-only
+    token; the approval endpoint's token and book (`agents/approvals.py`) are read at request
+    time."""
     app[JOURNAL] = journal
+    if operator_token is not None:
+        app[OPERATOR_TOKEN] = operator_token
     app.router.add_get("/incidents", list_incidents)
     app.router.add_get("/incidents/{incident_id}", show_incident)
     app.router.add_get("/events", events)

@@ -26,7 +26,8 @@ from reports import webhook_body
 
 pytestmark = pytest.mark.integration
 HOOK_TOKEN = "hook-operator-cli"
-OPERATOR_TOKEN = "operator-cli-token"
+OPERATOR_TOKEN = "operator-cli-token"  # the approvers' token (agents.approval_token)
+READONLY_TOKEN = "observer-read-only-token"  # http.operator_token
 PLAYBOOK = """\
 - name: stop redis for maintenance on {{ remed_host }}
   hosts: "{{ remed_host }}"
@@ -60,6 +61,7 @@ def daemon(tmp_path: Path, lab: Any) -> Iterator[tuple[Path, int]]:
     cfg.write_text(
         f'state_dir = "{state}"\n[kafka]\nenabled = false\n'
         f'[http]\nport = 0\nbearer_token = "{HOOK_TOKEN}"\n'
+        f'operator_token = "{READONLY_TOKEN}"\n'
         f'[remediation]\nmode = "ansible"\nplanner = "static"\nstatic_playbook = "{playbook}"\n'
         f'inventory = "{lab.status()["inventory"]}"\n'
         f'[agents]\napproval_token = "{OPERATOR_TOKEN}"\nmax_attempts = 1\n'
@@ -190,7 +192,9 @@ def test_operator_commands_refuse_without_the_token(
     tmp_path: Path, daemon: tuple[Path, int]
 ) -> None:
     cfg, _ = daemon
-    text = cfg.read_text()
+    full = cfg.read_text()
+    # the approvers' token alone (the read-only one is tried below)
+    text = full.replace(f'operator_token = "{READONLY_TOKEN}"\n', "")
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(text.replace(OPERATOR_TOKEN, "not-the-operator-token"))
     none = tmp_path / "none.toml"
@@ -203,6 +207,19 @@ def test_operator_commands_refuse_without_the_token(
         assert done.returncode == 1 and "401: missing or wrong token" in done.stderr, done
     done = remed("incidents", "--config", str(none))
     assert done.returncode == 2 and "no operator token" in done.stderr, done
+    # an observer with only the read-only token reads, but the approval list is not theirs
+    observer = tmp_path / "observer.toml"
+    observer.write_text(full.replace(f'approval_token = "{OPERATOR_TOKEN}"\n', ""))
+    done = remed("incidents", "--config", str(observer))
+    assert done.returncode == 0, done
+    done = remed("approvals", "--config", str(observer))
+    assert done.returncode == 2 and "no approval token" in done.stderr, done
+    wrong_readonly = tmp_path / "wrong-readonly.toml"
+    wrong_readonly.write_text(
+        observer.read_text().replace(READONLY_TOKEN, "not-the-read-only-token")
+    )
+    done = remed("incidents", "--config", str(wrong_readonly))
+    assert done.returncode == 1 and "401: missing or wrong token" in done.stderr, done
     done = remed("show", "0" * 36, "--config", str(cfg))
     assert done.returncode == 1 and "404: no incident" in done.stderr, done
     done = remed("incidents", "--config", str(cfg), "--status", "sleeping")
