@@ -85,7 +85,10 @@ def _report(rows: list[dict[str, Any]], *, duration_s: float, remediator: str) -
 def drift_problems(rows: list[dict[str, Any]]) -> list[str]:
     """Everything that got worse from the first run to the last; empty means no drift."""
     first, last = rows[0], rows[-1]
-    problems = [f"{r['run']}: shop not steady at the end" for r in rows if not r["steady_end"]]
+    from chaos.lab import topology as topo
+
+    name = topo.SYSTEM.name
+    problems = [f"{r['run']}: {name} not steady at the end" for r in rows if not r["steady_end"]]
     problems += [
         f"{r['run']}: {r['cleanup_errors']} cleanup errors" for r in rows if r["cleanup_errors"]
     ]
@@ -154,7 +157,7 @@ def chart(out: Path, report: dict[str, Any]) -> Path:
     axes[1].set_ylabel("mean reset (s)")
     axes[1].set_ylim(bottom=0)
     axes[2].plot(minutes, [r["e2e_p50_ms"] for r in runs], "o-")
-    axes[2].set_ylabel("shop e2e p50 after run (ms)")
+    axes[2].set_ylabel("e2e p50 after run (ms)")
     axes[2].set_ylim(bottom=0)
     for ax in axes:
         ax.set_xlabel("minutes into soak")

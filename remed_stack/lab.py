@@ -45,6 +45,15 @@ class LabHost:
 
     name: str
     address: str
+    # A lab system's own directories on this host (chaos/system.py host_dirs) beyond BIND_PATHS,
+    # and the host's init (supervisord, or systemd when its services run under systemd).
+    binds: tuple[str, ...] = ()
+    init: str = "supervisord"
+
+    @property
+    def bind_paths(self) -> tuple[str, ...]:
+        extra = SYSTEMD_BIND_PATHS if self.init == "systemd" else ()
+        return (*BIND_PATHS, *extra, *self.binds)
 
     @property
     def netns(self) -> str:
@@ -75,30 +84,50 @@ HOSTS = (
 SYSTEM_ENV = "REMED_LAB_SYSTEM"  # a lab system file (chaos/system.py) whose hosts to add
 
 
-def lab_hosts() -> tuple[LabHost, ...]:
+def lab_hosts(recorded: tuple[str, ...] = ()) -> tuple[LabHost, ...]:
     """The dev stack's hosts (web, app, db) plus those of the system file named by
-    `$REMED_LAB_SYSTEM` (`remed stack up --system FILE`): each its own namespaces and address.
-    A system host named like a dev stack host must have its address."""
-    path = os.environ.get(SYSTEM_ENV)
-    if not path:
+    `$REMED_LAB_SYSTEM` (`remed stack up --system FILE`) and of the `recorded` system files
+    (those an earlier `up --system` brought up, so a later plain `up` keeps them in the
+    inventory): each its own namespaces and address. A system host named like a dev stack
+    host must have its address; its binds and init apply from the host's next boot."""
+    paths = [*recorded]
+    if os.environ.get(SYSTEM_ENV):
+        paths.append(os.path.abspath(os.environ[SYSTEM_ENV]))
+    if not paths:
         return HOSTS
-    from chaos.system import load
+    from chaos.system import SystemFileError, host_dirs, load
 
     hosts = {h.name: h for h in HOSTS}
-    for spec in load(path).hosts.values():
-        known = hosts.get(spec.name)
-        if known is not None and known.address != spec.address:
-            raise procs.StackError(
-                f"{path}: host {spec.name} is {known.address} in the dev stack, not "
-                f"{spec.address}: rename the host or use its address"
-            )
-        used = {h.address: h.name for h in hosts.values()}
-        if known is None and spec.address in used:
-            raise procs.StackError(
-                f"{path}: address {spec.address} of host {spec.name} is host {used[spec.address]}"
-            )
-        hosts[spec.name] = LabHost(spec.name, spec.address)
+    for path in dict.fromkeys(paths):
+        try:
+            system = load(path)
+        except SystemFileError:
+            if path in recorded and path != os.environ.get(SYSTEM_ENV):
+                continue  # a system file since removed: its hosts are no longer wanted
+            raise
+        for spec in system.hosts.values():
+            known = hosts.get(spec.name)
+            if known is not None and known.address != spec.address:
+                raise procs.StackError(
+                    f"{path}: host {spec.name} is {known.address} in the dev stack, not "
+                    f"{spec.address}: rename the host or use its address"
+                )
+            used = {h.address: h.name for h in hosts.values()}
+            if known is None and spec.address in used:
+                raise procs.StackError(
+                    f"{path}: address {spec.address} of host {spec.name} is host "
+                    f"{used[spec.address]}"
+                )
+            binds = tuple(d for d in host_dirs(system, spec.name) if not _covered(d))
+            if known is not None:
+                binds = tuple(dict.fromkeys((*known.binds, *binds)))
+            hosts[spec.name] = LabHost(spec.name, spec.address, binds, spec.manager)
     return tuple(hosts.values())
+
+
+def _covered(path: str) -> bool:
+    """Whether `path` lies in a directory every lab host already has its own copy of."""
+    return any(path == b or path.startswith(b + "/") for b in BIND_PATHS if b != "/etc/hosts")
 
 
 SSH_USER = "remedops"
@@ -135,6 +164,41 @@ BIND_PATHS = (
     "/srv",
 )
 SEEDED = ("/etc/nginx", "/etc/redis", "/etc/postgresql")
+# A systemd host's own unit directory (only the lab's units enabled, see SYSTEMD_MASKED) and
+# state directory.
+SYSTEMD_BIND_PATHS = ("/etc/systemd/system", "/var/lib/systemd", "/etc/hostname")
+# Units of a full boot that would act on the machine rather than the host (kernel settings,
+# module loading, remounting the shared root, users in the shared /etc/passwd, tmpfiles on
+# shared directories, a getty on the machine's console): masked on every systemd host.
+SYSTEMD_MASKED = (
+    "systemd-sysctl.service", "systemd-modules-load.service", "systemd-remount-fs.service",
+    "systemd-sysusers.service", "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service", "systemd-tmpfiles-clean.timer",
+    "console-getty.service", "getty.target", "systemd-journal-flush.service",
+    "systemd-update-utmp.service", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+    "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "systemd-logind.service",
+    "systemd-machine-id-commit.service", "systemd-firstboot.service", "ldconfig.service",
+    "systemd-hwdb-update.service", "systemd-random-seed.service", "apt-daily.timer",
+    "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer",
+)  # fmt: skip
+SYSTEMD_SSHD_UNIT = "remed-lab-sshd.service"
+SYSTEMD_SSHD = """\
+# The lab host's sshd (remed_stack/lab.py), the one unit a systemd lab host boots with.
+[Unit]
+Description=OpenSSH server of the remed lab host
+
+[Service]
+ExecStart=/usr/sbin/sshd -D -e -f /etc/remed-lab/sshd_config
+RuntimeDirectory=sshd
+RuntimeDirectoryPreserve=yes
+Restart=always
+RestartSec=1
+StandardOutput=append:/var/log/sshd.log
+StandardError=inherit
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 SUPERVISORD_CONF = """\
 ; supervisord is this lab host's init: it runs sshd and the host's services.
@@ -267,8 +331,29 @@ class LabHosts:
         self.key = self.ssh_dir / "id_ed25519"
         self.known_hosts = self.dir / "known_hosts"
         self.inventory = self.dir / "inventory.ini"
+        self.systems_file = self.dir / "systems"
 
     # -- public -----------------------------------------------------------------------------
+
+    def hosts(self) -> tuple[LabHost, ...]:
+        """This stack's hosts: the dev stack's, and those of the recorded lab systems."""
+        return lab_hosts(self._recorded_systems())
+
+    def _recorded_systems(self) -> tuple[str, ...]:
+        try:
+            return tuple(p for p in self.systems_file.read_text().splitlines() if p.strip())
+        except FileNotFoundError:
+            return ()
+
+    def _record_system(self) -> None:
+        """Remember `$REMED_LAB_SYSTEM`, so later `up`/`status`/`down` keep its hosts."""
+        path = os.environ.get(SYSTEM_ENV)
+        if not path:
+            return
+        path = os.path.abspath(path)
+        known = self._recorded_systems()
+        if path not in known:
+            _write_if_changed(self.systems_file, "".join(f"{p}\n" for p in (*known, path)))
 
     def up(self) -> None:
         """Start every host that is not healthy, then wait until an SSH login works on each.
@@ -279,13 +364,16 @@ class LabHosts:
         if not Path("/usr/sbin/sshd").exists() or not Path("/usr/bin/supervisord").exists():
             raise procs.StackError("lab hosts need openssh-server and supervisor: run `make setup`")
         with self._locked():
+            self.hosts()  # a broken system file fails here, before anything is recorded
+            self._record_system()
             self._ensure_user_and_key()
             self._ensure_bridge()
             self._ensure_no_forwarding()
             started: dict[str, procs.TrackedProcess] = {}
-            for host in lab_hosts():
+            for host in self.hosts():
                 self._attach(host)
                 if self._host_ok(host) or self._finishes_booting(host):
+                    self._refresh_etc_hosts(host)
                     continue
                 self._stop_host(host)
                 self._prepare_host_dir(host)
@@ -293,7 +381,7 @@ class LabHosts:
                 started[host.name] = self._start_host(host)
             self._write_known_hosts()
             self._write_inventory()
-            for host in lab_hosts():
+            for host in self.hosts():
                 log = self._host_dir(host) / "root/var/log/sshd.log"
                 procs.wait_until(
                     lambda h=host: self._ssh_login_works(h),  # type: ignore[misc]
@@ -311,7 +399,7 @@ class LabHosts:
         restarts and a failed run can still be read.
         """
         with self._locked():
-            for host in lab_hosts():
+            for host in self.hosts():
                 self._stop_host(host)
             if _link(BRIDGE) is not None:
                 _run("ip", "link", "del", BRIDGE, check=False)
@@ -321,7 +409,7 @@ class LabHosts:
         """The lab's part of `remed stack status --json` (ARCHITECTURE.md contract)."""
         return {
             "hosts": [
-                {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in lab_hosts()
+                {"name": h.name, "address": h.address, "ok": self._host_ok(h)} for h in self.hosts()
             ],
             "inventory": str(self.inventory),
             "ssh_key": str(self.key),
@@ -369,8 +457,8 @@ class LabHosts:
 
     def _prepare_host_dir(self, host: LabHost) -> None:
         root = self._host_dir(host) / "root"
-        for path in BIND_PATHS:
-            if path == "/etc/hosts":
+        for path in host.bind_paths:
+            if path in ("/etc/hosts", "/etc/hostname"):
                 continue
             target = root / path.lstrip("/")
             if not target.exists() and path in SEEDED and Path(path).is_dir():
@@ -390,9 +478,10 @@ class LabHosts:
 
         (root / "etc/supervisor/conf.d").mkdir(exist_ok=True)
         (root / "etc/supervisor/supervisord.conf").write_text(SUPERVISORD_CONF)
-        hosts = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", "::1 localhost ip6-localhost"]
-        hosts += [f"{h.address} {h.name}" for h in lab_hosts()]
-        (root / "etc/hosts").write_text("\n".join(hosts) + "\n")
+        (root / "etc/hosts").write_text(self._etc_hosts(host))
+        if host.init == "systemd":  # systemd sets the hostname from /etc/hostname at boot
+            (root / "etc/hostname").write_text(f"{host.name}\n")
+            self._prepare_systemd(root)
         self._prepare_home(root)
 
         # sshd's StrictModes: the host key, authorized_keys and their directory root-owned and
@@ -404,6 +493,38 @@ class LabHosts:
         authorized = etc / "authorized_keys"
         authorized.write_text(self.key.with_suffix(".pub").read_text())
         authorized.chmod(0o644)
+
+    def _etc_hosts(self, host: LabHost) -> str:
+        lines = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}", "::1 localhost ip6-localhost"]
+        lines += [f"{h.address} {h.name}" for h in self.hosts()]
+        return "\n".join(lines) + "\n"
+
+    def _refresh_etc_hosts(self, host: LabHost) -> None:
+        """A running host learns the names of hosts added since it booted. Written in place:
+        the host sees this file through a bind mount of its inode."""
+        path = self._host_dir(host) / "root/etc/hosts"
+        text = self._etc_hosts(host)
+        with contextlib.suppress(OSError):
+            if path.read_text() != text:
+                with open(path, "r+") as fh:
+                    fh.write(text)
+                    fh.truncate()
+
+    def _prepare_systemd(self, root: Path) -> None:
+        """A systemd host's own /etc/systemd/system: multi-user.target as default, the lab's
+        sshd as its one enabled unit, and SYSTEMD_MASKED masked."""
+        units = root / "etc/systemd/system"
+        wants = units / "multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (units / SYSTEMD_SSHD_UNIT).write_text(SYSTEMD_SSHD)
+        links = {units / "default.target": "/lib/systemd/system/multi-user.target",
+                 wants / SYSTEMD_SSHD_UNIT: f"../{SYSTEMD_SSHD_UNIT}"}  # fmt: skip
+        links |= {units / unit: "/dev/null" for unit in SYSTEMD_MASKED}
+        for link, target in links.items():
+            if not link.is_symlink() or os.readlink(link) != target:
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
+        (root / "var/lib/systemd").mkdir(parents=True, exist_ok=True)
 
     def _prepare_home(self, root: Path) -> None:
         """The automation user's home on this host: its own, with the minimal profile."""
@@ -438,10 +559,11 @@ class LabHosts:
                 "ip", "netns", "exec", host.netns,
                 "unshare", "--kill-child", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
                 "--propagation", "private",
-                str(INIT_SCRIPT), host.name, str(self._host_dir(host)), *BIND_PATHS,
+                str(INIT_SCRIPT), host.name, str(self._host_dir(host)), *host.bind_paths,
             ],
             pidfile=self._pidfile(host),
             logfile=self._host_dir(host) / "init.log",
+            env={**os.environ, "REMED_LAB_INIT": host.init},
         )  # fmt: skip
 
     def _stop_host(self, host: LabHost) -> None:
@@ -461,6 +583,7 @@ class LabHosts:
             _run("ip", "netns", "del", host.netns, check=False)
         if _link(host.veth) is not None:
             _run("ip", "link", "del", host.veth, check=False)
+        _remove_cgroups(host)
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -519,7 +642,7 @@ class LabHosts:
 
     def _write_known_hosts(self) -> None:
         lines = []
-        for host in lab_hosts():
+        for host in self.hosts():
             pub = (self._host_dir(host) / "root/etc/remed-lab/ssh_host_ed25519_key.pub").read_text()
             key_type, key = pub.split()[:2]
             lines.append(f"{host.name},{host.address} {key_type} {key}")
@@ -530,8 +653,8 @@ class LabHosts:
             f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={self.known_hosts} "
             "-o ControlMaster=auto -o ControlPersist=60s"
         )
-        lines = ["[lab:children]", *(h.name for h in lab_hosts()), ""]
-        for host in lab_hosts():
+        lines = ["[lab:children]", *(h.name for h in self.hosts()), ""]
+        for host in self.hosts():
             lines += [f"[{host.name}]", f"{host.name} ansible_host={host.address}", ""]
         lines += [
             "[lab:vars]",
@@ -559,6 +682,37 @@ class LabHosts:
         except subprocess.TimeoutExpired:
             return False
         return result.returncode == 0
+
+
+# Removes a systemd host's (empty, once its processes are gone) cgroup subtrees, in every
+# hierarchy, mounted for a moment in a mount namespace of its own (the machine may have some
+# hierarchies mounted nowhere).
+REMOVE_CGROUPS = """\
+set -u
+scratch=$(mktemp -d)
+mapfile -t hierarchies < /proc/self/cgroup
+for line in "${hierarchies[@]}"; do
+  IFS=: read -r _ controllers _ <<<"$line"
+  if [ -n "$controllers" ]; then
+    mount -t cgroup -o "$controllers" cgroup "$scratch" || continue
+  else
+    mount -t cgroup2 cgroup2 "$scratch" || continue
+  fi
+  find "$scratch" -depth -type d -name "remed-lab-$1" -print | while read -r sub; do
+    find "$sub" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  umount "$scratch"
+done
+rmdir "$scratch"
+"""
+
+
+def _remove_cgroups(host: LabHost) -> None:
+    """The cgroup subtrees a systemd host had (lab_init.sh)."""
+    if host.init != "systemd":
+        return
+    _run("unshare", "--mount", "--propagation", "private", "bash", "-c", REMOVE_CGROUPS,
+         "remove-cgroups", host.name, check=False)  # fmt: skip
 
 
 def _write_if_changed(path: Path, text: str) -> None:

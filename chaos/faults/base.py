@@ -126,18 +126,18 @@ class Fault(ABC):
             time.sleep(POLL_INTERVAL_S)
 
     def verify(self, window_s: float = VERIFY_WINDOW_S) -> Check:
-        """Recovered: the category check passes and the shop's steady state holds."""
+        """Recovered: the category check passes and the system's steady state holds."""
         started = time.monotonic()
         while True:
             result = self.check()
             state = probes.steady_state() if result.ok else None
             if result.ok and state is not None and state.ok:
-                return Check(True, f"{result.detail}; shop {state.detail}", result.evidence,
-                             time.monotonic() - started)  # fmt: skip
+                detail = f"{result.detail}; {topo.SYSTEM.name} {state.detail}"
+                return Check(True, detail, result.evidence, time.monotonic() - started)
             if time.monotonic() - started > window_s:
                 detail = result.detail
                 if state is not None:
-                    detail = f"shop not steady: {state.detail}"
+                    detail = f"{topo.SYSTEM.name} not steady: {state.detail}"
                 return Check(False, detail, result.evidence, time.monotonic() - started)
             time.sleep(POLL_INTERVAL_S)
 

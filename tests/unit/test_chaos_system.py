@@ -94,3 +94,24 @@ def test_stack_up_adds_a_systems_hosts_to_the_dev_stacks(
         lab.lab_hosts()
     monkeypatch.delenv(lab.SYSTEM_ENV)
     assert lab.lab_hosts() == lab.HOSTS
+
+
+def test_a_systemd_systems_hosts_boot_systemd_with_their_own_directories(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chaos.system import SYSTEMS_DIR
+    from remed_stack import lab
+
+    monkeypatch.setenv(lab.SYSTEM_ENV, str(SYSTEMS_DIR / "booking.yaml"))
+    hosts = {h.name: h for h in lab.lab_hosts()}
+    assert [hosts[n].init for n in ("web", "edge", "front", "backend", "data")] == [
+        "supervisord", "systemd", "systemd", "systemd", "systemd"]  # fmt: skip
+    front = hosts["front"].bind_paths
+    assert {"/etc/booking", "/opt/booking", "/etc/systemd/system", "/etc/hostname"} <= set(front)
+    assert "/var/log/booking" not in front  # /var/log is every host's own already
+    assert "/etc/ssl/booking" in hosts["edge"].bind_paths
+    assert hosts["web"].bind_paths == lab.BIND_PATHS
+    # recorded systems keep their hosts after the variable is gone
+    monkeypatch.delenv(lab.SYSTEM_ENV)
+    recorded = (str(SYSTEMS_DIR / "booking.yaml"), "/nonexistent/gone.yaml")
+    assert "edge" in [h.name for h in lab.lab_hosts(recorded)]

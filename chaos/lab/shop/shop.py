@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -154,10 +155,18 @@ class Shop:
             if not reply.startswith(b"VERSION"):
                 raise Unavailable(f"memcached: {reply[:80]!r}")
             checks["memcached"] = "ok"
-        for upstream in self.upstream_names():
-            self.upstream(upstream, "/health")
+        for upstream in self.each_upstream("/health"):
             checks[upstream] = "ok"
         return {"status": "ok", "service": self.service, "version": VERSION, "checks": checks}
+
+    def each_upstream(self, path: str) -> dict[str, Any]:
+        """GET `path` of every upstream at once; the first failure raises."""
+        names = self.upstream_names()
+        if len(names) < 2:
+            return {name: self.upstream(name, path) for name in names}
+        with ThreadPoolExecutor(len(names)) as pool:
+            futures = {name: pool.submit(self.upstream, name, path) for name in names}
+            return {name: future.result() for name, future in futures.items()}
 
     def request(self, user: str, item_id: int) -> dict[str, Any]:
         """The generic role's work: each store touched, then each upstream asked the same."""
@@ -189,8 +198,7 @@ class Shop:
             ):
                 raise Unavailable(f"memcached: {reply[:80]!r}")
             done["memcached"] = reply.split(b"\r\n")[0].decode(errors="replace")
-        for upstream in self.upstream_names():
-            done[upstream] = self.upstream(upstream, f"/request?user={user}&item={item_id}")
+        done.update(self.each_upstream(f"/request?user={user}&item={item_id}"))
         return {"service": self.service, "version": VERSION, "user": user, "item": item_id,
                 "done": done}
 
