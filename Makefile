@@ -58,12 +58,12 @@ unit: $(VENV_STAMP)
 # The shipped planner from the base model: data -> SFT -> evaluation -> gated promotion. Every
 # step resumes or finds its output done, so a second `make train` continues where one stopped.
 # The lab hosts and Triton must be up (`make stack-up`); see trainer/sft.py, trainer/promote.py.
-TRAIN_DATA ?= sft-v2d
+TRAIN_DATA ?= sft-v2e
 TRAIN_EVIDENCE ?= trainer/data/evidence/shop-v1.jsonl trainer/data/evidence/shop-v2-variants.jsonl
-TRAIN_BUDGET ?= --train-per-turn oneshot=140,probed=70,probe-request=24,after-probes=16,replan=12 \
+TRAIN_BUDGET ?= --train-per-turn oneshot=188,probed=90,probe-request=16,after-probes=12,replan=14 \
     --validation-limit 8
-TRAIN_CONFIG ?= trainer/configs/sft-v2d.toml
-TRAIN_RUN ?= runs/sft/sft-v2d
+TRAIN_CONFIG ?= trainer/configs/sft-v2e.toml
+TRAIN_RUN ?= runs/sft/sft-v2e
 TRAIN_GATE_SUITE ?= all
 train: setup
 	test -f trainer/data/$(TRAIN_DATA)/manifest.json || \
