@@ -159,7 +159,7 @@ def add_eval(sub: Subparsers) -> None:
     p.add_argument("--version", type=int, help="version to evaluate (default: the served one)")
     p.add_argument("--dataset", help="dataset directory for the offline evaluation")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    p.add_argument("--limit", type=int, help="only the first N examples offline")
+    p.add_argument("--limit", type=int, help="only N examples offline, spread over the split")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--suite", action="append", help="one-shot `remed bench` suite (repeatable)")
     p.add_argument("--loop-suite", action="append",

@@ -288,7 +288,8 @@ def evaluate_version(
     try:
         if dataset is not None:
             examples = data.read_split(Path(dataset), split)
-            examples = examples[:limit] if limit else examples
+            if limit:  # spread over the split (it is ordered by record), not its first pairs
+                examples = examples[:: max(1, len(examples) // limit)][:limit]
             scored = offline(examples, url=url, concurrency=concurrency, progress=progress)
             (out / "offline_cases.jsonl").write_text(
                 "".join(json.dumps(c) + "\n" for c in scored.pop("cases"))
