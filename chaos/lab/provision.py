@@ -557,6 +557,8 @@ def host_script(host: str) -> str:
             f"mountpoint -q {q(mount)} || mount -t tmpfs -o size={size},mode=0755 tmpfs {q(mount)}",
             f"find {q(mount)} -mindepth 1 -maxdepth 1 "
             + "".join(f"! -name {q(k)} " for k in keep) + "-exec rm -rf {} +",
+            # a size changed in the system file applies without a reboot
+            f"mount -o remount,size={size} {q(mount)} || true",
         ]
     for svc in services:
         log_dir = svc.log.rsplit("/", 1)[0]
