@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the lab system file (default: $REMED_LAB_SYSTEM, else chaos/systems/shop.yaml)",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("provision", help="bring the shop to its baseline (idempotent)")
+    sub.add_parser("provision", help="bring the lab system to its baseline (idempotent)")
     sub.add_parser("probe", help="steady-state probe: health of every service and e2e orders")
-    load = sub.add_parser("load", help="bounded load through nginx")
+    load = sub.add_parser("load", help="bounded load through the system's e2e entry")
     load.add_argument("--rps", type=float, default=20.0)
     load.add_argument("--duration-s", type=float, default=10.0)
     args = parser.parse_args(argv)
