@@ -59,6 +59,8 @@ def _stack(args: argparse.Namespace) -> int:
 
     paths = StackPaths.from_env()
     only = tuple(args.only.split(",")) if args.only else stack.COMPONENT_NAMES
+    if args.action == "down" and getattr(args, "system", None):
+        only = ("lab",)  # down --system FILE: that system's hosts, nothing else
     try:
         if args.action == "up":
             if "lab" in only and os.geteuid() != 0:
@@ -151,7 +153,8 @@ def add_stack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stack.add_argument("--only", help="comma-separated subset of kafka,lab,triton")
     stack.add_argument(
         "--system", metavar="FILE",
-        help="also bring up the hosts of this lab system file (chaos/README.md)",
+        help="up: also bring up the hosts of this lab system file (chaos/README.md); "
+        "down: stop only its own hosts and forget it",
     )  # fmt: skip
     stack.set_defaults(func=_stack)
 

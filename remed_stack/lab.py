@@ -396,14 +396,34 @@ class LabHosts:
         """Stop each host by its recorded pid, then remove namespaces, veths, bridge and rules.
 
         Host directories (host keys, configs, logs) stay, so known_hosts is stable across
-        restarts and a failed run can still be read.
+        restarts and a failed run can still be read. With `$REMED_LAB_SYSTEM` (`remed stack
+        down --system FILE`), only that system's own hosts stop (not the dev stack's, nor
+        another system's) and the file is no longer recorded.
         """
         with self._locked():
+            path = os.environ.get(SYSTEM_ENV)
+            if path:
+                self._down_system(os.path.abspath(path))
+                return
             for host in self.hosts():
                 self._stop_host(host)
             if _link(BRIDGE) is not None:
                 _run("ip", "link", "del", BRIDGE, check=False)
             _run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
+
+    def _down_system(self, path: str) -> None:
+        saved = os.environ.pop(SYSTEM_ENV)
+        try:
+            others = tuple(p for p in self._recorded_systems() if p != path)
+            keep = {h.name for h in lab_hosts(others)}
+            for host in lab_hosts((*others, path)):
+                if host.name not in keep:
+                    self._stop_host(host)
+            _write_if_changed(self.systems_file, "".join(f"{p}\n" for p in others))
+            self._write_known_hosts()
+            self._write_inventory()
+        finally:
+            os.environ[SYSTEM_ENV] = saved
 
     def status(self) -> dict[str, Any]:
         """The lab's part of `remed stack status --json` (ARCHITECTURE.md contract)."""
