@@ -336,6 +336,64 @@ def load_version_model(paths: StackPaths, version: int | None) -> Any:
     return model.eval()
 
 
+def _q4_1_roundtrip(w: Any) -> Any:
+    """`w` after Q4_1 and back, as the q4 engine stores it: per 32 consecutive weights of a
+    row, fp16 scale d = (max - min) / 15 and fp16 minimum, 4-bit codes round((w - min) / d)."""
+    import numpy as np
+
+    blocks = w.reshape(-1, 32).astype(np.float32)
+    lo, hi = blocks.min(axis=1, keepdims=True), blocks.max(axis=1, keepdims=True)
+    d = ((hi - lo) / 15).astype(np.float16).astype(np.float32)
+    lo = lo.astype(np.float16).astype(np.float32)
+    q = np.clip(np.rint((blocks - lo) / np.where(d == 0, 1, d)), 0, 15)
+    return (q * d + lo).reshape(w.shape)
+
+
+def _q8_0_roundtrip(w: Any) -> Any:
+    """`w` after Q8_0 and back: per 32 weights, fp16 scale max|w| / 127, 8-bit codes."""
+    import numpy as np
+
+    blocks = w.reshape(-1, 32).astype(np.float32)
+    d = (np.abs(blocks).max(axis=1, keepdims=True) / 127).astype(np.float16).astype(np.float32)
+    q = np.clip(np.rint(blocks / np.where(d == 0, 1, d)), -127, 127)
+    return (q * d).reshape(w.shape)
+
+
+def quant_error(paths: StackPaths, version: int) -> dict[str, Any]:
+    """Why q4 keeps the base model and loses a fine-tuned one. Per format, over the decoder
+    matrices: `base`, the relative RMS error a round trip puts on the base weights (they come
+    from a Q4_1 GGUF, so they already sit on its grid); `tuned`, the same for `version`'s
+    merged weights W + dW in the layers the adapter changed; `delta_lost`, how much of the
+    fine-tuning dW the round trip destroys, |Q(W + dW) - W - dW| / |dW| (1.0: all of it)."""
+    import numpy as np
+
+    base = load_version_model(paths, None).state_dict()
+    tuned = load_version_model(paths, version).state_dict()
+    trips = {"q4": _q4_1_roundtrip, "q8": _q8_0_roundtrip}
+
+    def norm(x: Any) -> float:
+        return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+    out: dict[str, Any] = {}
+    for fmt, trip in trips.items():
+        rows: dict[str, list[float]] = {"base": [], "tuned": [], "delta_lost": []}
+        for name, w in base.items():
+            if ".layers." not in name or not name.endswith("proj.weight"):
+                continue
+            w0 = w.detach().float().numpy()
+            rows["base"].append(norm(trip(w0) - w0) / norm(w0))
+            w1 = tuned[name].detach().float().numpy()
+            delta = w1 - w0
+            if not delta.any():
+                continue
+            q1 = trip(w1)
+            rows["tuned"].append(norm(q1 - w1) / norm(w1))
+            rows["delta_lost"].append(norm(q1 - w0 - delta) / norm(delta))
+        out[fmt] = {k: round(float(np.mean(v)), 4) if v else None for k, v in rows.items()}
+        out[fmt]["changed_matrices"] = len(rows["tuned"])
+    return out
+
+
 def dataset_prompts(dataset: Path, count: int) -> list[str]:
     """`count` prompts of a trainer dataset's test split, spread over it: what the trained
     model is asked when it serves (every turn kind)."""
@@ -503,9 +561,16 @@ def main(argv: list[str] | None = None) -> int:
         "context lengths, comma-separated, e.g. 20,150,400,800 (in this process, no stack "
         "needed; --rounds blocks of 16 steps each)",
     )
+    parser.add_argument(
+        "--quant-error", type=int, metavar="VERSION",
+        help="instead: the Q4_1 round-trip error of the base's and VERSION's decoder matrices",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     paths = StackPaths.from_env()
+    if args.quant_error:
+        print(json.dumps(quant_error(paths, args.quant_error)))
+        return 0
     if args.context_sweep:
         try:
             contexts = [int(c) for c in args.context_sweep.split(",")]
