@@ -129,9 +129,11 @@ def served_dataset(model_dir: Path, version: int) -> Path | None:
     m = re.search(r"^dataset: (\S+)$", card.read_text(), re.M) if card.is_file() else None
     if not m:
         return None
-    path = Path(m.group(1))
-    path = path if path.is_absolute() else ROOT / path
-    return path if (path / "test.jsonl").is_file() else None
+    name = Path(m.group(1))  # a path, or a name under trainer/data/
+    for path in (name, ROOT / name, ROOT / "trainer" / "data" / name):
+        if (path / "test.jsonl").is_file():
+            return path
+    return None
 
 
 async def create_topic(bootstrap: str, name: str) -> None:
