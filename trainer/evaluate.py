@@ -253,6 +253,27 @@ class Versions(Protocol):
     def load(self, version: int) -> Any: ...
 
 
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Until Triton says it is ready: right after a version swap it still unloads the old
+    version, its strict readiness is false for a few seconds, and a bench started then
+    refuses to run ("Triton is not up")."""
+    import urllib.error
+    import urllib.request
+
+    base = url if url.startswith("http") else f"http://{url}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise EvaluationError(f"Triton at {base} not ready {timeout_s:.0f}s after the swap")
+        time.sleep(1.0)
+
+
 def evaluate_version(
     version: int | None,
     versions: Versions,
@@ -284,6 +305,7 @@ def evaluate_version(
         raise EvaluationError("Triton serves no version: pass --version N")
     if version not in before:
         versions.load(version)
+        wait_ready(url)
     result: dict[str, Any] = {"version": version, "served_before": before, "live": {}}
     try:
         if dataset is not None:
