@@ -187,7 +187,10 @@ def load(rps: float, duration_s: float, concurrency: int = 4) -> E2EStats:
 
 
 FINGERPRINT_SCRIPT = """\
-echo "processes $(ls -d /proc/[0-9]* | wc -l)"
+# processes, less the sessions of sshd (the sampler's own and Ansible's, kept open a while by
+# ControlPersist): what a fault leaks is a process of its own
+echo "processes $(for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \\
+  | grep -cvE '^sshd: [^ ]+ \\[priv\\]|^sshd: [^ ]+@')"
 echo "nft_tables $(nft list tables 2>/dev/null | wc -l)"
 echo "chaos_helpers $({{ pgrep -f /run/remed-chaos/; grep -lzx 'REMED_CHAOS_FAULT=.*' \\
   /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; }} | sort -u | grep -c . || true)"
