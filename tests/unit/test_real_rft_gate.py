@@ -299,8 +299,9 @@ def test_a_recorded_digest_is_checked_for_rft_runs_too(tmp_path: Path) -> None:
 
 
 def test_evaluate_version_serves_the_version_before_again_even_on_failure(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(evaluate, "wait_ready", lambda url: None)  # no Triton here to ask
     versions = FakeVersions(served=1)
     doc = evaluate.evaluate_version(2, versions, url=URL, out=tmp_path / "e")
     assert doc["version"] == 2 and doc["served_before"] == [1] and versions.loads == [2, 1]
