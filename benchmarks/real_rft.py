@@ -272,9 +272,10 @@ def rate(cases_dir: Path, category: str, daemon_cfg: Path) -> list[dict[str, Any
             comment="SIGTERM, then wait until it has gone" if playbook else None,
         )  # fmt: skip
         receipt = asyncio.run(send_feedback(kafka, doc))
+        written = sum(bool(a.get("playbook")) for a in outcome.get("attempts", []))
         sent.append({"incident_id": outcome["incident_id"], "case": case_file.stem,
                      "verdict": verdict, "corrected": playbook is not None, "at": time.time(),
-                     "offset": receipt.offset})  # fmt: skip
+                     "offset": receipt.offset, "playbooks": written})  # fmt: skip
     return sent
 
 
@@ -408,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "feedback.json").write_text(json.dumps(sent, indent=2))
         if not sent:
             print("real_rft: no outcome to rate: see the stream's cases", file=sys.stderr)
+            return 1
+        if not any(f["playbooks"] for f in sent):
+            print(f"real_rft: v{served} wrote no playbook for any incident of the stream, so "
+                  "no feedback can become an example: serve a version that writes playbooks "
+                  "(an SFT one) first", file=sys.stderr)  # fmt: skip
             return 1
         first_feedback = min(f["at"] for f in sent)
         rnd = wait_for_round(out, trainer, args.round_timeout_min * 60)
