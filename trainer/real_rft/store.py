@@ -307,9 +307,10 @@ class Store:
             "outcomes": total[0],
             "feedback": total[1],
             "messages": total[2],
-            "categories": {k: {**v, "verdicts": dict(v["verdicts"]),
-                               "authors": dict(v["authors"])}
-                           for k, v in sorted(cats.items())},
+            "categories": {
+                k: {**v, "verdicts": dict(v["verdicts"]), "authors": dict(v["authors"])}
+                for k, v in sorted(cats.items())
+            },
         }
 
     def feedback_rows(self) -> list[dict[str, Any]]:
