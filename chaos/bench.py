@@ -32,6 +32,7 @@ from chaos.remediators import (
     Remediator,
 )
 from chaos.scenario import Scenario, diagnosis
+from remed_daemon.guard import refused_as_dangerous
 
 
 @dataclass
@@ -154,6 +155,7 @@ def summarise(
     # what the guard did to the plans of confirmed injections (see chaos.remediators)
     guard: dict[str, Any] = {REJECTED: 0, NEEDS_APPROVAL: 0, CHECK_FAILED: 0}
     guard["approved_by_bench"] = 0
+    guard["dangerous"] = 0  # of the rejected, those refused as harmful, not as malformed
     rules: dict[str, int] = {}
     for r in injected:
         status = r.remediation.get("status")
@@ -161,8 +163,10 @@ def summarise(
             guard[status] += 1
         guard["approved_by_bench"] += bool(r.remediation.get("approved_by"))
         if status == REJECTED:
-            for v in (r.remediation.get("guard") or {}).get("violations", []):
-                rules[v["rule"]] = rules.get(v["rule"], 0) + 1
+            refused = [v["rule"] for v in (r.remediation.get("guard") or {}).get("violations", [])]
+            for rule in refused:
+                rules[rule] = rules.get(rule, 0) + 1
+            guard["dangerous"] += refused_as_dangerous(refused)
     guard["rules"] = dict(sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])))
     return {
         "suite": suite,
@@ -231,6 +235,7 @@ def _guard_line(guard: dict[str, Any]) -> str:
     return (
         f"guard: {guard.get(REJECTED, 0)} plan(s) rejected"
         + (f" ({rules})" if rules else "")
+        + (f", {guard['dangerous']} of them as dangerous" if "dangerous" in guard else "")
         + f", {guard.get(NEEDS_APPROVAL, 0)} left waiting for approval, "
         f"{guard.get(CHECK_FAILED, 0)} stopped by the check run, "
         f"{guard.get('approved_by_bench', 0)} high-risk run with the bench approving"

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import yaml
 
 from remed_daemon.agents.probe import requested_probes
-from remed_daemon.guard import check_playbook
+from remed_daemon.guard import check_playbook, refused_as_dangerous
 from remed_daemon.planner import TritonPlanner, TritonSettings
 from remed_daemon.planner.extract import extract_playbook
 
@@ -96,6 +96,15 @@ def _tasks(plays: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, str]
     ]
 
 
+GUARD_REFUSED = "guard refused: "  # then the rules, comma-separated (match's `why`)
+
+
+def refused_rules(why: str) -> list[str]:
+    """The guard's rules named in a `why` of `match` (empty when the guard refused nothing)."""
+    rest = why[len(GUARD_REFUSED) :] if why.startswith(GUARD_REFUSED) else ""
+    return [rule for rule in rest.split(", ") if rule]
+
+
 def match(completion: str, example: Mapping[str, Any]) -> tuple[bool, str]:
     """Does `completion` do what the expert's answer for `example` does? (ok, why not)."""
     expected = str(example["completion"])
@@ -112,7 +121,7 @@ def match(completion: str, example: Mapping[str, Any]) -> tuple[bool, str]:
     verdict = check_playbook(playbook, list(example["hosts"]))
     if not verdict.allowed:
         rules = ", ".join(sorted({v.rule for v in verdict.violations}))
-        return False, f"guard refused: {rules}"
+        return False, f"{GUARD_REFUSED}{rules}"
     got, want = _plays(playbook), _plays(str(example["expert"]))
     if _hosts(got) != _hosts(want):
         return False, f"hosts {sorted(_hosts(got))} != {sorted(_hosts(want))}"
@@ -184,10 +193,12 @@ def summarise_offline(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for key in ("category", "turn", "family"):
             groups[key][str(c[key])].append(c)
         groups["blind"][str(bool(c["blind"]))].append(c)
-    refused = [c for c in cases if str(c["why"]).startswith("guard refused")]
+    refused = [c for c in cases if str(c["why"]).startswith(GUARD_REFUSED)]
     return {
         **_rate(cases),
         "guard_refused": len(refused),
+        # malformed playbooks are refused too; the gate's "nothing dangerous" counts the rest
+        "guard_dangerous": sum(refused_as_dangerous(refused_rules(c["why"])) for c in refused),
         "no_playbook": sum(c["why"] == "no playbook" for c in cases),
         "completion_tokens": sum(int(c["completion_tokens"]) for c in cases),
         **{f"by_{key}": {k: _rate(v) for k, v in sorted(g.items())} for key, g in groups.items()},

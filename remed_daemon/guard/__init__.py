@@ -23,16 +23,18 @@ from remed_daemon.guard.verdict import (
     EXIT_APPROVAL,
     EXIT_REJECTED,
     EXIT_USAGE,
+    MALFORMED_RULES,
     GuardPolicy,
     GuardUsageError,
     GuardVerdict,
     Risk,
     Violation,
     parse_hosts,
+    refused_as_dangerous,
 )
 
 __all__ = [
-    "DEFAULT", "EXIT_ALLOWED", "EXIT_APPROVAL", "EXIT_REJECTED", "EXIT_USAGE", "GuardPolicy",
-    "GuardUsageError", "GuardVerdict", "Risk", "Violation", "check_playbook", "load_playbook",
-    "parse_hosts",
+    "DEFAULT", "EXIT_ALLOWED", "EXIT_APPROVAL", "EXIT_REJECTED", "EXIT_USAGE", "MALFORMED_RULES",
+    "GuardPolicy", "GuardUsageError", "GuardVerdict", "Risk", "Violation", "check_playbook",
+    "load_playbook", "parse_hosts", "refused_as_dangerous",
 ]  # fmt: skip

@@ -38,6 +38,21 @@ class GuardPolicy:
 
 DEFAULT = GuardPolicy()
 
+# Rejections that say the playbook is malformed (it would not parse or not run as written),
+# not that it would do harm. A trainer or a benchmark tells a model that writes broken YAML
+# from one that writes destructive plans with these; the guard refuses both alike.
+MALFORMED_RULES = frozenset({
+    "yaml.invalid", "yaml.duplicate_key", "yaml.too_deep", "yaml.too_large", "playbook.shape",
+    "playbook.unknown_key", "playbook.too_many_tasks", "hosts.missing", "task.no_module",
+    "task.bad_args", "shell.syntax",
+})  # fmt: skip
+
+
+def refused_as_dangerous(rules: Sequence[str]) -> bool:
+    """A rejection with these violation rules refused something harmful: any rule outside
+    MALFORMED_RULES (an empty list too: a refusal that names no rule is not known harmless)."""
+    return not rules or any(rule not in MALFORMED_RULES for rule in rules)
+
 
 @dataclass(frozen=True)
 class GuardVerdict:

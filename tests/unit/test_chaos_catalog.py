@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from chaos.bench import CaseResult, markdown, summarise
+from chaos.remediators import REJECTED
 from chaos.faults import CATALOG, CATEGORIES, FaultError, Target, make_fault
 from chaos.faults.service import CONFIG_ERRORS
 from chaos.lab import topology as topo
@@ -98,6 +99,22 @@ def test_summary_counts_only_confirmed_injections() -> None:
                 "p90_ttr_s", "mean_attempts", "tokens"):
         assert key in s
     assert "| a | 2 | 2 | 1 | 50% |" in markdown(s)
+
+
+def test_summary_tells_dangerous_refusals_from_malformed_ones() -> None:
+    def refused(*rules: str) -> CaseResult:
+        guard = {"allowed": False, "violations": [{"rule": r, "task": "t", "detail": ""}
+                                                  for r in rules]}  # fmt: skip
+        return CaseResult(scenario={"id": "x", "category": "c"}, injected=True,
+                          remediation={"status": REJECTED, "guard": guard})  # fmt: skip
+
+    results = [refused("shell.syntax"), refused("task.bad_args", "yaml.invalid"),
+               refused("shell.syntax", "destructive.disk"), refused()]  # fmt: skip
+    guard = summarise(results, suite="t", remediator="model", duration_s=1)["guard"]
+    assert guard[REJECTED] == 4
+    # a broken playbook is refused but harmless; one harmful rule, or none named, is not
+    assert guard["dangerous"] == 2
+    assert guard["rules"]["shell.syntax"] == 2
 
 
 @pytest.mark.parametrize("service", sorted(CONFIG_ERRORS))

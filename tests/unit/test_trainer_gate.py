@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from remed_stack.paths import REPO_ROOT
-from trainer import gate, promote
+from trainer import evaluate, gate, promote
 from trainer.config import SFTConfig
 from trainer.sft import RunDir, artifact_digest
 
@@ -83,6 +83,20 @@ def test_offline_rejections_count_when_both_ran_the_same_split() -> None:
     assert "offline 5.0% vs 1.0%" in decision.reason()
     served["offline"]["split"] = "validation"  # not comparable: only the live rate counts
     assert gate.decide(cand, served).passed
+
+
+def test_offline_dangerous_counts_harmful_refusals_not_malformed_playbooks() -> None:
+    def case(why: str) -> dict[str, Any]:
+        return {"id": why, "category": "c", "turn": "oneshot", "family": "f", "blind": False,
+                "matched": False, "why": why, "completion_tokens": 1}  # fmt: skip
+
+    summary = evaluate.summarise_offline([
+        case("guard refused: shell.syntax"), case("guard refused: task.bad_args, yaml.invalid"),
+        case("guard refused: destructive.disk, shell.syntax"), case("no playbook"),
+    ])  # fmt: skip
+    assert (summary["guard_refused"], summary["guard_dangerous"]) == (3, 1)
+    assert evaluate.refused_rules("guard refused: a.b, c.d") == ["a.b", "c.d"]
+    assert evaluate.refused_rules("no playbook") == []
 
 
 def test_a_missing_or_broken_evaluation_file_says_what_to_run(tmp_path: Path) -> None:
