@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from chaos.bench import CaseResult, markdown, summarise
-from chaos.remediators import REJECTED
 from chaos.faults import CATALOG, CATEGORIES, FaultError, Target, make_fault
 from chaos.faults.service import CONFIG_ERRORS
 from chaos.lab import topology as topo
 from chaos.lab.hosts import Lab
 from chaos.playbooks import oracle_playbook, rules_playbook, write_oracle_dir
+from chaos.remediators import REJECTED
 from chaos.scenario import diagnosis, load_suite
 from remed_daemon.planner import OraclePlanner, PlanRequest
 
